@@ -1,0 +1,114 @@
+"""`python -m sync`: the operator's command line. Every command accepts `--env-file PATH` (dotenv) for the settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from sync.settings import Settings, SettingsError, load_settings
+from sync.state import StateStore
+from sync.status import collect_status
+
+Command = Callable[[argparse.Namespace, Console], int]
+
+
+def _state(args: argparse.Namespace) -> StateStore:
+    return StateStore.from_settings(_settings(args))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.env_file)
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    report = collect_status(_state(args))
+    if args.json:
+        console.print_json(report.model_dump_json())
+        return 0
+    for entity in report.entities:
+        table = Table(title=f"{entity.entity}: {entity.error_count} record errors", title_justify="left")
+        for column in ("started", "kind", "direction", "outcome", "read", "created", "updated", "failed", "calls"):
+            table.add_column(column)
+        for run in entity.last_runs:
+            c = run.counts
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(run.api_calls.items()))
+            table.add_row(
+                run.started_at.isoformat(timespec="seconds"),
+                run.kind,
+                run.direction,
+                run.outcome,
+                *(str(v) for v in (c.read, c.created, c.updated, c.failed)),
+                calls,
+            )
+        console.print(table)
+        for cursor in entity.cursors:
+            when = cursor.updated_at.isoformat(timespec="seconds") if cursor.updated_at else "never"
+            console.print(f"  {cursor.system} watermark: {'set' if cursor.has_cursor else 'none'} (advanced {when})")
+        if entity.lease_holder:
+            console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace, console: Console) -> int:
+    state = _state(args)
+    if args.clear:
+        removed = state.errors.clear(args.entity)
+        console.print(f"cleared {removed} record errors")
+        return 0
+    errors = list(state.errors.list(args.entity))
+    if args.json:
+        console.print_json(json.dumps([e.model_dump(mode="json") for e in errors]))
+        return 0
+    table = Table(title=f"{len(errors)} record errors", title_justify="left")
+    for column in ("entity", "system", "record", "operation", "code", "message", "attempts", "last seen"):
+        table.add_column(column)
+    for e in errors:
+        last = e.last_seen.isoformat(timespec="seconds") if e.last_seen else ""
+        table.add_row(e.entity, e.system, e.record_id, e.operation, e.code or "", e.message, str(e.attempts), last)
+    console.print(table)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from sync.demo import run_demo
+
+    return run_demo(console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", default=argparse.SUPPRESS, help="dotenv file with the app settings")
+    parser = argparse.ArgumentParser(prog="python -m sync", description=__doc__, parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser("status", parents=[common], help="watermarks, last runs, record error counts")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+
+    errors = commands.add_parser("errors", parents=[common], help="list (or clear) record errors")
+    errors.add_argument("--json", action="store_true")
+    errors.add_argument("--entity")
+    errors.add_argument("--clear", action="store_true", help="remove the listed errors")
+    errors.set_defaults(handler=cmd_errors)
+
+    demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "env_file"):
+        args.env_file = None
+    console = console or Console()
+    handler: Command = args.handler
+    try:
+        return handler(args, console)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,188 @@
+"""Every app setting of the sync, validated in one place.
+
+The setting names are a contract shared with infra/ (Bicep app settings), the emulators (which write an env file with
+these names) and the tests. Secrets are `SecretStr`: they never appear in a repr, a log line or an error message.
+
+A missing or invalid setting fails at start with one line naming the setting and what is wrong (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+NCRONTAB_EVERY_MINUTE = "0 */1 * * * *"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid. The message is one line and names the setting; it never holds a secret."""
+
+
+def _setting(name: str, description: str, **kwargs: Any) -> Any:
+    return Field(validation_alias=AliasChoices(name), description=description, **kwargs)
+
+
+class Settings(BaseSettings):
+    """The app settings. Field aliases are the environment variable names (case-sensitive, as Azure sets them)."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", populate_by_name=False, frozen=True)
+
+    # --- Storage: the Functions host's account, and (optionally) a separate one for the sync state.
+    azure_webjobs_storage: SecretStr | None = _setting(
+        "AzureWebJobsStorage", "Connection string of the host's storage account (local/Azurite).", default=None
+    )
+    azure_webjobs_storage_account_name: str | None = _setting(
+        "AzureWebJobsStorage__accountName",
+        "Identity-based storage: the account name; the app's managed identity is used instead of a key.",
+        default=None,
+    )
+    azure_webjobs_storage_client_id: str | None = _setting(
+        "AzureWebJobsStorage__clientId",
+        "Identity-based storage: client id of a user-assigned managed identity (omit for system-assigned).",
+        default=None,
+    )
+    sync_storage_connection: SecretStr | None = _setting(
+        "SYNC_STORAGE_CONNECTION",
+        "Connection string for the sync state; defaults to AzureWebJobsStorage.",
+        default=None,
+    )
+    sync_table_prefix: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9]{0,30}$")] = _setting(
+        "SYNC_TABLE_PREFIX", "Prefix of every state table name (letters and digits).", default="sync"
+    )
+
+    # --- Dynamics 365 / Dataverse
+    dynamics_url: str = _setting("DYNAMICS_URL", "Organization URL, e.g. https://contoso.crm.dynamics.com")
+    dynamics_tenant_id: str = _setting("DYNAMICS_TENANT_ID", "Entra tenant id (GUID or domain).")
+    dynamics_client_id: str = _setting("DYNAMICS_CLIENT_ID", "Application (client) id of the Entra app registration.")
+    dynamics_client_secret: SecretStr = _setting("DYNAMICS_CLIENT_SECRET", "Client secret of the app registration.")
+    dynamics_authority: str | None = _setting(
+        "DYNAMICS_AUTHORITY", "Authority override; default https://login.microsoftonline.com/<tenant>.", default=None
+    )
+
+    # --- Marketo
+    marketo_base_url: str = _setting("MARKETO_BASE_URL", "REST host, e.g. https://123-ABC-456.mktorest.com")
+    marketo_client_id: str = _setting("MARKETO_CLIENT_ID", "Client id of the LaunchPoint custom service.")
+    marketo_client_secret: SecretStr = _setting("MARKETO_CLIENT_SECRET", "Client secret of the LaunchPoint service.")
+
+    # --- TLS, mapping
+    sync_ca_bundle: Path | None = _setting(
+        "SYNC_CA_BUNDLE", "Extra CA certificate file (PEM) to trust, e.g. the local emulators' CA.", default=None
+    )
+    sync_mapping_file: Path | None = _setting(
+        "SYNC_MAPPING_FILE", "Field mapping file (JSON or YAML); the packaged default is used when unset.", default=None
+    )
+
+    # --- Timers: read by the Functions host through %NAME% bindings; validated here so a typo fails early.
+    sync_schedule_lead: str = _setting(
+        "SYNC_SCHEDULE_LEAD", "NCRONTAB schedule of the lead incremental sync.", default=NCRONTAB_EVERY_MINUTE
+    )
+    sync_schedule_contact: str = _setting(
+        "SYNC_SCHEDULE_CONTACT", "NCRONTAB schedule of the contact incremental sync.", default=NCRONTAB_EVERY_MINUTE
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # An explicit --env-file wins over the process environment.
+        return (init_settings, dotenv_settings, env_settings)
+
+    @field_validator("dynamics_url", "marketo_base_url", "dynamics_authority")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("must be an https:// URL")
+        return value
+
+    @field_validator("sync_ca_bundle", "sync_mapping_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @field_validator("sync_schedule_lead", "sync_schedule_contact")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        if len(value.split()) != 6:
+            raise ValueError("must be an NCRONTAB expression with 6 fields (second minute hour day month weekday)")
+        return value
+
+    @model_validator(mode="after")
+    def _storage_configured(self) -> Settings:
+        if self.azure_webjobs_storage is None and self.azure_webjobs_storage_account_name is None:
+            raise ValueError(
+                "AzureWebJobsStorage: set a connection string, "
+                "or AzureWebJobsStorage__accountName for identity-based access"
+            )
+        return self
+
+    @property
+    def state_connection(self) -> SecretStr | None:
+        """The connection string for the sync state, or None when the state uses the managed identity."""
+        return self.sync_storage_connection or self.azure_webjobs_storage
+
+    @property
+    def authority(self) -> str:
+        return self.dynamics_authority or f"https://login.microsoftonline.com/{self.dynamics_tenant_id}"
+
+
+def setting_names() -> set[str]:
+    """Every environment variable name the settings model reads (the contract checked against infra/)."""
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        assert isinstance(alias, AliasChoices)
+        names.update(str(choice) for choice in alias.choices)
+    return names
+
+
+def secret_setting_names() -> set[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        if field.annotation in (SecretStr, SecretStr | None):
+            assert isinstance(field.validation_alias, AliasChoices)
+            names.update(str(choice) for choice in field.validation_alias.choices)
+    return names
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    name = str(loc[0]) if loc else ""
+    field = Settings.model_fields.get(name)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        name = str(field.validation_alias.choices[0])
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "missing":
+        message = "is required but not set"
+    message = message.removeprefix("Value error, ")
+    if not name:  # model-level validator: the message already names the setting
+        return message
+    return f"{name}: {message}"
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Build the settings from the environment, overlaid by an optional dotenv file (its values win).
+
+    Raises SettingsError with one line per problem, each naming the setting.
+    """
+    if env_file is not None and not Path(env_file).is_file():
+        raise SettingsError(f"--env-file: file not found: {env_file}")
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = "; ".join(_describe(err) for err in exc.errors(include_input=False, include_url=False))
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -1,0 +1,186 @@
+"""Links between a Dynamics record and a Marketo record of one entity, each with its last-synced snapshot.
+
+Partition design
+----------------
+A link is stored as two rows, one per direction of lookup, so that finding the counterpart of either id is a single
+point read:
+
+    PartitionKey = "<entity>|D", RowKey = encode(dynamics id)  -> marketo id, snapshot, synced at
+    PartitionKey = "<entity>|M", RowKey = encode(marketo id)   -> dynamics id
+
+Each (entity, side) is one partition, so the rows one sync cycle writes for an entity share a partition and go out in
+entity-group transactions of at most 100 operations (250 links = 3 transactions on each side). Entities and sides spread
+over separate partitions, which Table Storage serves from separate servers as load grows.
+
+The D row is the authority and is written first; the M row is an index. If a crash falls between the two, the M row is
+missing and a lookup by Marketo id falls back to matching by link fields, which finds the same pair again; a stale M row
+(pointing at a D row that no longer points back) is treated as absent.
+
+The snapshot is the value of every synced field as both systems held it after the last successful sync of the pair: the
+merge base and the echo filter. It lives on the D row so a link and its snapshot always commit together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from pydantic import BaseModel, Field
+
+from sync.state.keys import encode_key
+
+MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
+MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
+
+
+class Link(BaseModel):
+    entity: str
+    dynamics_id: str
+    marketo_id: str
+    snapshot: dict[str, Any] = Field(default_factory=dict)
+    synced_at: datetime | None = None
+
+
+class TransactionTooLarge(ValueError):
+    pass
+
+
+def chunked_transactions(operations: Sequence[tuple[str, dict[str, Any]]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Split operations into valid entity-group transactions: one partition each, at most 100 operations."""
+    # A row may appear once per transaction: the last operation on a key wins.
+    last = {(op[1]["PartitionKey"], op[1]["RowKey"]): op for op in operations}
+    ordered = sorted(last.values(), key=lambda op: op[1]["PartitionKey"])
+    for _, group in groupby(ordered, key=lambda op: op[1]["PartitionKey"]):
+        ops = list(group)
+        for start in range(0, len(ops), MAX_TRANSACTION_OPERATIONS):
+            yield [_as_transaction_op(op) for op in ops[start : start + MAX_TRANSACTION_OPERATIONS]]
+
+
+def _as_transaction_op(op: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
+    kind, entity = op
+    if kind == "upsert":
+        return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+    return (kind, entity)
+
+
+def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    """Submit operations as entity-group transactions; returns how many transactions were sent."""
+    count = 0
+    for batch in chunked_transactions(operations):
+        if len(batch) > MAX_TRANSACTION_OPERATIONS or len({op[1]["PartitionKey"] for op in batch}) != 1:
+            raise TransactionTooLarge("a transaction must hold at most 100 operations on one partition")
+        table.submit_transaction(batch)
+        count += 1
+    return count
+
+
+class LinkStore:
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    @staticmethod
+    def _d_partition(entity: str) -> str:
+        return encode_key(f"{entity}|D")
+
+    @staticmethod
+    def _m_partition(entity: str) -> str:
+        return encode_key(f"{entity}|M")
+
+    def _d_row(self, link: Link) -> dict[str, Any]:
+        snapshot = json.dumps(link.snapshot, sort_keys=True, default=str, ensure_ascii=False)
+        if len(snapshot) > MAX_SNAPSHOT_CHARS:
+            raise ValueError(
+                f"snapshot of {link.entity} {link.dynamics_id} is {len(snapshot)} characters; "
+                f"at most {MAX_SNAPSHOT_CHARS} fit in one table property"
+            )
+        return {
+            "PartitionKey": self._d_partition(link.entity),
+            "RowKey": encode_key(link.dynamics_id),
+            "Entity": link.entity,
+            "DynamicsId": link.dynamics_id,
+            "MarketoId": link.marketo_id,
+            "Snapshot": snapshot,
+            "SyncedAt": link.synced_at or datetime.now(UTC),
+        }
+
+    def _m_row(self, link: Link) -> dict[str, Any]:
+        return {
+            "PartitionKey": self._m_partition(link.entity),
+            "RowKey": encode_key(link.marketo_id),
+            "Entity": link.entity,
+            "DynamicsId": link.dynamics_id,
+            "MarketoId": link.marketo_id,
+        }
+
+    @staticmethod
+    def _from_d_row(row: dict[str, Any]) -> Link:
+        return Link(
+            entity=row["Entity"],
+            dynamics_id=row["DynamicsId"],
+            marketo_id=row["MarketoId"],
+            snapshot=json.loads(row.get("Snapshot") or "{}"),
+            synced_at=row.get("SyncedAt"),
+        )
+
+    def get_by_dynamics_id(self, entity: str, dynamics_id: str) -> Link | None:
+        try:
+            return self._from_d_row(self._table.get_entity(self._d_partition(entity), encode_key(dynamics_id)))
+        except ResourceNotFoundError:
+            return None
+
+    def get_by_marketo_id(self, entity: str, marketo_id: str) -> Link | None:
+        """The link whose Marketo side is `marketo_id` (index row, then the authoritative row it points at)."""
+        try:
+            index = self._table.get_entity(self._m_partition(entity), encode_key(marketo_id))
+        except ResourceNotFoundError:
+            return None
+        link = self.get_by_dynamics_id(entity, index["DynamicsId"])
+        if link is None or link.marketo_id != marketo_id:
+            return None  # stale index row
+        return link
+
+    def save(self, links: Iterable[Link]) -> int:
+        """Write links and their snapshots; returns the number of transactions sent.
+
+        Authoritative D rows go first, then the M index rows. Relinking a record to a new counterpart leaves the
+        old counterpart's M row stale (ignored by lookups) until `delete` or a later save replaces it.
+        """
+        links = list(links)
+        d_ops = [("upsert", self._d_row(link)) for link in links]
+        m_ops = [("upsert", self._m_row(link)) for link in links]
+        return submit_transactions(self._table, d_ops) + submit_transactions(self._table, m_ops)
+
+    def delete(self, links: Iterable[Link]) -> int:
+        """Remove links (both rows); missing rows are ignored. Returns the number of delete calls."""
+        sent = 0
+        for link in links:
+            for pk, rk in (
+                (self._d_partition(link.entity), encode_key(link.dynamics_id)),
+                (self._m_partition(link.entity), encode_key(link.marketo_id)),
+            ):
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._table.delete_entity(pk, rk)
+                sent += 1
+        return sent
+
+    def list(self, entity: str) -> Iterator[Link]:
+        """Every link of an entity, streamed page by page."""
+        query = "PartitionKey eq @pk"
+        for row in self._table.query_entities(query, parameters={"pk": self._d_partition(entity)}):
+            yield self._from_d_row(row)
+
+    def count(self, entity: str) -> int:
+        query = "PartitionKey eq @pk"
+        return sum(
+            1
+            for _ in self._table.query_entities(query, parameters={"pk": self._d_partition(entity)}, select=["RowKey"])
+        )
+
+
+__all__ = ["Link", "LinkStore", "TableTransactionError", "TransactionTooLarge", "chunked_transactions"]

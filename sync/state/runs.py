@@ -1,0 +1,96 @@
+"""Run history: one row per sync run (incremental cycle or full-sync page run), newest first.
+
+Row: PartitionKey = entity, RowKey = inverted start time + run id, so a plain query of a partition lists the newest
+runs first and `recent` reads only the rows it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.data.tables import TableClient, UpdateMode
+from pydantic import BaseModel, Field
+
+from sync.state.keys import encode_key
+
+_MAX_TICKS = 10**19
+
+
+class RunCounts(BaseModel):
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+class RunRecord(BaseModel):
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    entity: str
+    direction: str  # "both", "to_marketo", "to_dynamics"
+    kind: str = "incremental"  # or "full"
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    ended_at: datetime | None = None
+    counts: RunCounts = Field(default_factory=RunCounts)
+    api_calls: dict[str, int] = Field(default_factory=dict)  # per system
+    outcome: str = "running"  # running, succeeded, partial, failed, skipped
+    error: str | None = None
+
+
+def _row_key(run: RunRecord) -> str:
+    ticks = int(run.started_at.timestamp() * 1_000_000)
+    return f"{_MAX_TICKS - ticks:020d}-{run.run_id}"
+
+
+class RunHistory:
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def record(self, run: RunRecord) -> None:
+        """Insert or replace the row of `run` (call at start and again when it ends)."""
+        row: dict[str, Any] = {
+            "PartitionKey": encode_key(run.entity),
+            "RowKey": _row_key(run),
+            "RunId": run.run_id,
+            "Entity": run.entity,
+            "Direction": run.direction,
+            "Kind": run.kind,
+            "StartedAt": run.started_at,
+            "EndedAt": run.ended_at,
+            "Outcome": run.outcome,
+            "Error": (run.error or "")[:8000] or None,
+            "ApiCallsJson": json.dumps(run.api_calls, sort_keys=True),
+            **{f"Count{name.capitalize()}": value for name, value in run.counts.model_dump().items()},
+        }
+        self._table.upsert_entity({k: v for k, v in row.items() if v is not None}, mode=UpdateMode.REPLACE)
+
+    def recent(self, entity: str, limit: int = 20) -> list[RunRecord]:
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": encode_key(entity)}, results_per_page=limit
+        )
+        out: list[RunRecord] = []
+        for row in rows:
+            out.append(_from_row(row))
+            if len(out) >= limit:
+                break
+        return out
+
+
+def _from_row(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        run_id=row["RunId"],
+        entity=row["Entity"],
+        direction=row["Direction"],
+        kind=row.get("Kind", "incremental"),
+        started_at=row["StartedAt"],
+        ended_at=row.get("EndedAt"),
+        outcome=row.get("Outcome", "running"),
+        error=row.get("Error"),
+        api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
+        counts=RunCounts(**{name: row.get(f"Count{name.capitalize()}", 0) for name in RunCounts.model_fields}),
+    )

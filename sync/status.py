@@ -1,0 +1,54 @@
+"""What an operator asks first: where each entity's cursors stand, how its last runs went, what is failing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from sync.state import RunRecord, StateStore
+
+DEFAULT_ENTITIES = ("lead", "contact")
+
+
+class CursorStatus(BaseModel):
+    system: str
+    has_cursor: bool
+    updated_at: datetime | None = None
+
+
+class EntityStatus(BaseModel):
+    entity: str
+    cursors: list[CursorStatus]
+    last_runs: list[RunRecord]
+    error_count: int
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+class StatusReport(BaseModel):
+    entities: list[EntityStatus]
+
+
+def collect_status(state: StateStore, entities: Iterable[str] = DEFAULT_ENTITIES, runs: int = 5) -> StatusReport:
+    watermarks = state.watermarks.list()
+    names = list(dict.fromkeys([*entities, *(w.entity for w in watermarks)]))
+    report = []
+    for entity in names:
+        lease = state.leases.get(entity)
+        report.append(
+            EntityStatus(
+                entity=entity,
+                cursors=[
+                    CursorStatus(system=w.system, has_cursor=w.cursor is not None, updated_at=w.updated_at)
+                    for w in watermarks
+                    if w.entity == entity
+                ],
+                last_runs=state.runs.recent(entity, limit=runs),
+                error_count=state.errors.count(entity),
+                lease_holder=lease.holder if lease else None,
+                lease_expires_at=lease.expires_at if lease else None,
+            )
+        )
+    return StatusReport(entities=report)

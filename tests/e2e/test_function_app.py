@@ -1,0 +1,105 @@
+"""The function app as the Functions host sees it: indexing, and triggers called in-process against Azurite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import azure.functions as func
+import pytest
+
+import function_app
+from emulators.azurite import Azurite
+from sync import runtime
+from sync.settings import setting_names
+from sync.state import RecordError
+
+HTTP_ROUTES = {
+    "sync_status": ("sync/status", ["GET"]),
+    "sync_errors": ("sync/errors", ["GET"]),
+}
+
+
+# get_functions() validates and may be called once per app, as the host does at indexing.
+FUNCTIONS = function_app.app.get_functions()
+
+
+def _functions() -> dict[str, func.Function]:
+    return {f.get_function_name(): f for f in FUNCTIONS}
+
+
+def test_function_names_are_unique_and_each_has_exactly_one_trigger() -> None:
+    functions = FUNCTIONS
+    names = [f.get_function_name() for f in functions]
+    assert len(names) == len(set(names))
+    for f in functions:
+        triggers = [b for b in f.get_bindings() if b.type.endswith("Trigger")]
+        assert len(triggers) == 1, f.get_function_name()
+
+
+def test_http_routes_and_auth_levels_are_as_documented() -> None:
+    functions = _functions()
+    for name, (route, methods) in HTTP_ROUTES.items():
+        trigger = functions[name].get_trigger().get_dict_repr()
+        assert trigger["route"] == route
+        assert [str(m.value) if hasattr(m, "value") else str(m) for m in trigger["methods"]] == methods
+        assert str(trigger["authLevel"].value) == "function", "no endpoint is anonymous"
+
+
+def test_timer_schedules_come_from_app_settings() -> None:
+    for f in FUNCTIONS:
+        trigger = f.get_trigger().get_dict_repr()
+        if trigger["type"] == "timerTrigger":
+            schedule = trigger["schedule"]
+            assert schedule.startswith("%") and schedule.endswith("%"), f.get_function_name()
+            assert schedule.strip("%") in setting_names()
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite, table_prefix: str) -> Iterator[None]:
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
+    values = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "SYNC_TABLE_PREFIX": table_prefix,
+        "DYNAMICS_URL": "https://org.example.test",
+        "DYNAMICS_TENANT_ID": "tenant",
+        "DYNAMICS_CLIENT_ID": "client",
+        "DYNAMICS_CLIENT_SECRET": "secret-value",
+        "MARKETO_BASE_URL": "https://mkto.example.test",
+        "MARKETO_CLIENT_ID": "client",
+        "MARKETO_CLIENT_SECRET": "secret-value",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    runtime.settings.cache_clear()
+    runtime.state.cache_clear()
+    yield
+    runtime.settings.cache_clear()
+    runtime.state.cache_clear()
+
+
+def _call(name: str, req: func.HttpRequest) -> func.HttpResponse:
+    user_function = _functions()[name].get_user_function()
+    return user_function(req)
+
+
+def test_status_endpoint_reports_state(app_env: None) -> None:
+    runtime.state().errors.record(
+        RecordError(entity="lead", system="marketo", record_id="7", operation="update", code="1006", message="x")
+    )
+    response = _call("sync_status", func.HttpRequest("GET", "/api/sync/status", body=b""))
+    assert response.status_code == 200
+    body = json.loads(response.get_body())
+    lead = next(e for e in body["entities"] if e["entity"] == "lead")
+    assert lead["error_count"] == 1
+
+
+def test_errors_endpoint_lists_and_filters(app_env: None) -> None:
+    for entity in ("lead", "contact"):
+        runtime.state().errors.record(
+            RecordError(entity=entity, system="dynamics", record_id="r1", operation="create", message="bad e-mail")
+        )
+    req = func.HttpRequest("GET", "/api/sync/errors", body=b"", params={"entity": "contact"})
+    body = json.loads(_call("sync_errors", req).get_body())
+    assert [(e["entity"], e["message"]) for e in body["errors"]] == [("contact", "bad e-mail")]

@@ -1,0 +1,244 @@
+"""Every state repository against a real Azurite."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from emulators.azurite import Azurite
+from sync.state import Link, RecordError, RunCounts, RunRecord, StateStore, WatermarkConflict
+from sync.state.leases import LeaseHeld, LeaseStore
+from sync.state.links import MAX_TRANSACTION_OPERATIONS, chunked_transactions
+from sync.state.tables import service_client
+
+TRICKY_IDS = [
+    "a/b",
+    "a\\b",
+    "hash#tag",
+    "what?",
+    "ctrl\x01\x1f\x7f\x9f",
+    "tilde~41",
+    "üñíçødé-Ωμέγα-漢字-😀",
+    "o'brien@example.com",
+    ("x" * 288) + "@example.com",  # a 300-character e-mail
+    "%2F percent",
+]
+
+
+class TestWatermarks:
+    def test_first_advance_creates_and_later_reads_see_it(self, state: StateStore) -> None:
+        empty = state.watermarks.get("lead", "dynamics")
+        assert empty.cursor is None and empty.etag is None
+        moved = state.watermarks.advance(empty, "https://org/api/data/v9.2/leads?$deltatoken=1%2101%2f01%2f2026")
+        again = state.watermarks.get("lead", "dynamics")
+        assert again.cursor == moved.cursor
+        assert again.etag == moved.etag
+
+    def test_stale_etag_is_refused(self, state: StateStore) -> None:
+        first = state.watermarks.advance(state.watermarks.get("lead", "marketo"), "token-1")
+        state.watermarks.advance(first, "token-2")
+        with pytest.raises(WatermarkConflict):
+            state.watermarks.advance(first, "token-3")
+        assert state.watermarks.get("lead", "marketo").cursor == "token-2"
+
+    @pytest.mark.parametrize("existing", [False, True])
+    def test_two_runners_race_and_exactly_one_wins(self, state: StateStore, existing: bool) -> None:
+        if existing:
+            state.watermarks.advance(state.watermarks.get("contact", "marketo"), "start")
+        read = state.watermarks.get("contact", "marketo")
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def runner(name: str) -> None:
+            barrier.wait()
+            try:
+                state.watermarks.advance(read, f"cursor-of-{name}")
+                outcomes[name] = "won"
+            except WatermarkConflict:
+                outcomes[name] = "lost"
+
+        threads = [threading.Thread(target=runner, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes.values()) == ["lost", "won"]
+        winner = next(name for name, outcome in outcomes.items() if outcome == "won")
+        assert state.watermarks.get("contact", "marketo").cursor == f"cursor-of-{winner}"
+
+    def test_reset_and_list(self, state: StateStore) -> None:
+        state.watermarks.advance(state.watermarks.get("lead", "dynamics"), "d")
+        state.watermarks.advance(state.watermarks.get("lead", "marketo"), "m")
+        assert {(w.system, w.cursor) for w in state.watermarks.list()} == {("dynamics", "d"), ("marketo", "m")}
+        state.watermarks.reset("lead", "dynamics")
+        assert state.watermarks.get("lead", "dynamics").cursor is None
+
+
+class CountingTransport:
+    """Counts entity-group transactions ($batch requests) that reach Azurite."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def __call__(self, request: object) -> None:
+        http_request = request.http_request  # type: ignore[attr-defined]
+        if http_request.url.split("?")[0].endswith("/$batch"):
+            self.batches += 1
+
+
+class TestLinks:
+    def test_lookup_either_way_with_snapshot(self, state: StateStore) -> None:
+        link = Link(entity="lead", dynamics_id="d-1", marketo_id="101", snapshot={"email": "a@x.com", "score": 3})
+        state.links.save([link])
+        by_d = state.links.get_by_dynamics_id("lead", "d-1")
+        by_m = state.links.get_by_marketo_id("lead", "101")
+        assert by_d is not None and by_m is not None
+        assert by_d.marketo_id == "101" and by_m.dynamics_id == "d-1"
+        assert by_d.snapshot == {"email": "a@x.com", "score": 3}
+        assert state.links.get_by_dynamics_id("contact", "d-1") is None
+
+    def test_250_links_are_three_transactions_per_side(self, azurite: Azurite, table_prefix: str) -> None:
+        counter = CountingTransport()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        counter.batches = 0
+        links = [Link(entity="contact", dynamics_id=f"d-{i}", marketo_id=str(1000 + i)) for i in range(250)]
+        sent = store.links.save(links)
+        assert sent == 6  # 3 for the Dynamics-keyed rows, 3 for the Marketo-keyed index
+        assert counter.batches == 6
+        assert store.links.count("contact") == 250
+        assert store.links.get_by_marketo_id("contact", "1249").dynamics_id == "d-249"  # type: ignore[union-attr]
+
+    def test_transactions_never_exceed_100_operations_or_one_partition(self) -> None:
+        ops = [("upsert", {"PartitionKey": f"p{i % 3}", "RowKey": str(i)}) for i in range(450)]
+        batches = list(chunked_transactions(ops))
+        assert all(len(batch) <= MAX_TRANSACTION_OPERATIONS for batch in batches)
+        assert all(len({op[1]["PartitionKey"] for op in batch}) == 1 for batch in batches)
+        assert sum(len(batch) for batch in batches) == 450
+
+    def test_relink_leaves_stale_index_ignored(self, state: StateStore) -> None:
+        state.links.save([Link(entity="lead", dynamics_id="d-1", marketo_id="1")])
+        state.links.save([Link(entity="lead", dynamics_id="d-1", marketo_id="2")])
+        assert state.links.get_by_marketo_id("lead", "1") is None
+        assert state.links.get_by_marketo_id("lead", "2").dynamics_id == "d-1"  # type: ignore[union-attr]
+
+    def test_delete_removes_both_rows(self, state: StateStore) -> None:
+        link = Link(entity="lead", dynamics_id="d-9", marketo_id="9")
+        state.links.save([link])
+        state.links.delete([link])
+        assert state.links.get_by_dynamics_id("lead", "d-9") is None
+        assert state.links.get_by_marketo_id("lead", "9") is None
+
+    @pytest.mark.parametrize("tricky", TRICKY_IDS)
+    def test_tricky_keys_round_trip(self, state: StateStore, tricky: str) -> None:
+        state.links.save([Link(entity="lead", dynamics_id=tricky, marketo_id=tricky, snapshot={"email": tricky})])
+        found = state.links.get_by_marketo_id("lead", tricky)
+        assert found is not None
+        assert found.dynamics_id == tricky and found.snapshot == {"email": tricky}
+        assert [link.dynamics_id for link in state.links.list("lead")] == [tricky]
+
+
+class TestRunHistory:
+    def test_newest_first_with_counts_and_calls(self, state: StateStore) -> None:
+        base = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+        for minute in range(3):
+            run = RunRecord(entity="lead", direction="both", started_at=base + timedelta(minutes=minute))
+            state.runs.record(run)
+            run.ended_at = run.started_at + timedelta(seconds=5)
+            run.counts = RunCounts(read=10 + minute, created=1, updated=2, unchanged=7, failed=minute)
+            run.api_calls = {"dynamics": 2, "marketo": 3}
+            run.outcome = "succeeded" if minute < 2 else "failed"
+            run.error = "boom" if minute == 2 else None
+            state.runs.record(run)
+        recent = state.runs.recent("lead", limit=2)
+        assert [r.counts.read for r in recent] == [12, 11]
+        assert recent[0].outcome == "failed" and recent[0].error == "boom"
+        assert recent[1].api_calls == {"dynamics": 2, "marketo": 3}
+        assert len(state.runs.recent("lead")) == 3
+
+
+class TestRecordErrors:
+    def test_repeat_counts_attempts_then_resolve(self, state: StateStore) -> None:
+        t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+        error = RecordError(
+            entity="lead", system="marketo", record_id="a/b#1", operation="update", code="1006", message="bad field"
+        )
+        state.errors.record(error, now=t0)
+        second = state.errors.record(error, now=t0 + timedelta(minutes=1))
+        assert second.attempts == 2
+        stored = state.errors.get("lead", "marketo", "a/b#1")
+        assert stored is not None
+        assert (stored.attempts, stored.first_seen, stored.last_seen) == (2, t0, t0 + timedelta(minutes=1))
+        assert stored.code == "1006"
+        assert state.errors.resolve("lead", "marketo", "a/b#1") is True
+        assert state.errors.get("lead", "marketo", "a/b#1") is None
+
+    def test_list_filter_and_clear(self, state: StateStore) -> None:
+        for entity, system, rid in [("lead", "marketo", "1"), ("lead", "dynamics", "2"), ("contact", "marketo", "3")]:
+            state.errors.record(
+                RecordError(entity=entity, system=system, record_id=rid, operation="create", message="x")
+            )
+        assert {e.record_id for e in state.errors.list("lead")} == {"1", "2"}
+        assert [e.record_id for e in state.errors.list("lead", system="dynamics")] == ["2"]
+        assert state.errors.count() == 3
+        assert state.errors.clear("lead") == 2
+        assert [e.record_id for e in state.errors.list()] == ["3"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class TestLeases:
+    def _leases(self, state: StateStore, clock: FakeClock) -> LeaseStore:
+        return LeaseStore(state.leases._table, clock=clock)
+
+    def test_one_holder_at_a_time(self, state: StateStore) -> None:
+        clock = FakeClock()
+        leases = self._leases(state, clock)
+        lease = leases.acquire("lead", "runner-a", timedelta(minutes=5))
+        with pytest.raises(LeaseHeld) as held:
+            leases.acquire("lead", "runner-b", timedelta(minutes=5))
+        assert held.value.holder == "runner-a"
+        assert leases.release(lease) is True
+        assert leases.acquire("lead", "runner-b", timedelta(minutes=5)).holder == "runner-b"
+
+    def test_dead_runner_lease_expires_and_is_taken_over(self, state: StateStore) -> None:
+        clock = FakeClock()
+        leases = self._leases(state, clock)
+        dead = leases.acquire("contact", "crashed-runner", timedelta(minutes=5))
+        clock.now += timedelta(minutes=5, seconds=1)
+        taken = leases.acquire("contact", "runner-b", timedelta(minutes=5))
+        assert taken.holder == "runner-b"
+        # The crashed runner, coming back, can neither renew nor release the lease it lost.
+        with pytest.raises(LeaseHeld):
+            leases.renew(dead, timedelta(minutes=5))
+        assert leases.release(dead) is False
+        assert leases.get("contact").holder == "runner-b"  # type: ignore[union-attr]
+
+    def test_racing_for_a_free_lease_exactly_one_wins(self, state: StateStore) -> None:
+        clock = FakeClock()
+        barrier = threading.Barrier(4)
+        winners: list[str] = []
+
+        def runner(name: str) -> None:
+            leases = self._leases(state, clock)
+            barrier.wait()
+            try:
+                leases.acquire("lead", name, timedelta(minutes=5))
+                winners.append(name)
+            except LeaseHeld:
+                pass
+
+        threads = [threading.Thread(target=runner, args=(f"r{i}",)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(winners) == 1
+        assert state.leases.get("lead").holder == winners[0]  # type: ignore[union-attr]
