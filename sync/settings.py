@@ -59,7 +59,16 @@ class Settings(BaseSettings):
     dynamics_url: str = _setting("DYNAMICS_URL", "Organization URL, e.g. https://contoso.crm.dynamics.com")
     dynamics_tenant_id: str = _setting("DYNAMICS_TENANT_ID", "Entra tenant id (GUID or domain).")
     dynamics_client_id: str = _setting("DYNAMICS_CLIENT_ID", "Application (client) id of the Entra app registration.")
-    dynamics_client_secret: SecretStr = _setting("DYNAMICS_CLIENT_SECRET", "Client secret of the app registration.")
+    dynamics_client_secret: SecretStr | None = _setting(
+        "DYNAMICS_CLIENT_SECRET",
+        "Client secret of the app registration (or use DYNAMICS_CLIENT_CERTIFICATE).",
+        default=None,
+    )
+    dynamics_client_certificate: SecretStr | None = _setting(
+        "DYNAMICS_CLIENT_CERTIFICATE",
+        "PEM holding the app registration's certificate and private key, instead of a client secret.",
+        default=None,
+    )
     dynamics_authority: str | None = _setting(
         "DYNAMICS_AUTHORITY", "Authority override; default https://login.microsoftonline.com/<tenant>.", default=None
     )
@@ -68,6 +77,16 @@ class Settings(BaseSettings):
     marketo_base_url: str = _setting("MARKETO_BASE_URL", "REST host, e.g. https://123-ABC-456.mktorest.com")
     marketo_client_id: str = _setting("MARKETO_CLIENT_ID", "Client id of the LaunchPoint custom service.")
     marketo_client_secret: SecretStr = _setting("MARKETO_CLIENT_SECRET", "Client secret of the LaunchPoint service.")
+    marketo_daily_call_budget: Annotated[int, Field(ge=1, le=1_000_000)] = _setting(
+        "MARKETO_DAILY_CALL_BUDGET",
+        "Most Marketo API calls the sync makes per day (default 80% of the 50,000 quota, leaving the rest to others).",
+        default=40_000,
+    )
+    marketo_max_concurrency: Annotated[int, Field(ge=1, le=9)] = _setting(
+        "MARKETO_MAX_CONCURRENCY",
+        "Concurrent Marketo calls from one process (Marketo allows 10 per instance).",
+        default=4,
+    )
 
     # --- TLS, mapping
     sync_ca_bundle: Path | None = _setting(
@@ -97,6 +116,16 @@ class Settings(BaseSettings):
         # An explicit --env-file wins over the process environment.
         return (init_settings, dotenv_settings, env_settings)
 
+    # --- Engine
+    sync_cycle_time_budget_seconds: Annotated[int, Field(ge=10, le=3600)] = _setting(
+        "SYNC_CYCLE_TIME_BUDGET_SECONDS",
+        "Seconds an incremental cycle may run before it stops at a page boundary (keep below the function timeout).",
+        default=240,
+    )
+    sync_full_sync_queue: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")] = _setting(
+        "SYNC_FULL_SYNC_QUEUE", "Storage queue that carries the full sync's work messages.", default="sync-full"
+    )
+
     @field_validator("dynamics_url", "marketo_base_url", "dynamics_authority")
     @classmethod
     def _https_url(cls, value: str | None) -> str | None:
@@ -120,6 +149,12 @@ class Settings(BaseSettings):
         if len(value.split()) != 6:
             raise ValueError("must be an NCRONTAB expression with 6 fields (second minute hour day month weekday)")
         return value
+
+    @model_validator(mode="after")
+    def _dynamics_credential(self) -> Settings:
+        if self.dynamics_client_secret is None and self.dynamics_client_certificate is None:
+            raise ValueError("DYNAMICS_CLIENT_SECRET: is required but not set (or set DYNAMICS_CLIENT_CERTIFICATE)")
+        return self
 
     @model_validator(mode="after")
     def _storage_configured(self) -> Settings:
