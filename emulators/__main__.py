@@ -7,6 +7,7 @@ SYNC_CA_BUNDLE), prints one line when ready, and runs until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import tempfile
@@ -21,12 +22,13 @@ from emulators.tls import make_tls_files
 READY_PREFIX = "emulators ready:"
 
 
-def create_emulators(options: EmulatorOptions, only: Sequence[str] = ()) -> list[Emulator]:
-    from emulators.dataverse import create_emulator as create_dataverse
-    from emulators.marketo import create_emulator as create_marketo
+EMULATOR_NAMES = ("dataverse", "marketo")
 
-    factories = {"dataverse": create_dataverse, "marketo": create_marketo}
-    return [factory(options) for name, factory in factories.items() if not only or name in only]
+
+def create_emulators(options: EmulatorOptions, only: Sequence[str] = ()) -> list[Emulator]:
+    """Each emulator is a package `emulators.<name>` with `create_emulator(options) -> Emulator`."""
+    names = [name for name in EMULATOR_NAMES if not only or name in only]
+    return [importlib.import_module(f"emulators.{name}").create_emulator(options) for name in names]
 
 
 def write_env_file(path: Path, settings: dict[str, str]) -> None:
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo-records", type=int, default=0, help="demo records per table (default 0)")
     parser.add_argument("--profile", choices=["fast", "realistic"], default="fast")
     parser.add_argument("--faults", default=None, help="fault injection spec (see README)")
-    parser.add_argument("--only", action="append", choices=["dataverse", "marketo"], default=[])
+    parser.add_argument("--only", action="append", choices=EMULATOR_NAMES, default=[], help="start only this one")
     parser.add_argument("--tls-dir", type=Path, default=None, help="where to write the CA and server certificate")
     args = parser.parse_args(argv)
     if args.demo_records < 0:
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = EmulatorOptions(profile=args.profile, demo_records=args.demo_records, faults=args.faults)
     settings: dict[str, str] = {"SYNC_CA_BUNDLE": str(tls.ca_file)}
     servers: list[HttpsServer] = []
-    for emulator in create_emulators(options, args.only):
+    emulators = create_emulators(options, args.only)
+    for emulator in emulators:
         server = HttpsServer(emulator.app, tls).start()
         servers.append(server)
         settings.update(emulator.settings(server.url))
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    urls = " ".join(f"{e}={s.url}" for e, s in zip(args.only or ["dataverse", "marketo"], servers, strict=False))
+    urls = " ".join(f"{emulator.name}={server.url}" for emulator, server in zip(emulators, servers, strict=True))
     print(f"{READY_PREFIX} {urls} env-file={args.env_file}", flush=True)
     stop.wait()
     for server in servers:

@@ -35,3 +35,19 @@ def emulators() -> Iterator[RunningEmulators]:
     running = start_emulators("--profile", "fast")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def dataverse_emulator() -> Iterator[RunningEmulators]:
+    """The Dataverse emulator alone (fast profile), for the Dataverse connector and emulator tests."""
+    running = start_emulators("--profile", "fast", "--only", "dataverse")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def marketo_emulator() -> Iterator[RunningEmulators]:
+    """The Marketo emulator alone (fast profile), for the Marketo connector and emulator tests."""
+    running = start_emulators("--profile", "fast", "--only", "marketo")
+    yield running
+    running.stop()

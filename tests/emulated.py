@@ -34,6 +34,14 @@ class RunningEmulators:
     def base_url(self, emulator: str) -> str:
         return self.settings["DYNAMICS_URL"] if emulator == "dataverse" else self.settings["MARKETO_BASE_URL"]
 
+    def sync_env_file(self, directory: Path, storage_connection: str, table_prefix: str) -> Path:
+        """An env file for the sync: the emulators' settings plus the Azurite state store."""
+        path = directory / "sync.env"
+        lines = [f'{k}="{v}"' for k, v in self.settings.items()]
+        lines += [f'AzureWebJobsStorage="{storage_connection}"', f"SYNC_TABLE_PREFIX={table_prefix}"]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def control(self, emulator: str, method: str, path: str, **kwargs: Any) -> requests.Response:
         """Call a test control, e.g. control("marketo", "POST", "/reset")."""
         url = f"{self.base_url(emulator)}{CONTROL_PREFIX}{path}"
