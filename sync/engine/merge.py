@@ -1,0 +1,118 @@
+"""The three-way, field-level merge of one linked pair against its snapshot. Pure: plain data in, plain data out.
+
+For each field, with d = Dynamics' value, m = Marketo's value and s = the snapshot (both sides after the last sync):
+- d equals m: in sync, nothing to write (this is also what makes our own writes come back as no-ops: echo suppression);
+- no snapshot yet (first link, or a newly mapped field): a blank never overwrites a value; otherwise the winner's value;
+- d equals s: only Marketo changed, so m flows to Dynamics;  m equals s: only Dynamics changed, so d flows to Marketo;
+- both changed, differently: a conflict, resolved by the field's winner (or the entity's), and reported.
+One-way fields: a change of the source side flows (on first link, a non-blank source value); the target's own edits
+stay until the source changes again. The snapshot then holds the source's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+from sync.mapping.model import EntityMapping, System
+from sync.mapping.transforms import Canonical, same
+
+_MISSING = object()
+
+
+class Conflict(BaseModel):
+    field: str
+    dynamics_value: Canonical
+    marketo_value: Canonical
+    base_value: Canonical
+    winner: System
+
+
+class PairMerge(BaseModel):
+    to_dynamics: dict[str, Canonical] = Field(default_factory=dict)  # field key -> value to write to Dynamics
+    to_marketo: dict[str, Canonical] = Field(default_factory=dict)
+    snapshot: dict[str, Canonical] = Field(default_factory=dict)  # what both sides hold once the writes land
+    conflicts: list[Conflict] = Field(default_factory=list)
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.to_dynamics and not self.to_marketo
+
+
+def merge_pair(
+    entity: EntityMapping,
+    dynamics: Mapping[str, Canonical] | None,
+    marketo: Mapping[str, Canonical] | None,
+    snapshot: Mapping[str, Canonical] | None,
+) -> PairMerge:
+    """Merge one pair. `dynamics`/`marketo` are current canonical values by field key; None: the record does not exist
+    on that side yet (everything flows to it that its direction allows)."""
+    result = PairMerge()
+    for field in entity.fields:
+        key = field.key
+        direction = entity.field_direction(field)
+        d = dynamics.get(key) if dynamics is not None else None
+        m = marketo.get(key) if marketo is not None else None
+
+        if dynamics is None or marketo is None:  # a create: copy what may flow to the new side
+            source, value = ("marketo", m) if dynamics is None else ("dynamics", d)
+            allowed = direction in ("both", "to_dynamics" if source == "marketo" else "to_marketo")
+            if allowed:
+                if value is not None:
+                    (result.to_dynamics if source == "marketo" else result.to_marketo)[key] = value
+                result.snapshot[key] = value
+            continue
+
+        base = snapshot.get(key, _MISSING) if snapshot is not None else _MISSING
+        if same(field, d, m):
+            result.snapshot[key] = d
+            continue
+        if direction != "both":  # one way: the source's change flows; the target's own edits stay until it changes
+            source_value, target = (d, result.to_marketo) if direction == "to_marketo" else (m, result.to_dynamics)
+            if base is _MISSING:
+                source_changed = source_value is not None
+            else:
+                source_changed = not same(field, source_value, base)  # type: ignore[arg-type]
+            if source_changed:
+                target[key] = source_value
+            result.snapshot[key] = source_value
+            continue
+
+        if base is _MISSING:
+            if d is None or m is None:  # first link: fill the blank side, never blank out data
+                winner: System = "marketo" if d is None else "dynamics"
+            else:
+                winner = entity.winner_for(field)
+                result.conflicts.append(
+                    Conflict(field=key, dynamics_value=d, marketo_value=m, base_value=None, winner=winner)
+                )
+        elif same(field, d, base):  # type: ignore[arg-type]
+            winner = "marketo"
+        elif same(field, m, base):  # type: ignore[arg-type]
+            winner = "dynamics"
+        else:
+            winner = entity.winner_for(field)
+            result.conflicts.append(
+                Conflict(field=key, dynamics_value=d, marketo_value=m, base_value=base, winner=winner)  # type: ignore[arg-type]
+            )
+        if winner == "marketo":
+            result.to_dynamics[key] = m
+            result.snapshot[key] = m
+        else:
+            result.to_marketo[key] = d
+            result.snapshot[key] = d
+    return result
+
+
+def differs_from_snapshot(
+    entity: EntityMapping, values: Mapping[str, Canonical], snapshot: Mapping[str, Canonical]
+) -> bool:
+    """Whether any mapped field in `values` differs from the snapshot (False: an echo of our own write, or a change
+    to fields we do not sync)."""
+    for field in entity.fields:
+        if field.key in values and (
+            field.key not in snapshot or not same(field, values[field.key], snapshot[field.key])
+        ):
+            return True
+    return False

@@ -1,0 +1,69 @@
+"""Records as the engine sees them: each side's raw values turned into canonical values by field key, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sync.mapping.model import EntityMapping
+from sync.mapping.transforms import Canonical, TransformError, from_dynamics, from_marketo, to_dynamics, to_marketo
+
+FORMATTED = "@OData.Community.Display.V1.FormattedValue"
+OptionSets = Mapping[str, Mapping[int, str]]  # Dataverse column -> option value -> label
+
+
+def dynamics_select(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
+    """The columns to read from Dataverse for an entity."""
+    return list(dict.fromkeys([*(f.dynamics_read_column for f in entity.fields), *extra]))
+
+
+def marketo_fields(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
+    return list(dict.fromkeys([*(f.marketo for f in entity.fields), *extra]))
+
+
+def dynamics_canonical(
+    entity: EntityMapping,
+    raw: Mapping[str, Any],
+    options: OptionSets,
+    annotations: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[dict[str, Canonical], list[str]]:
+    """Canonical values of a Dataverse row (only the mapped fields present in `raw`), and one message per bad field."""
+    values: dict[str, Canonical] = {}
+    problems: list[str] = []
+    for field in entity.fields:
+        column = field.dynamics_read_column
+        if column not in raw:
+            continue
+        formatted = None
+        if field.transform == "lookup_name":
+            formatted = raw.get(column + FORMATTED) or ((annotations or {}).get(column) or {}).get(FORMATTED[1:])
+        try:
+            values[field.key] = from_dynamics(field, raw[column], options.get(field.dynamics), formatted)
+        except TransformError as exc:
+            problems.append(str(exc))
+    return values, problems
+
+
+def marketo_canonical(entity: EntityMapping, raw: Mapping[str, Any]) -> tuple[dict[str, Canonical], list[str]]:
+    values: dict[str, Canonical] = {}
+    problems: list[str] = []
+    for field in entity.fields:
+        if field.marketo not in raw:
+            continue
+        try:
+            values[field.key] = from_marketo(field, raw[field.marketo])
+        except TransformError as exc:
+            problems.append(str(exc))
+    return values, problems
+
+
+def dynamics_raw(entity: EntityMapping, values: Mapping[str, Canonical], options: OptionSets) -> dict[str, Any]:
+    """Dataverse columns for canonical values by field key. Raises TransformError naming the field."""
+    return {
+        (field := entity.field(key)).dynamics: to_dynamics(field, value, options.get(field.dynamics))
+        for key, value in values.items()
+    }
+
+
+def marketo_raw(entity: EntityMapping, values: Mapping[str, Canonical]) -> dict[str, Any]:
+    return {(field := entity.field(key)).marketo: to_marketo(field, value) for key, value in values.items()}
