@@ -21,6 +21,7 @@ from sync.mapping.model import EntityMapping, MappingConfig
 from sync.mapping.transforms import Canonical, TransformError
 
 Outcome = Literal["created", "updated", "unchanged", "skipped", "deleted", "failed"]
+PAUSED = "@paused"  # snapshot marker: the Dynamics record's sync filter is false, so the pair is not updated
 
 
 class DynamicsSide(BaseModel):
@@ -153,6 +154,8 @@ def plan_pair(pair: PairInput, entity: EntityMapping, mapping: MappingConfig, op
 
     if d is not None and d.sync_filter is False:
         plan.outcome, plan.reason = "skipped", f"{mapping.link_fields.dynamics_sync_filter} is false"
+        if pair.link is not None and not (pair.snapshot or {}).get(PAUSED):
+            plan.save_snapshot = {**(pair.snapshot or {}), PAUSED: True}  # remember it while Dynamics is quiet
         return plan
 
     if pair.link is not None and (d is None or m is None):

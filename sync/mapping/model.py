@@ -66,6 +66,13 @@ class DeletePolicy(_Strict):
     propagate_to_dynamics: bool = False
 
 
+class Qualification(_Strict):
+    """A record of this entity made from another's by qualification takes over that record's Marketo person."""
+
+    entity: str = Field(min_length=1, description="the entity qualified from, e.g. lead")
+    column: str = Field(min_length=1, description="the lookup to it on this table, e.g. originatingleadid")
+
+
 class EntityMapping(_Strict):
     name: str = ""
     table: str = Field(min_length=1)
@@ -77,7 +84,12 @@ class EntityMapping(_Strict):
     create_in_dynamics: bool = False
     order: int = 100
     required_defaults: dict[str, str] = Field(default_factory=dict)
+    qualified_from: Qualification | None = None
     fields: list[FieldMapping] = Field(min_length=1)
+
+    @property
+    def primary_key(self) -> str:
+        return f"{self.table}id"
 
     def field_direction(self, field: FieldMapping) -> Direction:
         """A one-way entity makes every field one-way."""
@@ -169,6 +181,10 @@ def parse_mapping(raw: Any, source: str = "<mapping>") -> MappingConfig:
     try:
         for entity in config.entities.values():
             _check_entity(entity, config.link_fields)
+            if entity.qualified_from and entity.qualified_from.entity not in config.entities:
+                raise MappingError(
+                    f"entity {entity.name!r}, qualified_from: unknown entity {entity.qualified_from.entity!r}"
+                )
     except MappingError as exc:
         raise MappingError(f"{source}: {exc}") from None
     return config

@@ -40,6 +40,7 @@ class RunRecord(BaseModel):
     api_calls: dict[str, int] = Field(default_factory=dict)  # per system
     outcome: str = "running"  # running, succeeded, partial, failed, skipped
     error: str | None = None
+    conflicts: list[dict[str, Any]] = Field(default_factory=list)  # resolved conflicts (the first 50 of a run)
 
 
 def _row_key(run: RunRecord) -> str:
@@ -65,6 +66,7 @@ class RunHistory:
             "Outcome": run.outcome,
             "Error": (run.error or "")[:8000] or None,
             "ApiCallsJson": json.dumps(run.api_calls, sort_keys=True),
+            "ConflictsJson": json.dumps(run.conflicts[:50], sort_keys=True, default=str),
             **{f"Count{name.capitalize()}": value for name, value in run.counts.model_dump().items()},
         }
         self._table.upsert_entity({k: v for k, v in row.items() if v is not None}, mode=UpdateMode.REPLACE)
@@ -92,5 +94,6 @@ def _from_row(row: dict[str, Any]) -> RunRecord:
         outcome=row.get("Outcome", "running"),
         error=row.get("Error"),
         api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
+        conflicts=json.loads(row.get("ConflictsJson") or "[]"),
         counts=RunCounts(**{name: row.get(f"Count{name.capitalize()}", 0) for name in RunCounts.model_fields}),
     )

@@ -1,0 +1,51 @@
+"""What one sync run works with, passed in whole: the two clients, the state store, the mapping, a clock, a budget."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sync.mapping.model import MappingConfig, load_mapping
+from sync.settings import Settings
+from sync.state import StateStore
+
+if TYPE_CHECKING:
+    from sync.connectors.dynamics import DataverseClient
+    from sync.connectors.marketo import MarketoClient
+
+
+def _default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class SyncContext:
+    dynamics: DataverseClient
+    marketo: MarketoClient
+    state: StateStore
+    mapping: MappingConfig
+    time_budget: timedelta = timedelta(seconds=240)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    holder: str = field(default_factory=_default_holder)
+
+    def api_calls(self) -> dict[str, int]:
+        return {"dynamics": self.dynamics.calls.total(), "marketo": self.marketo.calls.total()}
+
+
+def build_context(settings: Settings, state: StateStore | None = None) -> SyncContext:
+    """Clients, state and mapping from the app settings."""
+    from sync.connectors.dynamics import DataverseClient
+    from sync.connectors.marketo import MarketoClient
+
+    return SyncContext(
+        dynamics=DataverseClient.from_settings(settings),
+        marketo=MarketoClient.from_settings(settings),
+        state=state or StateStore.from_settings(settings),
+        mapping=load_mapping(settings.sync_mapping_file),
+        time_budget=timedelta(seconds=settings.sync_cycle_time_budget_seconds),
+    )

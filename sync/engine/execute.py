@@ -1,0 +1,216 @@
+"""Carrying out the plans of one batch of pairs: bulk writes in dependency order, then the commit of their state.
+
+Order: Dynamics creates (their ids go into the Marketo link fields), Marketo creates and updates (new person ids go
+into new_marketopersonid), Dynamics updates, then deletes. Each step is one bulk call per chunk with per-record
+results; a record that fails becomes a record error and its pair's link and snapshot are not advanced, while the
+rest of the batch goes on. Only then are links, snapshots and errors written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
+from sync.mapping.model import EntityMapping, MappingConfig
+from sync.state import Link, RecordError, StateStore
+from sync.state.links import LinkStore
+
+if TYPE_CHECKING:
+    from sync.engine.context import SyncContext
+
+SystemName = Literal["dynamics", "marketo"]
+
+
+@dataclass
+class PairWork:
+    pair: PairInput
+    plan: PairPlan
+    failure: PlanError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and self.plan.error is None
+
+    def fail(self, system: SystemName, record_id: str | None, operation: str, code: str | None, message: str) -> None:
+        if self.failure is None:
+            self.failure = PlanError(
+                system=system, record_id=record_id or "?", operation=operation, code=code or "error", message=message
+            )
+
+
+@dataclass
+class BatchOutcome:
+    counts: Counter[str] = field(default_factory=Counter)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dynamics_error_text(result: Any, action: str, table: str, record_id: str | None) -> tuple[str | None, str]:
+    error = result.error
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", str(error))
+    column = getattr(error, "column", None)
+    where = f"{table} {record_id}" if record_id else f"a new {table}"
+    text = f"Dynamics refused to {action} {where}: {message}" + (f" (column {column})" if column else "")
+    return code, text
+
+
+def _marketo_error_text(result: Any, action: str, record_id: str | None) -> tuple[str | None, str]:
+    reasons = getattr(result, "reasons", None) or []
+    code = reasons[0].code if reasons else None
+    message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
+    where = f"person {record_id}" if record_id else "a new person"
+    return code, f"Marketo refused to {action} {where}: {message}"
+
+
+class Executor:
+    def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
+        self.ctx = ctx
+        self.entity = entity
+        self.mapping: MappingConfig = ctx.mapping
+        self.dry_run = dry_run
+
+    # --- writes -------------------------------------------------------------------------------------------------
+    def _create_dynamics(self, works: list[PairWork]) -> None:
+        todo = [w for w in works if w.ok and w.plan.create_dynamics is not None]
+        if not todo:
+            return
+        key = self.mapping.link_fields.dynamics_marketo_id
+        results = self.ctx.dynamics.upsert_multiple(
+            self.entity.table, [w.plan.create_dynamics for w in todo], alternate_key=key
+        )
+        for work, result in zip(todo, results, strict=True):
+            if result.error is None and result.id:
+                work.plan.dynamics_id = str(result.id)
+            else:
+                code, text = _dynamics_error_text(result, "create", self.entity.table, None)
+                work.fail("marketo", work.plan.marketo_id, "create", code, text)
+
+    def _write_marketo(self, works: list[PairWork]) -> None:
+        creates = [w for w in works if w.ok and w.plan.create_marketo is not None]
+        if creates:
+            results = self.ctx.marketo.sync_leads(
+                [w.plan.create_marketo for w in creates],
+                action="createOrUpdate",
+                lookup_field=self.entity.marketo_id_field,
+            )
+            for work, result in zip(creates, results, strict=True):
+                if result.status in ("created", "updated") and result.id is not None:
+                    work.plan.marketo_id = str(result.id)
+                else:
+                    code, text = _marketo_error_text(result, "create", None)
+                    work.fail("dynamics", work.plan.dynamics_id, "create", code, text)
+        updates: list[tuple[PairWork, dict[str, Any]]] = []
+        for work in works:
+            if not work.ok or work.plan.marketo_id is None or work.plan.create_marketo is not None:
+                continue
+            fields = dict(work.plan.update_marketo or {})
+            if work.plan.needs_dynamics_id and work.plan.dynamics_id:
+                created = self.ctx.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+                fields.update(marketo_link_fields(self.entity, self.mapping, work.plan.dynamics_id, created))
+            if fields:
+                updates.append((work, {"id": int(work.plan.marketo_id), **fields}))
+        if updates:
+            results = self.ctx.marketo.sync_leads([u for _, u in updates], action="updateOnly", lookup_field="id")
+            for (work, _), result in zip(updates, results, strict=True):
+                if result.status not in ("updated", "created"):
+                    code, text = _marketo_error_text(result, "update", work.plan.marketo_id)
+                    work.fail(
+                        "dynamics" if work.pair.dynamics else "marketo", self._source_id(work), "update", code, text
+                    )
+
+    def _update_dynamics(self, works: list[PairWork]) -> None:
+        key = self.mapping.link_fields.dynamics_marketo_id
+        primary = f"{self.entity.table}id"
+        updates: list[tuple[PairWork, dict[str, Any]]] = []
+        for work in works:
+            if not work.ok or work.plan.dynamics_id is None or work.plan.create_dynamics is not None:
+                continue
+            columns = dict(work.plan.update_dynamics or {})
+            if work.plan.needs_marketo_id and work.plan.marketo_id:
+                columns[key] = work.plan.marketo_id
+            if columns:
+                updates.append((work, {primary: work.plan.dynamics_id, **columns}))
+        if not updates:
+            return
+        results = self.ctx.dynamics.update_multiple(self.entity.table, [u for _, u in updates])
+        for (work, _), result in zip(updates, results, strict=True):
+            if result.error is not None:
+                code, text = _dynamics_error_text(result, "update", self.entity.table, work.plan.dynamics_id)
+                work.fail("marketo" if work.pair.marketo else "dynamics", self._source_id(work), "update", code, text)
+
+    def _deletes(self, works: list[PairWork]) -> None:
+        marketo_deletes = [w for w in works if w.ok and w.plan.delete_marketo and w.plan.marketo_id]
+        if marketo_deletes:
+            results = self.ctx.marketo.delete_leads([int(w.plan.marketo_id) for w in marketo_deletes])  # type: ignore[arg-type]
+            for work, result in zip(marketo_deletes, results, strict=True):
+                if result.status != "deleted" and not any(r.code == "1004" for r in result.reasons):
+                    code, text = _marketo_error_text(result, "delete", work.plan.marketo_id)
+                    work.fail("dynamics", work.plan.dynamics_id, "delete", code, text)
+        for work in works:
+            if work.ok and work.plan.delete_dynamics and work.plan.dynamics_id:
+                self.ctx.dynamics.delete(self.entity.table, work.plan.dynamics_id)  # a missing record is fine
+
+    def _source_id(self, work: PairWork) -> str | None:
+        return work.plan.dynamics_id if work.pair.dynamics else work.plan.marketo_id
+
+    # --- the batch ----------------------------------------------------------------------------------------------
+    def run(self, works: list[PairWork], retried: set[tuple[str, str]] | None = None) -> BatchOutcome:
+        if not self.dry_run:
+            self._create_dynamics(works)
+            self._write_marketo(works)
+            self._update_dynamics(works)
+            self._deletes(works)
+            self.commit(works, retried or set())
+        outcome = BatchOutcome()
+        for work in works:
+            outcome.counts["failed" if not work.ok else work.plan.outcome] += 1
+            outcome.conflicts.extend(
+                {"dynamics_id": work.plan.dynamics_id, "marketo_id": work.plan.marketo_id, **c.model_dump()}
+                for c in work.plan.conflicts
+            )
+        return outcome
+
+    def commit(self, works: list[PairWork], retried: set[tuple[str, str]]) -> None:
+        state: StateStore = self.ctx.state
+        now = self.ctx.clock()
+        to_save: list[Link] = []
+        to_remove = []
+        for work in works:
+            if not work.ok:
+                continue
+            to_remove.extend(work.plan.remove_links)
+            if work.plan.save_snapshot is not None and work.plan.dynamics_id and work.plan.marketo_id:
+                to_save.append(
+                    Link(
+                        entity=self.entity.name,
+                        dynamics_id=work.plan.dynamics_id,
+                        marketo_id=work.plan.marketo_id,
+                        snapshot=work.plan.save_snapshot,
+                        synced_at=now,
+                    )
+                )
+        links: LinkStore = state.links
+        if to_remove:
+            links.delete(Link(entity=r.entity, dynamics_id=r.dynamics_id, marketo_id=r.marketo_id) for r in to_remove)
+        if to_save:
+            links.save(to_save)
+        for work in works:
+            error = work.failure or work.plan.error
+            if error is not None:
+                state.errors.record(
+                    RecordError(
+                        entity=self.entity.name,
+                        system=error.system,
+                        record_id=error.record_id,
+                        operation=error.operation,
+                        code=error.code,
+                        message=error.message,
+                    ),
+                    now=now,
+                )
+                continue
+            for system, record_id in (("dynamics", work.plan.dynamics_id), ("marketo", work.plan.marketo_id)):
+                if record_id and (system, record_id) in retried:
+                    state.errors.resolve(self.entity.name, system, record_id)
