@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import azure.functions as func
 
@@ -28,3 +29,29 @@ def sync_errors(req: func.HttpRequest) -> func.HttpResponse:
     entity = req.params.get("entity") or None
     errors = [e.model_dump(mode="json") for e in runtime.state().errors.list(entity)]
     return _json(json.dumps({"errors": errors}))
+
+
+def _log_cycle(entity: str) -> None:
+    report = runtime.run_incremental(entity)
+    c = report.counts
+    message = (
+        f"sync {entity}: {report.outcome}; read {c.read}, created {c.created}, updated {c.updated}, "
+        f"deleted {c.deleted}, unchanged {c.unchanged}, skipped {c.skipped}, failed {c.failed}; "
+        f"conflicts {len(report.conflicts)}; calls {report.api_calls}"
+    )
+    if report.outcome == "failed":
+        logging.error("%s; error: %s", message, report.error)
+        raise RuntimeError(f"sync {entity} failed: {report.error}")  # surfaces as a failed invocation
+    logging.info(message)
+
+
+@app.function_name("sync_lead")
+@app.timer_trigger(schedule="%SYNC_SCHEDULE_LEAD%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def sync_lead(timer: func.TimerRequest) -> None:
+    _log_cycle("lead")
+
+
+@app.function_name("sync_contact")
+@app.timer_trigger(schedule="%SYNC_SCHEDULE_CONTACT%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def sync_contact(timer: func.TimerRequest) -> None:
+    _log_cycle("contact")

@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from sync.engine.cycle import CycleReport
+from sync.mapping.model import MappingError
 from sync.settings import Settings, SettingsError, load_settings
 from sync.state import StateStore
 from sync.status import collect_status
@@ -74,6 +76,43 @@ def cmd_errors(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def print_cycle(report: CycleReport, console: Console) -> None:
+    c = report.counts
+    colour = {"succeeded": "green", "partial": "yellow", "skipped": "yellow"}.get(report.outcome, "red")
+    console.print(
+        f"[bold]{report.entity}[/]: [{colour}]{report.outcome}[/]  read {c.read}  created {c.created}  "
+        f"updated {c.updated}  deleted {c.deleted}  unchanged {c.unchanged}  skipped {c.skipped}  failed {c.failed}  "
+        f"conflicts {len(report.conflicts)}  API calls: "
+        + ", ".join(f"{system} {n}" for system, n in sorted(report.api_calls.items()))
+    )
+    if report.error:
+        console.print(f"  [red]{report.error}[/]")
+    if not report.complete:
+        console.print("  stopped at its time budget; the next run continues where this one stopped")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """Exactly what the timers run: one incremental cycle per entity, under its lease."""
+    from sync.engine.context import build_context
+    from sync.engine.cycle import run_cycle
+
+    settings = _settings(args)
+    ctx = build_context(settings)
+    names = [e.name for e in ctx.mapping.ordered_entities()] if args.entity == "all" else [args.entity]
+    worst = 0
+    for name in names:
+        report = run_cycle(ctx, name, dry_run=args.dry_run)
+        print_cycle(report, console)
+        if args.dry_run:
+            for plan in report.plans:
+                if plan.writes or plan.error:
+                    console.print(
+                        f"  would {plan.outcome}: {plan.model_dump(exclude_none=True, exclude_defaults=True)}"
+                    )
+        worst = max(worst, {"succeeded": 0, "skipped": 0, "partial": 1}.get(report.outcome, 2))
+    return worst
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -96,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     errors.add_argument("--clear", action="store_true", help="remove the listed errors")
     errors.set_defaults(handler=cmd_errors)
 
+    run = commands.add_parser("run", parents=[common], help="one incremental cycle, as the timers run it")
+    run.add_argument("--entity", default="all", help="lead, contact or all (default)")
+    run.add_argument("--dry-run", action="store_true", help="plan and print, write nothing")
+    run.set_defaults(handler=cmd_run)
+
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -109,6 +153,6 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     handler: Command = args.handler
     try:
         return handler(args, console)
-    except SettingsError as exc:
+    except (SettingsError, MappingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

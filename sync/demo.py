@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sync.state import StateStore
+from sync.state import TABLE_KINDS, StateStore
 from sync.state.tables import service_client
 from sync.status import collect_status
 
@@ -24,10 +24,7 @@ def run_demo(console: Console, workdir: Path | None = None) -> int:
     with Azurite() as azurite:
         console.print(f"   table endpoint on port {azurite.ports['table']}")
         state = StateStore(service_client(azurite.connection_string), prefix="demo")
-        console.print(
-            "[bold]2.[/] Created the sync state tables: "
-            + ", ".join(f"demo{k}" for k in ("watermarks", "links", "runs", "errors", "leases"))
-        )
+        console.print("[bold]2.[/] Created the sync state tables: " + ", ".join(f"demo{k}" for k in TABLE_KINDS))
         report = collect_status(state)
         console.print("[bold]3.[/] Status of a fresh install:")
         for entity in report.entities:

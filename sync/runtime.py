@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from sync.engine.context import SyncContext, build_context
+from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
 
@@ -20,3 +22,13 @@ def settings() -> Settings:
 @cache
 def state() -> StateStore:
     return StateStore.from_settings(settings())
+
+
+@cache
+def context() -> SyncContext:
+    """Clients and tokens live as long as the worker process, so warm invocations reuse them."""
+    return build_context(settings(), state())
+
+
+def run_incremental(entity: str) -> CycleReport:
+    return run_cycle(context(), entity)

@@ -13,13 +13,14 @@ from azure.data.tables import TableServiceClient
 
 from sync.settings import Settings
 from sync.state.errors import RecordError, RecordErrorStore
+from sync.state.jobs import CheckpointConflict, EntityClaimed, Job, JobStore, Task
 from sync.state.leases import Lease, LeaseHeld, LeaseStore
 from sync.state.links import Link, LinkStore
 from sync.state.runs import RunCounts, RunHistory, RunRecord
 from sync.state.tables import ensure_table, service_client
 from sync.state.watermarks import Watermark, WatermarkConflict, WatermarkStore
 
-TABLE_KINDS = ("watermarks", "links", "runs", "errors", "leases")
+TABLE_KINDS = ("watermarks", "links", "runs", "errors", "leases", "jobs")
 
 
 class StateStore:
@@ -37,6 +38,7 @@ class StateStore:
         self.runs = RunHistory(tables["runs"])
         self.errors = RecordErrorStore(tables["errors"])
         self.leases = LeaseStore(tables["leases"], clock=clock)
+        self.jobs = JobStore(tables["jobs"])
 
     @classmethod
     def from_settings(cls, settings: Settings, **client_options: Any) -> StateStore:
@@ -56,6 +58,10 @@ class StateStore:
 
 
 __all__ = [
+    "CheckpointConflict",
+    "EntityClaimed",
+    "Job",
+    "JobStore",
     "Lease",
     "LeaseHeld",
     "Link",
@@ -63,6 +69,7 @@ __all__ = [
     "RunCounts",
     "RunRecord",
     "StateStore",
+    "Task",
     "Watermark",
     "WatermarkConflict",
 ]

@@ -242,3 +242,47 @@ class TestLeases:
             thread.join()
         assert len(winners) == 1
         assert state.leases.get("lead").holder == winners[0]  # type: ignore[union-attr]
+
+
+class TestJobs:
+    def test_job_with_tasks_round_trips(self, state: StateStore) -> None:
+        from sync.state import Job, Task
+
+        job = Job(entities=["lead", "contact"], direction="both")
+        tasks = [
+            Task(job_id=job.job_id, entity=e, phase=p) for e in job.entities for p in ("to_marketo", "to_dynamics")
+        ]
+        state.jobs.create(job, tasks)
+        found = state.jobs.get(job.job_id)
+        assert found is not None
+        stored, stored_tasks = found
+        assert stored.entities == ["lead", "contact"] and stored.state == "queued"
+        assert {(t.entity, t.phase) for t in stored_tasks} == {(t.entity, t.phase) for t in tasks}
+        assert state.jobs.get("nope") is None
+
+    def test_checkpoint_is_compare_and_swap(self, state: StateStore) -> None:
+        from sync.state import CheckpointConflict, Job, Task
+
+        job = Job(entities=["lead"], direction="to_marketo")
+        state.jobs.create(job, [Task(job_id=job.job_id, entity="lead", phase="to_marketo")])
+        first_read = state.jobs.get_task(job.job_id, "lead", "to_marketo")
+        second_read = state.jobs.get_task(job.job_id, "lead", "to_marketo")
+        saved = state.jobs.save_task(first_read.model_copy(update={"pages_done": 1, "cursor": "next-1"}))
+        with pytest.raises(CheckpointConflict):
+            state.jobs.save_task(second_read.model_copy(update={"pages_done": 1, "cursor": "other"}))
+        again = state.jobs.get_task(job.job_id, "lead", "to_marketo")
+        assert (again.pages_done, again.cursor, again.etag) == (1, "next-1", saved.etag)
+
+    def test_an_entity_is_claimed_by_one_job_at_a_time(self, state: StateStore) -> None:
+        from sync.state import EntityClaimed
+
+        state.jobs.claim("job-a", ["lead", "contact"])
+        with pytest.raises(EntityClaimed) as raised:
+            state.jobs.claim("job-b", ["account", "contact"])
+        assert raised.value.job_id == "job-a" and raised.value.entity == "contact"
+        assert state.jobs.holder("account") is None  # all or nothing: job-b's partial claim was rolled back
+        state.jobs.release("job-b", ["lead"])  # releasing someone else's claim does nothing
+        assert state.jobs.holder("lead") == "job-a"
+        state.jobs.release("job-a", ["lead", "contact"])
+        state.jobs.claim("job-b", ["contact"])
+        assert state.jobs.holder("contact") == "job-b"
