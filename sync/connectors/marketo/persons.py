@@ -23,6 +23,13 @@ def person(item: Any) -> MarketoPerson:
     return MarketoPerson(id=int(item["id"]), values=dict(item))
 
 
+def with_id(fields: Sequence[str]) -> list[str] | None:
+    """The fields to ask for, `id` always among them (None: Marketo's default set, which has it)."""
+    if not fields:
+        return None
+    return list(fields) if "id" in fields else ["id", *fields]
+
+
 def lead_field(item: dict[str, Any]) -> LeadField:
     """From describe.json (`rest.name`, `rest.readOnly`) or describe2.json (`name`, `updateable`, `crmManaged`)."""
     rest = item.get("rest") or {}
@@ -49,7 +56,7 @@ class PersonsApi:
         self._workers = max_concurrency
 
     def get_lead(self, lead_id: int, fields: Sequence[str] = ()) -> MarketoPerson | None:
-        envelope = self._t.get("get_lead", f"/rest/v1/lead/{int(lead_id)}.json", {"fields": list(fields) or None})
+        envelope = self._t.get("get_lead", f"/rest/v1/lead/{int(lead_id)}.json", {"fields": with_id(fields)})
         return person(envelope.result[0]) if envelope.result else None
 
     def get_leads(
@@ -84,7 +91,7 @@ class PersonsApi:
         params = {
             "filterType": filter_type,
             "filterValues": values,
-            "fields": list(fields) or None,
+            "fields": with_id(fields),
             "batchSize": min(max(1, batch_size), MAX_BATCH),
         }
         try:

@@ -114,7 +114,7 @@ class Transport:
                 return self.session.request(method, self.base_url + path, headers=headers, **kwargs)
             except requests.Timeout:
                 raise TransientError("604", f"{operation}: no answer within {kwargs['timeout']} s") from None
-            except requests.ConnectionError as exc:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 # The text of a urllib3 error names the URL: ours never holds a secret (the token is in a header).
                 raise TransientError(
                     "sync.connection", f"{operation}: connection failed: {type(exc).__name__}"
