@@ -71,10 +71,11 @@ def test_failure_rows_map_back_to_input_indices_even_with_duplicates() -> None:
         {"email": "bad", "firstName": "B"},
     ]
     (chunk,) = chunker.chunks(rows)
-    text = "email,firstName,Import Failure Reason\nbad,B,Invalid email\nbad,B,Invalid email\nghost,G,Whatever\n"
+    text = "email,firstName,Import Failure Reason\nbad,B,Invalid email\nbad,B,1003: Invalid email\nghost,G,Whatever\n"
     issues = issues_from_csv(text, chunk, ["email", "firstName"], "import.failure")
     assert [i.index for i in issues] == [1, 2, None]
     assert issues[0].reason.message == "Invalid email" and issues[0].reason.code == "import.failure"
+    assert issues[1].reason.message == "Invalid email" and issues[1].reason.code == "1003"
     assert issues[2].row == {"email": "ghost", "firstName": "G"}
 
 

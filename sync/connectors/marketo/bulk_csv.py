@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,15 @@ from sync.connectors.marketo.errors import CODE_NOT_SERIALIZABLE, CODE_TOO_LARGE
 from sync.connectors.marketo.models import BulkRowIssue, Reason
 
 MAX_FILE_BYTES = 10 * 1024 * 1024 - 64 * 1024  # 10 MB, less room for the multipart envelope around the file
+_CODED_REASON = re.compile(r"^\s*(\d{3,4})\s*[:-]\s*(.+)$", re.DOTALL)
+
+
+def reason_of(text: str, default_code: str) -> Reason:
+    """A failure/warning reason; a leading Marketo code ("1003: Invalid email") becomes the reason's code."""
+    match = _CODED_REASON.match(text)
+    if match:
+        return Reason(code=match.group(1), message=match.group(2).strip())
+    return Reason(code=default_code, message=text)
 
 
 def csv_value(value: Any) -> str:
@@ -123,5 +133,5 @@ def issues_from_csv(text: str, chunk: CsvChunk, fields: Sequence[str], reason_co
         matches = positions.get(key)
         index = matches.popleft() if matches else None
         shown = {name: row.get(name, "") for name in fields}
-        issues.append(BulkRowIssue(index=index, row=shown, reason=Reason(code=reason_code, message=reason)))
+        issues.append(BulkRowIssue(index=index, row=shown, reason=reason_of(reason, reason_code)))
     return issues
