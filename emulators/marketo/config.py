@@ -49,6 +49,7 @@ class Config:
     activity_scan_limit: int = 3000  # activities examined per call: with filters a page can be short or empty
     deleted_retention_days: float = 14.0
     # Bulk jobs progress on the clock: start-up time, then rows per second
+    bulk_pickup_seconds: float = 0.05  # a job stays Queued at least this long
     bulk_min_seconds: float = 0.3
     bulk_rows_per_second: float = 200_000.0
     bulk_max_running: int = 2
@@ -71,6 +72,7 @@ class Config:
                 daily_quota=50_000,
                 latency_ms=25.0,
                 latency_per_record_ms=0.05,
+                bulk_pickup_seconds=2.0,
                 bulk_min_seconds=3.0,
                 bulk_rows_per_second=5_000.0,
             )

@@ -177,7 +177,9 @@ async def get_faults(call: Call) -> dict[str, Any]:
 
 async def set_faults(call: Call) -> dict[str, Any]:
     """{"rates": {"606": 0.2}} or {"spec": "marketo:606=0.2"}, {"next": ["606", "615", "drop"]} (one-shot, in order),
-    {"expire_tokens": true}, {"latency_ms": 20}, {"seed": 1}, {"clear": true}."""
+    {"expire_tokens": true}, {"latency_ms": 20}, {"seed": 1}, {"clear": true},
+    {"import_fail_after": N} (the next bulk import fails after N rows),
+    {"export_fail": true} (the next export fails)."""
     body = _body(call)
     state = call.state
     if body.get("clear"):
@@ -197,6 +199,10 @@ async def set_faults(call: Call) -> dict[str, Any]:
     if "seed" in body:
         state.config.fault_seed = int(body["seed"])
         state.gate.reseed()
+    if "import_fail_after" in body:
+        state.bulk.fail_next_import_after = int(body["import_fail_after"])
+    if body.get("export_fail"):
+        state.bulk.fail_next_export = True
     expired = state.tokens.expire_all() if body.get("expire_tokens") else 0
     return {"rates": state.config.fault_rates, "next": list(state.gate.forced), "expiredTokens": expired}
 
