@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 
+import sync.connectors.marketo.bulk_extract as exporter_module
 from sync.connectors.marketo.bulk_csv import CsvChunker, issues_from_csv
-from sync.connectors.marketo.bulk_extract import date_windows
+from sync.connectors.marketo.bulk_extract import BulkExporter, date_windows
+from tests.unit.test_marketo_fakes import FakeSession, make_transport, ok
 
 
 def _rows(chunk_data: bytes) -> list[list[str]]:
@@ -102,3 +106,63 @@ def test_a_short_range_is_one_window_and_a_backwards_one_is_refused() -> None:
     assert date_windows(start, start + timedelta(hours=1)) == [(start, start + timedelta(hours=1))]
     with pytest.raises(ValueError, match="before it starts"):
         date_windows(start, start - timedelta(seconds=1))
+
+
+class _Streamed(requests.Response):
+    """A file answer whose connection drops after `fail_after` bytes (when set)."""
+
+    def __init__(self, data: bytes, status: int = 200, fail_after: int | None = None) -> None:
+        super().__init__()
+        self.status_code = status
+        self.headers["Content-Type"] = "text/csv"
+        self._data = data
+        self._fail_after = fail_after
+
+    def close(self) -> None:
+        pass
+
+    def iter_content(self, chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[bytes]:
+        size = chunk_size or 1
+        for start in range(0, len(self._data), size):
+            if self._fail_after is not None and start >= self._fail_after:
+                raise requests.exceptions.ChunkedEncodingError("connection broken")
+            yield self._data[start : start + size]
+
+
+CSV_FILE = ("email,firstName\n" + "".join(f'p{i}@x.com,"Name, {i}"\n' for i in range(2000))).encode()
+
+
+@pytest.mark.parametrize("honours_range", [True, False])
+def test_export_file_download_resumes_after_a_dropped_connection(
+    honours_range: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers: list[Any] = []
+
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/create.json"):
+            return ok([{"exportId": "e1", "status": "Created"}])
+        if url.endswith("/enqueue.json"):
+            return ok([{"exportId": "e1", "status": "Queued"}])
+        if url.endswith("/status.json"):
+            return ok([{"exportId": "e1", "status": "Completed", "numberOfRecords": 2000}])
+        answers.append(kwargs.get("headers", {}).get("Range"))
+        if len(answers) == 1:
+            return _Streamed(CSV_FILE, fail_after=4 * 1024)
+        offset = int(answers[-1].removeprefix("bytes=").rstrip("-"))
+        return _Streamed(CSV_FILE[offset:], 206) if honours_range else _Streamed(CSV_FILE)
+
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=lambda s: None)
+    monkeypatch.setattr(exporter_module, "STREAM_CHUNK", 1024)
+    exported = list(exporter.run_job("leads", {"format": "CSV", "fields": ["email", "firstName"]}))
+    assert len(exported) == 2000 and exported[1999] == {"email": "p1999@x.com", "firstName": "Name, 1999"}
+    assert answers == [None, "bytes=4096-"]
+
+
+def test_null_file_is_an_empty_export() -> None:
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/file.json"):
+            return _Streamed(b"null")
+        return ok([{"exportId": "e1", "status": "Completed"}])
+
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=lambda s: None)
+    assert list(exporter.run_job("leads", {"format": "CSV"})) == []
