@@ -167,7 +167,7 @@ async def stats(call: Call) -> dict[str, Any]:
         "deleted": len(state.persons.deleted),
         "usedToday": state.gate.used_today(),
         "inFlight": state.gate.in_flight,
-        "crm": state.crm.counts() if hasattr(state.crm, "counts") else {},
+        "crm": state.crm.counts(),
     }
 
 
@@ -238,6 +238,16 @@ async def remove_field(call: Call) -> dict[str, Any]:
     return {"removed": definition.name}
 
 
+async def define_custom_object(call: Call) -> dict[str, Any]:
+    """An admin defines (or redefines, emptying it) a custom object type; see crm.py for the spec."""
+    return call.state.crm.define_custom(_body(call)).describe()
+
+
+async def remove_custom_object(call: Call) -> dict[str, Any]:
+    call.state.crm.remove_custom(call.path_args["name"])
+    return {"removed": call.path_args["name"]}
+
+
 async def get_requests(call: Call) -> dict[str, Any]:
     return call.state.requests.summary(int(call.param("limit") or 200))
 
@@ -290,6 +300,8 @@ def add_routes(router: Router) -> None:
     router.add("POST", "/tokens/expire", expire_tokens)
     router.add("POST", "/schema/fields", add_field)
     router.add("DELETE", "/schema/fields/{name}", remove_field)
+    router.add("POST", "/schema/customobjects", define_custom_object)
+    router.add("DELETE", "/schema/customobjects/{name}", remove_custom_object)
     router.add("GET", "/requests", get_requests)
     router.add("DELETE", "/requests", clear_requests)
     router.add("GET", "/clock", get_clock)
