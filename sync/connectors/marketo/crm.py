@@ -53,6 +53,12 @@ class CrmObjectClient:
     def __repr__(self) -> str:
         return f"CrmObjectClient({self.object_name!r})"
 
+    def _with_id(self, fields: Sequence[str]) -> list[str] | None:
+        """The fields to ask for, the idField always among them (None: Marketo's default set)."""
+        if not fields:
+            return None
+        return list(fields) if self.id_field in fields else [self.id_field, *fields]
+
     def _record(self, item: Any) -> CrmRecord:
         if not isinstance(item, dict):
             raise MarketoError(CODE_PROTOCOL, f"{self.object_name}: a result that is not an object: {str(item)[:200]}")
@@ -95,7 +101,7 @@ class CrmObjectClient:
             params = {
                 "filterType": filter_type,
                 "filterValues": unique[start : start + MAX_BATCH],
-                "fields": list(fields) or None,
+                "fields": self._with_id(fields),
                 "batchSize": min(max(1, batch_size), MAX_BATCH),
             }
             for page in self._t.pages(f"{self._op}_query", f"{self._path}.json", params):
@@ -108,7 +114,7 @@ class CrmObjectClient:
         for start in range(0, len(keys), MAX_BATCH):
             body: dict[str, Any] = {"filterType": "dedupeFields", "input": list(keys[start : start + MAX_BATCH])}
             if fields:
-                body["fields"] = list(fields)
+                body["fields"] = self._with_id(fields)
             token: str | None = None
             while True:
                 if token:
