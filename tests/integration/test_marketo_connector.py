@@ -21,6 +21,7 @@ from sync.connectors.marketo import (
     DailyQuotaExceededError,
     MarketoAuthError,
     MarketoClient,
+    MarketoError,
     PollPolicy,
     RateLimitError,
     RetryPolicy,
@@ -199,6 +200,18 @@ def test_1003_too_many_matches_is_split_into_smaller_queries(mk: Marketo) -> Non
     assert mk.requests()["by_code"].get("1003", 0) >= 1
 
 
+def test_merge_and_partitions(mk: Marketo) -> None:
+    client = mk.client()
+    winner, loser = client.sync_leads([{"email": "w@example.com"}, {"email": "l@example.com", "title": "CTO"}])
+    client.merge_leads(int(winner.id), [int(loser.id)])
+    assert mk.person("l@example.com") is None and mk.person("w@example.com")["id"] == winner.id
+    assert client.get_lead(int(loser.id)) is None
+    assert any(p.get("name") == "Default" for p in client.partitions())
+    with pytest.raises(MarketoError) as info:
+        client.merge_leads(int(winner.id), [123_456_789])
+    assert info.value.code == "1004"
+
+
 def test_describe_and_schema_changes(mk: Marketo) -> None:
     client = mk.client()
     fields = {f.name: f for f in client.describe_leads()}
@@ -224,7 +237,9 @@ def test_usage_and_budget_refresh(mk: Marketo) -> None:
     days = client.usage()
     assert days and days[-1].total >= 1
     assert client.refresh_budget_from_usage() >= days[-1].total
-    assert client.calls["usage"] == 2
+    week = client.usage(last_7_days=True)
+    assert week and week[-1].total >= days[-1].total
+    assert client.calls["usage"] == 3
 
 
 # --- tokens, limits and faults ---------------------------------------------------------------------------------------
