@@ -100,8 +100,10 @@ def bench(profile: str, rest_persons: int, bulk_persons: int) -> None:
 
         def bulk_import(client: MarketoClient) -> None:
             result = client.import_leads(persons(bulk_persons), FIELDS)
-            print(f"  {'':<28} import: {len(result.jobs)} jobs, processed={result.rows_processed:,}, "
-                  f"failed={result.rows_failed}, failed jobs={len(result.failed_jobs)}")  # fmt: skip
+            print(
+                f"  {'':<28} import: {len(result.jobs)} jobs, processed={result.rows_processed:,}, "
+                f"failed={result.rows_failed}, failed jobs={len(result.failed_jobs)}"
+            )
 
         measure("bulk import", bulk_persons, bulk_import, running)
 

@@ -338,6 +338,14 @@ def test_each_transient_fault_is_retried(mk: Marketo, fault: str) -> None:
     assert client.calls["sync_leads"] == 3
 
 
+def test_a_connection_dropped_after_a_write_is_retried_without_duplicates(mk: Marketo) -> None:
+    client = mk.client()
+    mk.faults(next=["drop_after"])  # the write happens, the answer is lost
+    results = client.sync_leads(people(3))
+    assert [r.status for r in results] == ["updated"] * 3  # the retry found them: createOrUpdate is idempotent
+    assert mk.person_count() == 3 and client.calls["sync_leads"] == 2
+
+
 def test_concurrency_is_capped_across_threads(mk: Marketo) -> None:
     mk.config(max_concurrency=3, latency_ms=30)
     client = mk.client(max_concurrency=3)

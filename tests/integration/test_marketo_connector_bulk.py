@@ -84,6 +84,23 @@ def test_an_import_of_unknown_columns_fails_the_job_not_the_run(mk: Marketo) -> 
     assert mk.person("a@example.com") is None
 
 
+def test_an_import_waits_while_marketos_import_queue_is_full(mk: Marketo) -> None:
+    mk.config(bulk_max_queued=1, bulk_min_seconds=0.6)
+    other = mk.client()
+    busy = other._transport.call(
+        "x",
+        "POST",
+        "/bulk/v1/leads.json",
+        params={"format": "csv"},
+        files={"file": ("a.csv", b"email\nother@example.com\n", "text/csv")},
+    )
+    assert busy.result[0]["batchId"]
+    client = mk.client(poll=PollPolicy(initial=0.1, maximum=0.2, timeout=30, queue_retries=40))
+    result = client.import_leads(rows(10), FIELDS)
+    assert result.ok and result.rows_processed == 10 and mk.person("person9@example.com") is not None
+    assert mk.requests()["by_code"].get("1016", 0) >= 1 and client.calls["bulk_import_create"] >= 2
+
+
 def test_the_budget_stops_an_import_with_what_was_known(mk: Marketo) -> None:
     client = mk.client(daily_call_budget=3)
     client.importer.max_file_bytes = 20_000

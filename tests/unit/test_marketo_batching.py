@@ -40,8 +40,12 @@ def test_records_that_cannot_be_sent_fail_alone_with_a_code() -> None:
     ]
     batches, rejected = plan_batches(records)
     assert [b.indices for b in batches] == [[0, 5]]
-    assert batches[0].payloads[1] == {"email": "ok2@x.com", "born": "2000-01-02", "seen": "2026-01-01T00:00:00+00:00",
-                                      "n": 3}  # fmt: skip
+    assert batches[0].payloads[1] == {
+        "email": "ok2@x.com",
+        "born": "2000-01-02",
+        "seen": "2026-01-01T00:00:00+00:00",
+        "n": 3,
+    }
     by_index = {r.index: r for r in rejected}
     assert set(by_index) == {1, 2, 3, 4}
     assert by_index[1].reasons[0].code == "sync.too_large"

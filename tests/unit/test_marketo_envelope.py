@@ -89,9 +89,14 @@ def test_error_mapping(code: str, message: str, cls: type, retryable: bool, syst
 
 @pytest.mark.parametrize(
     ("status", "cls", "code"),
-    [(413, RequestTooLargeError, "413"), (414, RequestTooLargeError, "414"), (404, NotFoundError, "404"),
-     (502, TransientError, "502"), (500, MarketoError, "sync.http")],
-)  # fmt: skip
+    [
+        (413, RequestTooLargeError, "413"),
+        (414, RequestTooLargeError, "414"),
+        (404, NotFoundError, "404"),
+        (502, TransientError, "502"),
+        (500, MarketoError, "sync.http"),
+    ],
+)
 def test_http_errors(status: int, cls: type, code: str) -> None:
     error = http_error(status, "<html>  too\n big </html>")
     assert isinstance(error, cls) and error.code == code and error.status == status
