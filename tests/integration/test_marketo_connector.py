@@ -191,6 +191,14 @@ def test_a_414_from_the_server_falls_back_to_post(mk: Marketo) -> None:
     assert mk.requests()["by_code"].get("414") == 1
 
 
+def test_get_leads_follows_next_page_tokens(mk: Marketo) -> None:
+    client = mk.client()
+    client.sync_leads(people(25, dynamicsType="Lead") + people(5, start=25, dynamicsType="Contact"))
+    found = client.get_leads("dynamicsType", ["Lead"], ["email", "dynamicsType"], batch_size=10)
+    assert len(found) == 25 and {p.values["dynamicsType"] for p in found} == {"Lead"}
+    assert client.calls["get_leads"] == 3
+
+
 def test_1003_too_many_matches_is_split_into_smaller_queries(mk: Marketo) -> None:
     mk.config(max_filter_matches=40)
     client = mk.client()

@@ -151,8 +151,10 @@ class MarketoClient:
     def get_lead(self, lead_id: int, fields: Sequence[str] = ()) -> MarketoPerson | None:
         return self._persons.get_lead(lead_id, fields)
 
-    def get_leads(self, filter_type: str, values: Sequence[str | int], fields: list[str]) -> list[MarketoPerson]:
-        return self._persons.get_leads(filter_type, values, fields)
+    def get_leads(
+        self, filter_type: str, values: Sequence[str | int], fields: list[str], batch_size: int = 300
+    ) -> list[MarketoPerson]:
+        return self._persons.get_leads(filter_type, values, fields, batch_size)
 
     def sync_leads(
         self,
