@@ -75,30 +75,38 @@ class BulkImporter:
         running: list[tuple[CsvChunk, BulkJobStatus, float]] = []
         pending = chunker.chunks(rows)
         exhausted = False
+        submitting: CsvChunk | None = None
         try:
             while True:
                 while not exhausted and len(running) < MAX_RUNNING_JOBS:
-                    chunk = next(pending, None)
-                    if chunk is None:
+                    submitting = next(pending, None)
+                    if submitting is None:
                         exhausted = True
                         break
                     try:
-                        job = self._submit(chunk, params, result, busy=bool(running))
+                        job = self._submit(submitting, params, result, busy=bool(running))
                     except _QueueFull:
                         # Marketo's queue is full (1016): finish one of ours first, then submit this chunk again.
-                        pending = _prepend(chunk, pending)
+                        pending = _prepend(submitting, pending)
+                        submitting = None
                         break
-                    result.rows_submitted += chunk.row_count
+                    result.rows_submitted += submitting.row_count
                     if job is not None:
-                        running.append((chunk, job, self._clock()))
+                        running.append((submitting, job, self._clock()))
+                    submitting = None
                 if not running:
                     if exhausted:
                         break
                     continue
-                running = self._poll_until_one_finishes(running, list(fields), result)
+                self._poll_until_one_finishes(running, list(fields), result)
         except SystemicError as exc:
-            for chunk, job, _ in running:
-                result.failed_jobs.append(_unknown(chunk, job.job_id, exc))
+            # Stopped: the jobs still running and the chunk being submitted have an unknown outcome. Rows after
+            # them were never read from `rows`; the caller resumes after the last reported index.
+            unknown = [(chunk, job.job_id) for chunk, job, _ in running]
+            if submitting is not None:
+                unknown.append((submitting, None))
+            for chunk, job_id in unknown:
+                result.failed_jobs.append(_unknown(chunk, job_id, exc))
             exc.partial_result = result  # type: ignore[attr-defined]
             raise
         finally:
@@ -144,24 +152,28 @@ class BulkImporter:
 
     def _poll_until_one_finishes(
         self, running: list[tuple[CsvChunk, BulkJobStatus, float]], fields: list[str], result: BulkImportResult
-    ) -> list[tuple[CsvChunk, BulkJobStatus, float]]:
+    ) -> None:
+        """Poll (backing off) until at least one job ends; ended jobs leave `running` as soon as they are collected."""
         delay = self.poll.initial
         while True:
-            still: list[tuple[CsvChunk, BulkJobStatus, float]] = []
-            for chunk, job, started in running:
+            ended = False
+            for entry in list(running):
+                chunk, job, started = entry
                 status = self.status(job.job_id)
                 if status.finished:
+                    running.remove(entry)
                     self._collect(chunk, status, fields, result)
+                    ended = True
                 elif self._clock() - started > self.poll.timeout:
+                    running.remove(entry)
                     reason = Reason(
                         code=CODE_PROTOCOL, message=f"job still {status.status} after {self.poll.timeout} s"
                     )
                     result.jobs.append(status)
                     result.failed_jobs.append(_failure(chunk, status, reason))
-                else:
-                    still.append((chunk, status, started))
-            if len(still) < len(running):
-                return still
+                    ended = True
+            if ended:
+                return
             self._sleep(delay)
             delay = min(delay * 2, self.poll.maximum)
 
