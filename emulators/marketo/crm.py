@@ -1,0 +1,570 @@
+"""CRM objects (companies, opportunities, opportunity roles, sales persons) and custom objects, in memory.
+
+Every object type has an idField (`id`, a number, or `marketoGUID`), dedupeFields (the natural key, possibly
+compound), searchableFields and fields. Custom object types come from configuration: EmulatorOptions.extra
+["marketo_custom_objects"] (a list of specs), or POST /_emulator/schema/customobjects at run time. One type ships by
+default: `product_c`, a product linked to companies by externalCompanyId.
+
+A custom object spec: {"name": "product_c", "displayName": "Product", "pluralName": "Products", "description": "..",
+"dedupeFields": ["productCode"], "fields": [{"name": "productCode", "dataType": "string", "length": 36}, ..],
+"relationships": [{"field": "externalCompanyId", "type": "parent",
+"relatedTo": {"name": "Company", "field": "externalCompanyId"}}], "searchableFields": [["productCode"], ..]}.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulators.marketo.clock import Clock, iso
+from emulators.marketo.persons import RequestError, skipped
+from emulators.marketo.schema import FieldDef, InvalidValue, coerce, lookup_key
+
+MAX_CUSTOM_TYPES = 10
+MAX_CUSTOM_FIELDS = 50
+SYSTEM = frozenset({"id", "marketoGUID", "createdAt", "updatedAt", "seq"})
+
+DEFAULT_CUSTOM_OBJECTS: list[dict[str, Any]] = [
+    {
+        "name": "product_c",
+        "displayName": "Product",
+        "pluralName": "Products",
+        "description": "A product an account owns (synced from a Dynamics custom entity)",
+        "dedupeFields": ["productCode"],
+        "fields": [
+            {"name": "productCode", "displayName": "Product Code", "dataType": "string", "length": 36},
+            {"name": "externalCompanyId", "displayName": "External Company Id", "dataType": "string"},
+            {"name": "productName", "displayName": "Product Name", "dataType": "string"},
+            {"name": "quantity", "displayName": "Quantity", "dataType": "integer"},
+            {"name": "purchaseDate", "displayName": "Purchase Date", "dataType": "date"},
+            {"name": "dynamicsId", "displayName": "Dynamics Id", "dataType": "string", "length": 36},
+        ],
+        "relationships": [
+            {
+                "field": "externalCompanyId",
+                "type": "parent",
+                "relatedTo": {"name": "Company", "field": "externalCompanyId"},
+            }
+        ],
+        "searchableFields": [["productCode"], ["marketoGUID"], ["externalCompanyId"], ["dynamicsId"]],
+    }
+]
+
+
+def _fields(specs: Sequence[tuple[str, str, str] | tuple[str, str, str, dict[str, Any]]]) -> dict[str, FieldDef]:
+    result = {}
+    for number, spec in enumerate(specs, start=1):
+        name, display, kind = spec[0], spec[1], spec[2]
+        extra = spec[3] if len(spec) > 3 else {}  # type: ignore[misc]
+        length = extra.get("length", 255) if kind in ("string", "text", "email", "phone", "url") else None
+        result[name] = FieldDef(number, name, display, kind, length, read_only=extra.get("read_only", False))
+    return result
+
+
+RO = {"read_only": True}
+
+
+@dataclass
+class ObjectType:
+    name: str  # the path name: companies, opportunities, opportunities/roles, salespersons, or a custom apiName
+    display_name: str
+    id_field: str
+    dedupe_fields: list[str]
+    searchable: list[list[str]]
+    fields: dict[str, FieldDef]
+    description: str = ""
+    plural_name: str | None = None
+    relationships: list[dict[str, Any]] | None = None
+    custom: bool = False
+    created_at: float = 0.0
+
+    @property
+    def numeric_id(self) -> bool:
+        return self.id_field == "id"
+
+    def meta(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": self.display_name if not self.custom else self.name}
+        if self.custom:
+            entry["displayName"] = self.display_name
+            if self.plural_name:
+                entry["pluralName"] = self.plural_name
+        entry["description"] = self.description
+        entry["createdAt"] = iso(self.created_at)
+        entry["updatedAt"] = iso(self.created_at)
+        entry["idField"] = self.id_field
+        entry["dedupeFields"] = list(self.dedupe_fields)
+        entry["searchableFields"] = [list(item) for item in self.searchable]
+        if self.relationships is not None:
+            entry["relationships"] = self.relationships
+        return entry
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.meta(), "fields": [definition.object_field() for definition in self.fields.values()]}
+
+    def default_fields(self) -> list[str]:
+        return [
+            self.id_field,
+            *[name for name in self.dedupe_fields if name != self.id_field],
+            "createdAt",
+            "updatedAt",
+        ]
+
+
+def standard_types(clock: Clock) -> list[ObjectType]:
+    now = clock.now()
+    stamp = [("createdAt", "Created At", "datetime", RO), ("updatedAt", "Updated At", "datetime", RO)]
+    companies = ObjectType(
+        "companies",
+        "Company",
+        "id",
+        ["externalCompanyId"],
+        [["externalCompanyId"], ["id"], ["company"]],
+        _fields(
+            [
+                ("id", "Id", "integer", RO),
+                ("externalCompanyId", "External Company Id", "string", {"length": 100}),
+                ("company", "Company Name", "string"),
+                ("website", "Website", "url"),
+                ("mainPhone", "Main Phone", "phone"),
+                ("annualRevenue", "Annual Revenue", "currency"),
+                ("numberOfEmployees", "Num Employees", "integer"),
+                ("industry", "Industry", "string"),
+                ("sicCode", "SIC Code", "string"),
+                ("billingStreet", "Billing Address", "text", {"length": 65535}),
+                ("billingCity", "Billing City", "string"),
+                ("billingState", "Billing State", "string"),
+                ("billingCountry", "Billing Country", "string"),
+                ("billingPostalCode", "Billing Postal Code", "string"),
+                ("externalSalesPersonId", "External Sales Person Id", "string"),
+                *stamp,
+            ]
+        ),
+        "Company object",
+        created_at=now,
+    )
+    sales = ObjectType(
+        "salespersons",
+        "SalesPerson",
+        "id",
+        ["externalSalesPersonId"],
+        [["externalSalesPersonId"], ["id"], ["email"]],
+        _fields(
+            [
+                ("id", "Id", "integer", RO),
+                ("externalSalesPersonId", "External Sales Person Id", "string", {"length": 100}),
+                ("email", "Email", "email"),
+                ("firstName", "First Name", "string"),
+                ("lastName", "Last Name", "string"),
+                ("phone", "Phone", "phone"),
+                ("mobilePhone", "Mobile Phone", "phone"),
+                ("fax", "Fax", "phone"),
+                ("title", "Title", "string"),
+                *stamp,
+            ]
+        ),
+        "Sales person object",
+        created_at=now,
+    )
+    opportunities = ObjectType(
+        "opportunities",
+        "Opportunity",
+        "marketoGUID",
+        ["externalOpportunityId"],
+        [["marketoGUID"], ["externalOpportunityId"], ["externalCompanyId"], ["externalSalesPersonId"]],
+        _fields(
+            [
+                ("marketoGUID", "Marketo GUID", "string", {"length": 36, "read_only": True}),
+                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 100}),
+                ("name", "Name", "string"),
+                ("description", "Description", "text", {"length": 65535}),
+                ("type", "Type", "string"),
+                ("stage", "Stage", "string"),
+                ("amount", "Amount", "currency"),
+                ("expectedRevenue", "Expected Revenue", "currency"),
+                ("probability", "Probability", "integer"),
+                ("closeDate", "Close Date", "date"),
+                ("isClosed", "Is Closed", "boolean"),
+                ("isWon", "Is Won", "boolean"),
+                ("forecastCategoryName", "Forecast Category Name", "string"),
+                ("fiscalQuarter", "Fiscal Quarter", "integer"),
+                ("fiscalYear", "Fiscal Year", "integer"),
+                ("leadSource", "Lead Source", "string"),
+                ("nextStep", "Next Step", "string"),
+                ("lastActivityDate", "Last Activity Date", "date"),
+                ("externalCompanyId", "External Company Id", "string"),
+                ("externalSalesPersonId", "External Sales Person Id", "string"),
+                ("externalCreatedDate", "External Created Date", "datetime"),
+                *stamp,
+            ]
+        ),
+        "Opportunity object",
+        created_at=now,
+    )
+    roles = ObjectType(
+        "opportunities/roles",
+        "Opportunity Role",
+        "marketoGUID",
+        ["externalOpportunityId", "leadId", "role"],
+        [["marketoGUID"], ["externalOpportunityId", "leadId", "role"], ["leadId"], ["externalOpportunityId"]],
+        _fields(
+            [
+                ("marketoGUID", "Marketo GUID", "string", {"length": 36, "read_only": True}),
+                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 100}),
+                ("leadId", "Lead Id", "integer"),
+                ("role", "Role", "string"),
+                ("isPrimary", "Is Primary", "boolean"),
+                ("externalCreatedDate", "External Created Date", "datetime"),
+                *stamp,
+            ]
+        ),
+        "Opportunity role object",
+        created_at=now,
+    )
+    return [companies, sales, opportunities, roles]
+
+
+def custom_type(spec: dict[str, Any], clock: Clock) -> ObjectType:
+    """A custom object type from its spec (see the module docstring), validated as Marketo's limits require."""
+    name = str(spec.get("name") or "")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,49}", name):
+        raise ValueError(f"invalid custom object name {name!r}")
+    field_specs = spec.get("fields") or []
+    if len(field_specs) > MAX_CUSTOM_FIELDS:
+        raise ValueError(f"{name}: at most {MAX_CUSTOM_FIELDS} fields")
+    fields: dict[str, FieldDef] = {
+        "marketoGUID": FieldDef(1, "marketoGUID", "Marketo GUID", "string", 36, read_only=True),
+        "createdAt": FieldDef(2, "createdAt", "Created At", "datetime", read_only=True),
+        "updatedAt": FieldDef(3, "updatedAt", "Updated At", "datetime", read_only=True),
+    }
+    for number, item in enumerate(field_specs, start=4):
+        field_name = str(item["name"])
+        kind = str(item.get("dataType", "string"))
+        length = item.get("length", 255) if kind in ("string", "text", "email", "phone", "url") else None
+        fields[field_name] = FieldDef(
+            number,
+            field_name,
+            str(item.get("displayName") or field_name),
+            kind,
+            length,
+            description=item.get("description"),
+        )
+    dedupe = [str(item) for item in spec.get("dedupeFields") or []]
+    if not dedupe or any(item not in fields for item in dedupe):
+        raise ValueError(f"{name}: dedupeFields must name one or more of its fields")
+    relationships = spec.get("relationships") or []
+    for relation in relationships:
+        if relation.get("field") not in fields:
+            raise ValueError(f"{name}: relationship field {relation.get('field')!r} is not one of its fields")
+    searchable = spec.get("searchableFields") or [
+        list(dedupe),
+        ["marketoGUID"],
+        *[[relation["field"]] for relation in relationships],
+    ]
+    return ObjectType(
+        name,
+        str(spec.get("displayName") or name),
+        "marketoGUID",
+        dedupe,
+        [[str(item) for item in entry] for entry in searchable],
+        fields,
+        str(spec.get("description") or ""),
+        spec.get("pluralName"),
+        relationships,
+        custom=True,
+        created_at=clock.now(),
+    )
+
+
+@dataclass
+class ObjectStore:
+    kind: ObjectType
+    clock: Clock
+    records: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    by_key: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    indexes: dict[str, dict[Any, set[Any]]] = field(default_factory=dict)
+    next_id: int = 1
+
+    def _key(self, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        key = []
+        for name in self.kind.dedupe_fields:
+            value = values.get(name)
+            if value is None or value == "":
+                return None
+            key.append(lookup_key(self.kind.fields[name], value))
+        return tuple(key)
+
+    def _index(self, name: str) -> dict[Any, set[Any]]:
+        index = self.indexes.get(name)
+        if index is None:
+            definition = self.kind.fields.get(name)
+            index = {}
+            for ident, values in self.records.items():
+                key = lookup_key(definition, values.get(name))
+                if key is not None:
+                    index.setdefault(key, set()).add(ident)
+            self.indexes[name] = index
+        return index
+
+    def _set(self, ident: Any, name: str, old: Any, new: Any) -> None:
+        index = self.indexes.get(name)
+        if index is None:
+            return
+        definition = self.kind.fields.get(name)
+        if old is not None:
+            members = index.get(lookup_key(definition, old))
+            if members is not None:
+                members.discard(ident)
+        if new is not None:
+            index.setdefault(lookup_key(definition, new), set()).add(ident)
+
+    def find(self, name: str, value: Any) -> list[Any]:
+        if name == self.kind.id_field:
+            key = lookup_key(self.kind.fields[name], value) if self.kind.numeric_id else str(value)
+            return [key] if key in self.records else []
+        key = lookup_key(self.kind.fields.get(name), value)
+        return sorted(self._index(name).get(key, ()), key=str)
+
+    def output(self, ident: Any, fields: Sequence[str], seq: int) -> dict[str, Any]:
+        values = self.records[ident]
+        return {"seq": seq, **{name: values.get(name) for name in fields}}
+
+    def _validate(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        clean: dict[str, Any] = {}
+        for name, value in record.items():
+            definition = self.kind.fields.get(name)
+            if definition is None:
+                return {}, skipped("1006", f"Field '{name}' not found")
+            if name in SYSTEM or definition.read_only:
+                continue
+            try:
+                clean[name] = coerce(definition, value)
+            except InvalidValue as problem:
+                return {}, skipped(problem.code, problem.message)
+        return clean, None
+
+    def _result(self, seq: int, ident: Any, status: str) -> dict[str, Any]:
+        return {"seq": seq, "status": status, self.kind.id_field: ident}
+
+    def upsert(self, ident: Any | None, values: dict[str, Any]) -> tuple[Any, str]:
+        now = iso(self.clock.now())
+        if ident is None:
+            if self.kind.numeric_id:
+                ident = self.next_id
+                self.next_id += 1
+            else:
+                ident = str(uuid.uuid4())
+            stored = {self.kind.id_field: ident, "createdAt": now, "updatedAt": now}
+            self.records[ident] = stored
+            for name, value in values.items():
+                if value is not None:
+                    stored[name] = value
+                    self._set(ident, name, None, value)
+            self._set(ident, self.kind.id_field, None, ident)
+            key = self._key(stored)
+            if key is not None:
+                self.by_key[key] = ident
+            return ident, "created"
+        stored = self.records[ident]
+        old_key = self._key(stored)
+        for name, value in values.items():
+            old = stored.get(name)
+            if value is None:
+                stored.pop(name, None)
+            else:
+                stored[name] = value
+            self._set(ident, name, old, value)
+        stored["updatedAt"] = now
+        new_key = self._key(stored)
+        if old_key != new_key:
+            if old_key is not None:
+                self.by_key.pop(old_key, None)
+            if new_key is not None:
+                self.by_key[new_key] = ident
+        return ident, "updated"
+
+    def remove(self, ident: Any) -> None:
+        stored = self.records.pop(ident)
+        key = self._key(stored)
+        if key is not None:
+            self.by_key.pop(key, None)
+        for name, value in stored.items():
+            self._set(ident, name, value, None)
+
+
+class CrmStore:
+    def __init__(self, clock: Clock, custom_objects: Any = None) -> None:
+        self.clock = clock
+        self.types: dict[str, ObjectType] = {}
+        self.stores: dict[str, ObjectStore] = {}
+        for kind in standard_types(clock):
+            self._add(kind)
+        specs = DEFAULT_CUSTOM_OBJECTS if custom_objects is None else custom_objects
+        for spec in specs:
+            self.define_custom(spec)
+
+    def _add(self, kind: ObjectType) -> None:
+        self.types[kind.name] = kind
+        self.stores[kind.name] = ObjectStore(kind, self.clock)
+
+    def define_custom(self, spec: dict[str, Any]) -> ObjectType:
+        kind = custom_type(spec, self.clock)
+        customs = [item for item in self.types.values() if item.custom and item.name != kind.name]
+        if len(customs) >= MAX_CUSTOM_TYPES:
+            raise ValueError(f"at most {MAX_CUSTOM_TYPES} custom object types")
+        if kind.name in self.types and not self.types[kind.name].custom:
+            raise ValueError(f"{kind.name!r} is a standard object")
+        self._add(kind)
+        return kind
+
+    def remove_custom(self, name: str) -> None:
+        kind = self.types.get(name)
+        if kind is None or not kind.custom:
+            raise KeyError(f"no custom object type {name!r}")
+        del self.types[name]
+        del self.stores[name]
+
+    def custom_types(self) -> list[ObjectType]:
+        return [kind for kind in self.types.values() if kind.custom]
+
+    def store(self, name: str, custom: bool = False) -> ObjectStore:
+        kind = self.types.get(name)
+        if kind is None or kind.custom != custom:
+            raise RequestError("1003", f"Object '{name}' not found")  # (unverified) code
+        return self.stores[name]
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(store.records) for name, store in self.stores.items()}
+
+    # ----- operations shared by every object type
+    def sync(
+        self,
+        store: ObjectStore,
+        records: Sequence[Any],
+        action: str,
+        dedupe_by: str,
+        persons: dict[int, Any],
+    ) -> list[dict[str, Any]]:
+        if action not in ("createOrUpdate", "createOnly", "updateOnly"):
+            raise RequestError("1003", f"Invalid action '{action}'")
+        if dedupe_by not in ("dedupeFields", "idField"):
+            raise RequestError("1003", f"Invalid dedupeBy '{dedupe_by}'")
+        if dedupe_by == "idField" and action != "updateOnly":
+            raise RequestError("1003", "dedupeBy 'idField' is only allowed with action 'updateOnly'")
+        kind = store.kind
+        seen: set[Any] = set()
+        results: list[dict[str, Any]] = []
+        for seq, record in enumerate(records):
+            if not isinstance(record, dict):
+                results.append({"seq": seq, **skipped("1003", "Invalid data")})
+                continue
+            values, problem = store._validate(record)
+            if problem is not None:
+                results.append({"seq": seq, **problem})
+                continue
+            if dedupe_by == "idField":
+                raw = record.get(kind.id_field)
+                if raw is None:
+                    results.append({"seq": seq, **skipped("1003", f"Value for field '{kind.id_field}' not found")})
+                    continue
+                found = store.find(kind.id_field, raw)
+                key: Any = ("id", found[0] if found else raw)
+            else:
+                merged = {**values}
+                key = store._key(merged)
+                if key is None:
+                    missing = next(name for name in kind.dedupe_fields if merged.get(name) in (None, ""))
+                    results.append({"seq": seq, **skipped("1003", f"Value for required field '{missing}' not found")})
+                    continue
+                existing = store.by_key.get(key)
+                found = [existing] if existing is not None else []
+            if key in seen:
+                results.append({"seq": seq, **skipped("1036", "Duplicate object found in input")})
+                continue
+            seen.add(key)
+            problem = self._references(kind, values, persons)
+            if problem is not None:
+                results.append({"seq": seq, **problem})
+                continue
+            if found and action == "createOnly":
+                results.append({"seq": seq, **skipped("1005", f"{kind.display_name} already exists")})
+                continue
+            if not found and action == "updateOnly":
+                results.append({"seq": seq, **skipped("1013", "Record not found")})
+                continue
+            ident, status = store.upsert(found[0] if found else None, values)
+            results.append(store._result(seq, ident, status))
+        return results
+
+    def _references(self, kind: ObjectType, values: dict[str, Any], persons: dict[int, Any]) -> dict[str, Any] | None:
+        """Links Marketo checks (unverified which): a role's person and opportunity, a sales person link."""
+        if kind.name == "opportunities/roles":
+            lead = values.get("leadId")
+            if lead is not None and lead not in persons:
+                return skipped("1004", "Lead not found")
+            opportunity = values.get("externalOpportunityId")
+            opportunities = self.stores["opportunities"]
+            if opportunity is not None and not opportunities.find("externalOpportunityId", opportunity):
+                return skipped("1013", "Opportunity not found")
+        sales_person = values.get("externalSalesPersonId")
+        linked = kind.name in ("opportunities", "companies") and sales_person is not None
+        if linked and not self.stores["salespersons"].find("externalSalesPersonId", sales_person):
+            return skipped("718", "ExternalSalesPersonID not found")
+        return None
+
+    def query(
+        self,
+        store: ObjectStore,
+        filter_type: str,
+        values: Sequence[Any],
+        fields: Sequence[str] | None,
+        max_batch: int,
+    ) -> list[dict[str, Any]]:
+        kind = store.kind
+        wanted = list(fields) if fields else kind.default_fields()
+        for name in wanted:
+            if name not in kind.fields:
+                raise RequestError("1006", f"Field '{name}' not found")
+        if len(values) > max_batch:
+            raise RequestError("1003", f"Too many filterValues: {len(values)}, max {max_batch}")
+        result: list[dict[str, Any]] = []
+        if filter_type == "dedupeFields":
+            for seq, item in enumerate(values):
+                if not isinstance(item, dict):
+                    raise RequestError("1003", "input must hold objects with the dedupe fields")
+                key = store._key({name: item.get(name) for name in kind.dedupe_fields})
+                ident = store.by_key.get(key) if key is not None else None
+                if ident is not None:
+                    result.append(store.output(ident, wanted, seq))
+            return result
+        name = kind.id_field if filter_type == "idField" else filter_type
+        if [name] not in kind.searchable and name != kind.id_field:
+            raise RequestError("1003", f"Invalid filterType '{filter_type}'")
+        for seq, value in enumerate(values):
+            for ident in store.find(name, value):
+                result.append(store.output(ident, wanted, seq))
+        return result
+
+    def delete(self, store: ObjectStore, records: Sequence[Any], delete_by: str) -> list[dict[str, Any]]:
+        kind = store.kind
+        if delete_by not in ("dedupeFields", "idField"):
+            raise RequestError("1003", f"Invalid deleteBy '{delete_by}'")
+        results = []
+        for seq, record in enumerate(records):
+            if not isinstance(record, dict):
+                results.append({"seq": seq, **skipped("1003", "Invalid data")})
+                continue
+            if delete_by == "idField":
+                found = store.find(kind.id_field, record.get(kind.id_field))
+                ident = found[0] if found else None
+            else:
+                key = store._key({name: record.get(name) for name in kind.dedupe_fields})
+                ident = store.by_key.get(key) if key is not None else None
+            if ident is None:
+                results.append({"seq": seq, **skipped("1013", "Object not found")})
+                continue
+            store.remove(ident)
+            results.append(store._result(seq, ident, "deleted"))
+        return results

@@ -1,0 +1,237 @@
+"""Bulk import of persons: CSV chunks of <= 10 MB, at most 2 jobs at once, polled with backoff until done; every
+rejected or warned row is read back from failures.json / warnings.json and mapped to its input row.
+
+A job that ends Failed (possibly halfway) is reported with its row range and how many rows it processed; the rest of
+the import goes on. A systemic error (budget, quota, auth) stops the import: it is raised with `partial_result` set
+to what was known so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from sync.connectors.marketo.bulk_csv import MAX_FILE_BYTES, CsvChunk, CsvChunker, issues_from_csv
+from sync.connectors.marketo.envelope import first_result
+from sync.connectors.marketo.errors import CODE_PROTOCOL, BulkJobFailedError, MarketoError, SystemicError
+from sync.connectors.marketo.models import BulkImportResult, BulkJobFailure, BulkJobStatus, Reason
+from sync.connectors.marketo.transport import Transport
+
+CODE_IMPORT_FAILURE = "import.failure"  # a row in failures.json (Marketo gives a reason text, no code)
+CODE_IMPORT_WARNING = "import.warning"
+MAX_RUNNING_JOBS = 2
+UPLOAD_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    initial: float = 2.0  # first wait between status polls; doubles up to `maximum`
+    maximum: float = 60.0
+    timeout: float = 6 * 3600.0  # give up on a job after this long (it is reported, not dropped)
+    queue_retries: int = 10  # tries to submit/enqueue while Marketo says its queue is full (1016 / 1029)
+
+
+def import_status(item: dict[str, Any]) -> BulkJobStatus:
+    return BulkJobStatus(
+        job_id=str(item.get("batchId") or item.get("importId")),
+        status=str(item.get("status", "")),
+        rows_processed=item.get("numOfLeadsProcessed"),
+        rows_failed=item.get("numOfRowsFailed"),
+        rows_with_warning=item.get("numOfRowsWithWarning"),
+        message=item.get("message"),
+    )
+
+
+class BulkImporter:
+    def __init__(
+        self,
+        transport: Transport,
+        poll: PollPolicy | None = None,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._t = transport
+        self.poll = poll or PollPolicy()
+        self.max_file_bytes = max_file_bytes
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(
+        self,
+        rows: Iterable[dict[str, Any]],
+        fields: Sequence[str],
+        lookup_field: str = "email",
+        partition_name: str | None = None,
+        list_id: int | None = None,
+    ) -> BulkImportResult:
+        chunker = CsvChunker(fields, self.max_file_bytes)
+        result = BulkImportResult()
+        params = {"format": "csv", "lookupField": lookup_field, "partitionName": partition_name, "listId": list_id}
+        running: list[tuple[CsvChunk, BulkJobStatus, float]] = []
+        pending = chunker.chunks(rows)
+        exhausted = False
+        submitting: CsvChunk | None = None
+        try:
+            while True:
+                while not exhausted and len(running) < MAX_RUNNING_JOBS:
+                    submitting = next(pending, None)
+                    if submitting is None:
+                        exhausted = True
+                        break
+                    try:
+                        job = self._submit(submitting, params, result, busy=bool(running))
+                    except _QueueFull:
+                        # Marketo's queue is full (1016): finish one of ours first, then submit this chunk again.
+                        pending = _prepend(submitting, pending)
+                        submitting = None
+                        break
+                    result.rows_submitted += submitting.row_count
+                    if job is not None:
+                        running.append((submitting, job, self._clock()))
+                    submitting = None
+                if not running:
+                    if exhausted:
+                        break
+                    continue
+                self._poll_until_one_finishes(running, list(fields), result)
+        except SystemicError as exc:
+            # Stopped: the jobs still running and the chunk being submitted have an unknown outcome. Rows after
+            # them were never read from `rows`; the caller resumes after the last reported index.
+            unknown = [(chunk, job.job_id) for chunk, job, _ in running]
+            if submitting is not None:
+                unknown.append((submitting, None))
+            for chunk, job_id in unknown:
+                result.failed_jobs.append(_unknown(chunk, job_id, exc))
+            exc.partial_result = result  # type: ignore[attr-defined]
+            raise
+        finally:
+            result.failures.extend(chunker.rejected)
+            result.rows_failed += len(chunker.rejected)
+            result.failures.sort(key=lambda issue: (issue.index is None, issue.index or 0))
+        return result
+
+    def _submit(
+        self, chunk: CsvChunk, params: dict[str, Any], result: BulkImportResult, busy: bool
+    ) -> BulkJobStatus | None:
+        """Create the import job for one chunk; None when it was refused (recorded in `result.failed_jobs`).
+
+        Raises _QueueFull when Marketo's import queue is full (1016) while jobs of ours are still running.
+        """
+        delay = self.poll.initial
+        for attempt in range(1, self.poll.queue_retries + 1):
+            try:
+                envelope = self._t.call(
+                    "bulk_import_create",
+                    "POST",
+                    "/bulk/v1/leads.json",
+                    params=params,
+                    files={"file": ("persons.csv", chunk.data, "text/csv")},
+                    timeout=UPLOAD_TIMEOUT,
+                )
+                return import_status(first_result(envelope, "bulk import create"))
+            except BulkJobFailedError as exc:
+                if exc.code != "1016" or attempt == self.poll.queue_retries:
+                    result.failed_jobs.append(_unknown(chunk, None, exc))
+                    return None
+                if busy:
+                    raise _QueueFull from None
+                self._sleep(delay)
+                delay = min(delay * 2, self.poll.maximum)
+            except MarketoError as exc:
+                if isinstance(exc, SystemicError):
+                    raise
+                # The file itself was refused (e.g. 413, malformed): every row of this chunk is unimported.
+                result.failed_jobs.append(_unknown(chunk, None, exc))
+                return None
+        return None
+
+    def _poll_until_one_finishes(
+        self, running: list[tuple[CsvChunk, BulkJobStatus, float]], fields: list[str], result: BulkImportResult
+    ) -> None:
+        """Poll (backing off) until at least one job ends; ended jobs leave `running` as soon as they are collected."""
+        delay = self.poll.initial
+        while True:
+            ended = False
+            for entry in list(running):
+                chunk, job, started = entry
+                status = self.status(job.job_id)
+                if status.finished:
+                    running.remove(entry)
+                    self._collect(chunk, status, fields, result)
+                    ended = True
+                elif self._clock() - started > self.poll.timeout:
+                    running.remove(entry)
+                    reason = Reason(
+                        code=CODE_PROTOCOL, message=f"job still {status.status} after {self.poll.timeout} s"
+                    )
+                    result.jobs.append(status)
+                    result.failed_jobs.append(_failure(chunk, status, reason))
+                    ended = True
+            if ended:
+                return
+            self._sleep(delay)
+            delay = min(delay * 2, self.poll.maximum)
+
+    def status(self, job_id: str) -> BulkJobStatus:
+        envelope = self._t.get("bulk_import_status", f"/bulk/v1/leads/batch/{job_id}.json")
+        return import_status(first_result(envelope, f"bulk import {job_id} status"))
+
+    def _collect(self, chunk: CsvChunk, status: BulkJobStatus, fields: list[str], result: BulkImportResult) -> None:
+        result.jobs.append(status)
+        result.rows_processed += status.rows_processed or 0
+        result.rows_with_warning += status.rows_with_warning or 0
+        if status.rows_failed or not status.succeeded:
+            failures = issues_from_csv(self._file(status.job_id, "failures"), chunk, fields, CODE_IMPORT_FAILURE)
+            result.failures.extend(failures)
+            result.rows_failed += max(status.rows_failed or 0, len(failures))
+        if status.rows_with_warning:
+            warnings = issues_from_csv(self._file(status.job_id, "warnings"), chunk, fields, CODE_IMPORT_WARNING)
+            result.warnings.extend(warnings)
+        if not status.succeeded:
+            message = status.message or f"import job ended {status.status}"
+            result.failed_jobs.append(_failure(chunk, status, Reason(code=status.status.lower(), message=message)))
+
+    def _file(self, job_id: str, kind: str) -> str:
+        try:
+            answer = self._t.call(f"bulk_import_{kind}", "GET", f"/bulk/v1/leads/batch/{job_id}/{kind}.json", raw=True)
+        except MarketoError as exc:
+            if isinstance(exc, SystemicError):
+                raise
+            return ""
+        if isinstance(answer, requests.Response):
+            answer.encoding = answer.encoding or "utf-8"
+            return answer.text
+        return ""
+
+
+class _QueueFull(Exception):
+    pass
+
+
+def _failure(chunk: CsvChunk, status: BulkJobStatus, reason: Reason) -> BulkJobFailure:
+    return BulkJobFailure(
+        job_id=status.job_id,
+        first_index=chunk.first_index,
+        row_count=chunk.row_count,
+        rows_processed=status.rows_processed,
+        reason=reason,
+    )
+
+
+def _unknown(chunk: CsvChunk, job_id: str | None, exc: MarketoError) -> BulkJobFailure:
+    return BulkJobFailure(
+        job_id=job_id or None,
+        first_index=chunk.first_index,
+        row_count=chunk.row_count,
+        reason=Reason(code=exc.code, message=exc.message),
+    )
+
+
+def _prepend(chunk: CsvChunk, rest: Iterator[CsvChunk]) -> Iterator[CsvChunk]:
+    yield chunk
+    yield from rest
