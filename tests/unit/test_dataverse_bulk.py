@@ -33,9 +33,9 @@ def test_plan_rejects_what_cannot_be_sent_and_keeps_indexes() -> None:
     targets, rejected = plan_targets("update", LEAD, records)
     assert [(t.index, t.record_id, t.address) for t in targets] == [(0, ID1, f"({ID1})"), (3, ID2, f"({ID2})")]
     assert targets[0].body["leadid"] == ID1  # normalized
-    assert [(r.index, r.error.code, r.error.column) for r in rejected if r.error] == [
-        (1, "MissingKey", "leadid"),
-        (2, "InvalidGuid", "leadid"),
+    assert [(r.index, r.error.code, r.error.column, r.error.record) for r in rejected if r.error] == [
+        (1, "MissingKey", "leadid", None),
+        (2, "InvalidGuid", "leadid", "leadid=not-a-guid"),
     ]
 
 
@@ -115,6 +115,9 @@ def test_a_failed_single_keeps_the_service_error_and_column() -> None:
     result = result_from_single("create", LEAD, targets[1], BatchResponse(400, {}, error_body))
     assert result.index == 1 and result.id is None and result.error is not None
     assert (result.error.status, result.error.code, result.error.column) == (400, "0x80044331", "lastname")
+    targets, _ = plan_targets("update", LEAD, [{"leadid": ID1, "lastname": "x"}])
+    result = result_from_single("update", LEAD, targets[0], BatchResponse(400, {}, error_body))
+    assert result.error is not None and result.error.record == f"({ID1})"
     missing = result_from_single("create", LEAD, targets[0], None)
     assert missing.error is not None and missing.error.code == "NotExecuted"
 

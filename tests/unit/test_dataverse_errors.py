@@ -141,6 +141,14 @@ def test_token_endpoint_errors() -> None:
     [
         ("The 'lastname' attribute is required", "lastname"),
         ("Required field 'subject' is missing", "subject"),
+        ("A validation error occurred.  The value of 'lastname' on record of type 'contact' is required.", "lastname"),
+        (
+            "A validation error occurred. The value 99 of 'leadsourcecode' on record of type 'lead' is outside the "
+            "valid range. Accepted Values: 1,2,3",
+            "leadsourcecode",
+        ),
+        ("'abc' is not a valid value for 'numberofemployees'.", "numberofemployees"),
+        ("Entity 'lead' With Id = 6b1c7e6e-0000-0000-0000-000000000001 Does Not Exist", None),
         ("Cannot convert a primitive value to the expected type 'Edm.Int32'.", None),
     ],
 )
@@ -156,4 +164,6 @@ def test_write_error_projection() -> None:
         "code": "0x80044331",
         "message": "The length of the 'jobtitle' attribute of ...",
         "column": "jobtitle",
+        "record": None,
     }
+    assert error.to_write_error("(leadid)").record == "(leadid)"

@@ -30,6 +30,11 @@ class Target:
     record_id: str | None  # the primary key, when the caller gave it
     address: str | None  # "(<guid>)" or "(key='v')": how single requests address the record (None: create)
 
+    @property
+    def label(self) -> str | None:
+        """How errors name this record: its address, else its id."""
+        return self.address or self.record_id
+
 
 def plan_targets(
     kind: WriteKind, table: TableMetadata, records: Sequence[Mapping[str, Any]], alternate_key: str | None = None
@@ -58,7 +63,7 @@ def plan_targets(
                     raise DataverseError(None, "MissingKey", f"no value for the primary key {pk!r}", pk)
                 address = key_segment(uuid.UUID(record_id))
         except DataverseError as exc:
-            rejected.append(WriteResult(index=index, error=exc.to_write_error()))
+            rejected.append(WriteResult(index=index, error=exc.to_write_error(_describe(record, pk, alternate_key))))
             continue
         targets.append(Target(index=index, body=body, record_id=record_id, address=address))
     return targets, rejected
@@ -105,11 +110,13 @@ def result_from_single(
     kind: WriteKind, table: TableMetadata, target: Target, response: BatchResponse | None
 ) -> WriteResult:
     if response is None:
-        error = WriteError(code="NotExecuted", message="the $batch reply held no answer for this record")
+        error = WriteError(
+            code="NotExecuted", message="the $batch reply held no answer for this record", record=target.label
+        )
         return WriteResult(index=target.index, error=error)
     if response.status >= 400:
         exc = error_from_response(response.status, response.headers, response.body, table=table.logical_name)
-        return WriteResult(index=target.index, error=exc.to_write_error())
+        return WriteResult(index=target.index, error=exc.to_write_error(target.label))
     record_id = target.record_id
     body = response.json() if response.body else None
     if isinstance(body, Mapping) and isinstance(body.get(table.primary_id_attribute), str):
@@ -132,7 +139,14 @@ def is_unsupported_message(error: DataverseError, kind: WriteKind) -> bool:
 
 
 def failed(targets: Sequence[Target], error: WriteError) -> list[WriteResult]:
-    return [WriteResult(index=t.index, error=error) for t in targets]
+    return [WriteResult(index=t.index, error=error.model_copy(update={"record": t.label})) for t in targets]
+
+
+def _describe(record: Mapping[str, Any], pk: str, alternate_key: str | None) -> str | None:
+    for column in (pk, alternate_key):
+        if column and record.get(column) not in (None, ""):
+            return f"{column}={str(record[column])[:80]}"
+    return None
 
 
 def chunked(items: Sequence[Target], size: int) -> list[Sequence[Target]]:

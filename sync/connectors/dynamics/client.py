@@ -267,6 +267,8 @@ class DataverseClient:
                         return
                     remaining -= 1
                 yield record_from_row(row, table.primary_id_attribute, annotations=annotations)
+            if remaining == 0:
+                return
             url = body.get(NEXT_LINK)
 
     def get_by_ids(self, logical_name: str, ids: Sequence[str], select: list[str]) -> dict[str, DataverseRecord]:

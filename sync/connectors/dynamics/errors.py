@@ -24,6 +24,8 @@ _COLUMN_PATTERNS = [
         r"The property '(?P<column>[\w.@]+)' does not exist on type",  # unknown column in a payload
         r"[Cc]ould not find a property named '(?P<column>[\w.]+)'",  # unknown column in $select/$filter/$orderby
         r"Invalid property '(?P<column>[\w.]+)'",
+        r"The value (?:\S+ )?of '(?P<column>\w+)' on record",  # required (0x80040200), out of range (0x8004431a)
+        r"is not a valid value for '(?P<column>\w+)'",
         r"[Aa]ttribute '(?P<column>\w+)'",  # "Attribute 'x' cannot be NULL", "... attribute 'x' ..."
         r"'(?P<column>\w+)' attribute",
         r"[Pp]roperty '(?P<column>\w+)'",
@@ -73,8 +75,10 @@ class DataverseError(Exception):
         self.args = (str(self),)
         return self
 
-    def to_write_error(self) -> WriteError:
-        return WriteError(status=self.status, code=self.code, message=self.message, column=self.column)
+    def to_write_error(self, record: str | None = None) -> WriteError:
+        return WriteError(
+            status=self.status, code=self.code, message=self.message, column=self.column, record=record or self.record
+        )
 
 
 class AuthenticationError(DataverseError):

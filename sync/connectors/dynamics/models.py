@@ -36,6 +36,7 @@ class WriteError(BaseModel):
     code: str
     message: str
     column: str | None = None
+    record: str | None = None  # the record's id or key, e.g. "(new_marketopersonid='7')", when it had one
 
 
 class WriteResult(BaseModel):
