@@ -75,6 +75,15 @@ def test_results_from_multiple() -> None:
     assert [(r.index, r.id, r.created, r.ok) for r in results] == [(0, ID1, True, True), (1, ID2, True, True)]
     targets, _ = plan_targets("update", LEAD, [{"leadid": ID1}])
     assert [(r.id, r.created) for r in results_from_multiple("update", targets, None)] == [(ID1, False)]
+    targets, _ = plan_targets(
+        "upsert",
+        LEAD,
+        [{"new_marketopersonid": "1"}, {"new_marketopersonid": "2", "leadid": ID2}],
+        "new_marketopersonid",
+    )
+    assert [(r.id, r.created) for r in results_from_multiple("upsert", targets, None)] == [(None, None), (ID2, None)]
+    reply = {"Ids": [ID1, ID2], "Results": [{"RecordCreated": True}, {"RecordCreated": False}]}
+    assert [(r.id, r.created) for r in results_from_multiple("upsert", targets, reply)] == [(ID1, True), (ID2, False)]
 
 
 def test_single_requests() -> None:

@@ -81,14 +81,19 @@ def multiple_payload(kind: WriteKind, table: TableMetadata, targets: Sequence[Ta
 
 
 def results_from_multiple(kind: WriteKind, targets: Sequence[Target], reply: Any) -> list[WriteResult]:
-    """CreateMultiple answers {"Ids": [...]} in target order; UpdateMultiple and UpsertMultiple answer 204."""
+    """CreateMultiple answers {"Ids": [...]} in target order; UpdateMultiple and UpsertMultiple answer 204 (some
+    services also give UpsertMultiple's Ids and Results[].RecordCreated: used when present)."""
     ids = reply.get("Ids") if isinstance(reply, Mapping) else None
+    upserts = reply.get("Results") if isinstance(reply, Mapping) else None
     results = []
     for position, target in enumerate(targets):
         record_id = target.record_id
-        if ids is not None and position < len(ids):
+        if isinstance(ids, list) and position < len(ids):
             record_id = str(ids[position]).lower()
         created = True if kind == "create" else False if kind == "update" else None
+        if kind == "upsert" and isinstance(upserts, list) and position < len(upserts):
+            flag = upserts[position].get("RecordCreated") if isinstance(upserts[position], Mapping) else None
+            created = flag if isinstance(flag, bool) else None
         results.append(WriteResult(index=target.index, id=record_id, created=created))
     return results
 
