@@ -230,6 +230,7 @@ def _schema(emulator: DataverseEmulator, method: str, parts: list[str], payload:
             if method in ("PATCH", "POST"):
                 if "required" in payload:
                     column.required = payload["required"]
+                    table.refresh()
                 if "max_length" in payload:
                     column.max_length = int(payload["max_length"])
                 return 200, {

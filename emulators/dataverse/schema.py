@@ -55,14 +55,10 @@ class Column:
     display_name: str = ""
     nav: dict[str, str] = field(default_factory=dict)  # lookups: navigation property -> target table
 
-    @property
-    def is_lookup(self) -> bool:
-        return self.type in LOOKUP_TYPES
-
-    @property
-    def attribute(self) -> str:
-        """The property name in JSON: `_x_value` for lookups, else the logical name."""
-        return f"_{self.name}_value" if self.is_lookup else self.name
+    def __post_init__(self) -> None:
+        self.is_lookup = self.type in LOOKUP_TYPES
+        # The property name in JSON: `_x_value` for lookups, else the logical name.
+        self.attribute = f"_{self.name}_value" if self.is_lookup else self.name
 
     @property
     def edm_type(self) -> str:
@@ -89,6 +85,7 @@ class Table:
     attributes: dict[str, Column] = field(default_factory=dict)  # JSON property -> column
     nav_props: dict[str, tuple[Column, str]] = field(default_factory=dict)  # navigation property -> (column, target)
     output_attributes: list[str] = field(default_factory=list)
+    system_required: list[Column] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -100,6 +97,7 @@ class Table:
             for nav, target in column.nav.items():
                 self.nav_props[nav] = (column, target)
         self.output_attributes = list(self.attributes)
+        self.system_required = [c for c in self.columns.values() if c.required == "SystemRequired"]
 
     @property
     def metadata_id(self) -> str:

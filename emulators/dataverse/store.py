@@ -78,14 +78,14 @@ class Store:
             data.rebuild_key_index()
         self.version = first_version
         self._undo: list[tuple[Any, ...]] | None = None
-        self._id_counter = secrets.randbelow(2**30) << 16
-        self._id_node = uuid.uuid4().hex[:16]
+        self._id_counter = secrets.randbelow(2**40)
+        node = uuid.uuid4().hex
+        self._id_prefix = f"{node[:8]}-{node[8:12]}-f011-{node[12:16]}-"  # then a 12-digit ascending counter
 
     def new_id(self) -> str:
         """A sequential GUID, as Dataverse hands out: ascending, so primary-key order stays cheap to maintain."""
         self._id_counter += 1
-        counter, node = self._id_counter, self._id_node
-        return f"{counter >> 16 & 0xFFFFFFFF:08x}-{counter & 0xFFFF:04x}-f011-{node[:4]}-{node[4:16]}"
+        return self._id_prefix + format(self._id_counter, "012x")
 
     def __getitem__(self, logical_name: str) -> TableData:
         return self.data[logical_name]
@@ -134,16 +134,23 @@ class Store:
         """Seed many new rows at once (no undo); each gets its own version."""
         data = self.data[logical_name]
         pk = data.table.primary_id
-        for row in rows:
-            self.version += 1
-            row["versionnumber"] = self.version
-            data.rows[row[pk]] = row
-            data.log_versions.append(self.version)
-            data.log_ids.append(row[pk])
-        data.order.update(row[pk] for row in rows)
-        if data.table.alternate_keys:
+        start = self.version + 1
+        versions = range(start, start + len(rows))
+        for version, row in zip(versions, rows, strict=True):
+            row["versionnumber"] = version
+        ids = [row[pk] for row in rows]
+        data.rows.update(zip(ids, rows, strict=True))
+        data.log_versions.extend(versions)
+        data.log_ids.extend(ids)
+        self.version += len(rows)
+        data.order.update(ids)
+        for name, columns in data.table.alternate_keys.items():
+            attributes = [data.table.columns[c].attribute for c in columns]
+            index = data.key_index.setdefault(name, {})
             for row in rows:
-                self._index(data, row)
+                values = tuple(row.get(a) for a in attributes)
+                if None not in values:
+                    index[tuple(key_value(v) for v in values)] = row[pk]
 
     def _index(self, data: TableData, row: dict[str, Any]) -> None:
         for name in data.table.alternate_keys:

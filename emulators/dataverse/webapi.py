@@ -909,8 +909,6 @@ class WebApi:
             key = parse_key_segment(match.group(2))
             if key is None:
                 raise errors.query_error("Bad Request - Error in query syntax.")
-            if isinstance(key, dict):
-                self._id_for_key(self.store[table.logical_name], key)  # validates the key's columns
             return key
         value = target.get(table.primary_id)
         if isinstance(value, str):

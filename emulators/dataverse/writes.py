@@ -249,8 +249,8 @@ def finish_row(ctx: WriteContext, table: Table, old: Row | None, row: Row, touch
             row["_createdby_value"] = ctx.caller_user_id
             row["~createdby"] = "systemuser"
     apply_state_rules(table, old, row, touched)
-    for column in table.columns.values():
-        if column.required == "SystemRequired" and row.get(column.attribute) is None:
+    for column in table.system_required:
+        if row.get(column.attribute) is None:
             raise errors.required_missing(column.name, table.logical_name)
     if "fullname" in table.columns and table.columns["fullname"].read_only:
         row["fullname"] = " ".join(p for p in (row.get("firstname"), row.get("lastname")) if p) or None
