@@ -1,0 +1,461 @@
+"""DataverseClient: the Dataverse Web API as the sync needs it (reads, change tracking, bulk writes, metadata)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msal
+import orjson
+from pydantic import SecretStr
+
+from sync.connectors.dynamics import bulk
+from sync.connectors.dynamics.auth import TokenProvider, read_credential
+from sync.connectors.dynamics.batch import decode_batch, encode_batch
+from sync.connectors.dynamics.bulk import Target, WriteKind
+from sync.connectors.dynamics.changes import NEXT_LINK, change_page, prefer, record_from_row
+from sync.connectors.dynamics.errors import (
+    AuthenticationError,
+    ChangeTokenExpiredError,
+    DataverseError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceProtectionError,
+    TransportError,
+)
+from sync.connectors.dynamics.metadata import (
+    DEFINITION_SELECT,
+    OPTION_SET_CASTS,
+    definition_path,
+    describe_table,
+    options_from_option_set,
+    table_from_definition,
+)
+from sync.connectors.dynamics.models import ChangePage, DataverseRecord, TableMetadata, WriteResult
+from sync.connectors.dynamics.odata import (
+    chunks_by_length,
+    guid,
+    in_filter,
+    key_segment,
+    odata_identifier,
+    odata_literal,
+    query_string,
+)
+from sync.connectors.dynamics.retry import dataverse_retry, token_retry
+from sync.connectors.dynamics.transport import Transport
+from sync.connectors.dynamics.validate import suspect_column
+from sync.connectors.http import build_session
+from sync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 5000
+MAX_BATCH_REQUESTS = 1000
+IN_FILTER_MAX_VALUES = 100
+IN_FILTER_MAX_CHARS = 12_000  # Dataverse refuses URLs over ~32k characters; stay far below
+_ORDERBY = re.compile(r"^\s*[A-Za-z_]\w*(\s+(asc|desc))?(\s*,\s*[A-Za-z_]\w*(\s+(asc|desc))?)*\s*$")
+_STOP_WRITING = (ServiceProtectionError, TransportError, AuthenticationError)
+
+
+class DataverseClient:
+    """One Dataverse organization. Thread-safe for concurrent calls; `calls` counts every request by operation."""
+
+    def __init__(
+        self,
+        url: str,
+        authority: str,
+        client_id: str,
+        credential: SecretStr,
+        *,
+        extra_ca: Path | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        chunk_size: int = 1000,
+        pool_maxsize: int = 16,
+        max_retries: int = 6,
+        max_retry_after: float = 120.0,
+        timeout: tuple[float, float] = (10.0, 120.0),
+        token_cache: msal.TokenCache | None = None,
+    ) -> None:
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}")
+        self.url = url.rstrip("/")
+        self.page_size = page_size
+        self.chunk_size = chunk_size
+        self.calls: Counter[str] = Counter()
+        tokens = TokenProvider(
+            authority,
+            client_id,
+            credential,
+            scope=f"{self.url}/.default",
+            http_client=build_session(extra_ca, retry=token_retry()),
+            calls=self.calls,
+            token_cache=token_cache,
+        )
+        retry = dataverse_retry(max_retries, backoff_factor=0.5, max_retry_after=max_retry_after)
+        session = build_session(extra_ca, retry=retry, pool_maxsize=pool_maxsize)
+        self._transport = Transport(self.url, tokens, session, calls=self.calls, timeout=timeout)
+        self.retries: Counter[str] = self._transport.retries
+        self._definitions: dict[str, TableMetadata] = {}
+        self._described: dict[str, TableMetadata] = {}
+        self._option_sets: dict[tuple[str, str], dict[int, str]] = {}
+        self._unsupported: set[tuple[str, WriteKind]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> DataverseClient:
+        if settings.dynamics_client_certificate is not None:
+            credential = read_credential(settings.dynamics_client_certificate)
+        else:
+            assert settings.dynamics_client_secret is not None  # Settings guarantees one of the two
+            credential = settings.dynamics_client_secret
+        return cls(
+            settings.dynamics_url,
+            settings.authority,
+            settings.dynamics_client_id,
+            credential,
+            extra_ca=settings.sync_ca_bundle,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"DataverseClient(url={self.url!r})"
+
+    def __enter__(self) -> DataverseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.session.close()
+        self._transport.tokens.close()
+
+    @property
+    def recommended_parallelism(self) -> int | None:
+        """The last `x-ms-dop-hint` Dataverse sent."""
+        return self._transport.dop_hint
+
+    # --- metadata -------------------------------------------------------------------------------------------
+
+    def definition(self, logical_name: str) -> TableMetadata:
+        """Entity set name, primary key and change tracking of a table (one call, cached; columns not read)."""
+        if logical_name in self._described:
+            return self._described[logical_name]
+        if logical_name not in self._definitions:
+            path = f"{definition_path(logical_name)}?$select={DEFINITION_SELECT}"
+            body = self._get_json("metadata", path, table=logical_name)
+            self._definitions[logical_name] = table_from_definition(body)
+        return self._definitions[logical_name]
+
+    def entity_set_name(self, logical_name: str) -> str:
+        return self.definition(logical_name).entity_set_name
+
+    def describe(self, logical_name: str, *, refresh: bool = False) -> TableMetadata:
+        """Columns (type, max length, required level, options of Picklist columns), keys, change tracking."""
+        if refresh:
+            self._described.pop(logical_name, None)
+            self._definitions.pop(logical_name, None)
+            self._option_sets = {k: v for k, v in self._option_sets.items() if k[0] != logical_name}
+        if logical_name not in self._described:
+            base = definition_path(logical_name)
+            definition = self._get_json("metadata", f"{base}?$select={DEFINITION_SELECT}", table=logical_name)
+            attributes = self._get_json("metadata", f"{base}/Attributes", table=logical_name).get("value", [])
+            keys = self._get_json("metadata", f"{base}/Keys", table=logical_name).get("value", [])
+            picklists = self._get_json(
+                "metadata",
+                f"{base}/Attributes/{OPTION_SET_CASTS['Picklist']}?$select=LogicalName&$expand=OptionSet",
+                table=logical_name,
+            ).get("value", [])
+            options = {row["LogicalName"]: options_from_option_set(row.get("OptionSet") or {}) for row in picklists}
+            self._described[logical_name] = describe_table(definition, attributes, keys, options)
+            self._definitions[logical_name] = self._described[logical_name]
+        return self._described[logical_name]
+
+    def option_set(self, logical_name: str, column: str) -> dict[int, str]:
+        """value -> label of a choice column (Picklist, State, Status, Two Options, multi-select), cached."""
+        cache_key = (logical_name, column)
+        if cache_key not in self._option_sets:
+            described = self.describe(logical_name).columns.get(column)
+            if described is None:
+                raise InvalidRequestError(None, "UnknownColumn", "no such column", column, table=logical_name)
+            if described.options is not None:
+                self._option_sets[cache_key] = described.options
+            else:
+                cast = OPTION_SET_CASTS.get(described.type)
+                if cast is None:
+                    raise InvalidRequestError(
+                        None, "NotAChoiceColumn", f"{described.type} column has no options", column, table=logical_name
+                    )
+                path = (
+                    f"{definition_path(logical_name)}/Attributes(LogicalName={odata_literal(odata_identifier(column))})"
+                    f"/{cast}?$select=LogicalName&$expand=OptionSet"
+                )
+                body = self._get_json("option_set", path, table=logical_name)
+                self._option_sets[cache_key] = options_from_option_set(body.get("OptionSet") or {})
+        return dict(self._option_sets[cache_key])
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    def read_changes(
+        self,
+        logical_name: str,
+        select: list[str],
+        cursor: str | None = None,
+        page_size: int | None = None,
+        *,
+        annotations: bool = False,
+    ) -> Iterator[ChangePage]:
+        """Change-tracking pages. cursor None: the initial read (every row, deltaLink on the last page); else a
+        ChangePage.cursor from before. An expired token restarts as a full read whose pages say full_resync=True."""
+        table = self.definition(logical_name)
+        headers = {"Prefer": prefer(page_size=page_size or self.page_size, track_changes=True, annotations=annotations)}
+        initial = f"{table.entity_set_name}?{query_string({'$select': self._select(select, logical_name)})}"
+        url: str | None = cursor or initial
+        full_resync = False
+        while url is not None:
+            try:
+                body = self._get_json("read_changes", url, headers=headers, table=logical_name)
+            except ChangeTokenExpiredError:
+                if full_resync or url == initial:
+                    raise
+                log.warning("dataverse %s: change token expired, starting a full read", logical_name)
+                url, full_resync = initial, True
+                continue
+            page = change_page(body, table.primary_id_attribute, full_resync=full_resync, annotations=annotations)
+            yield page
+            url = None if page.is_last else page.cursor
+
+    def query(
+        self,
+        logical_name: str,
+        select: list[str],
+        filter: str | None = None,
+        orderby: str | None = None,
+        top: int | None = None,
+        expand: str | None = None,
+        page_size: int | None = None,
+        *,
+        annotations: bool = False,
+        operation: str = "query",
+    ) -> Iterator[DataverseRecord]:
+        """Rows one by one, a page at a time (constant memory). Build `filter` with odata_literal / eq / in_filter."""
+        table = self.definition(logical_name)
+        if orderby is not None and not _ORDERBY.match(orderby):
+            raise InvalidRequestError(
+                None, "InvalidOrderBy", f"not a valid $orderby: {orderby[:80]!r}", table=logical_name
+            )
+        params = {
+            "$select": self._select(select, logical_name),
+            "$filter": filter,
+            "$orderby": orderby,
+            "$top": str(int(top)) if top is not None else None,
+            "$expand": expand,
+        }
+        # With $top, Dataverse ignores odata.maxpagesize: send only one of them.
+        preference = prefer(page_size=None if top else page_size or self.page_size, annotations=annotations)
+        headers = {"Prefer": preference} if preference else {}
+        url: str | None = f"{table.entity_set_name}?{query_string(params)}"
+        remaining = top
+        while url is not None:
+            body = self._get_json(operation, url, headers=headers, table=logical_name)
+            for row in body.get("value") or ():
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    remaining -= 1
+                yield record_from_row(row, table.primary_id_attribute, annotations=annotations)
+            if remaining == 0:
+                return
+            url = body.get(NEXT_LINK)
+
+    def get_by_ids(self, logical_name: str, ids: Sequence[str], select: list[str]) -> dict[str, DataverseRecord]:
+        """id -> record for the ids that exist (batched In() filters). A bad GUID raises InvalidRequestError."""
+        table = self.definition(logical_name)
+        pk = table.primary_id_attribute
+        wanted = list(dict.fromkeys(str(guid(i, table=logical_name, column=pk)) for i in ids))
+        found: dict[str, DataverseRecord] = {}
+        for chunk in chunks_by_length(wanted, IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
+            for record in self.query(logical_name, select, filter=in_filter(pk, chunk), operation="get_by_ids"):
+                found[record.id] = record
+        return found
+
+    def find_by(
+        self, logical_name: str, column: str, values: Sequence[str], select: list[str]
+    ) -> dict[str, list[DataverseRecord]]:
+        """value -> every record whose `column` equals it (case-insensitive, as Dataverse compares strings).
+        Every requested value is a key; values without a match map to []."""
+        odata_identifier(column, table=logical_name)
+        result: dict[str, list[DataverseRecord]] = {value: [] for value in values}
+        by_folded: dict[str, list[str]] = {}
+        for value in result:
+            by_folded.setdefault(str(value).casefold(), []).append(value)
+        columns = list(dict.fromkeys([*select, column]))
+        for chunk in chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
+            for record in self.query(logical_name, columns, filter=in_filter(column, chunk), operation="find_by"):
+                for value in by_folded.get(str(record.values.get(column, "")).casefold(), ()):
+                    result[value].append(record)
+        return result
+
+    # --- writes ---------------------------------------------------------------------------------------------
+
+    def create_multiple(
+        self, logical_name: str, records: Sequence[Mapping[str, Any]], chunk_size: int | None = None
+    ) -> list[WriteResult]:
+        return self._write("create", logical_name, records, chunk_size)
+
+    def update_multiple(
+        self, logical_name: str, records: Sequence[Mapping[str, Any]], chunk_size: int | None = None
+    ) -> list[WriteResult]:
+        """Each record carries its primary key column (e.g. "leadid"); a missing record fails (no upsert)."""
+        return self._write("update", logical_name, records, chunk_size)
+
+    def upsert_multiple(
+        self,
+        logical_name: str,
+        records: Sequence[Mapping[str, Any]],
+        alternate_key: str | None = None,
+        chunk_size: int | None = None,
+        *,
+        resolve_ids: bool = True,
+    ) -> list[WriteResult]:
+        """Create or update, addressed by `alternate_key` (e.g. "new_marketopersonid") or by the primary key.
+        UpsertMultiple answers 204 without ids: with `resolve_ids` the ids are read back by the alternate key."""
+        results = self._write("upsert", logical_name, records, chunk_size, alternate_key)
+        if alternate_key and resolve_ids:
+            self._resolve_ids(logical_name, records, alternate_key, results)
+        return results
+
+    def delete(self, logical_name: str, record_id: str) -> bool:
+        """True if deleted, False if it did not exist."""
+        table = self.definition(logical_name)
+        address = key_segment(guid(record_id, table=logical_name, column=table.primary_id_attribute))
+        try:
+            self._transport.request(
+                "delete", "DELETE", table.entity_set_name + address, table=logical_name, record=str(record_id)
+            )
+        except NotFoundError:
+            return False
+        return True
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _select(self, select: Sequence[str], table: str) -> str | None:
+        return ",".join(odata_identifier(c, table=table) for c in select) or None
+
+    def _get_json(
+        self, operation: str, path: str, *, headers: Mapping[str, str] | None = None, table: str | None = None
+    ) -> Any:
+        response = self._transport.request(operation, "GET", path, headers=headers, table=table)
+        return orjson.loads(response.content)
+
+    def _write(
+        self,
+        kind: WriteKind,
+        logical_name: str,
+        records: Sequence[Mapping[str, Any]],
+        chunk_size: int | None,
+        alternate_key: str | None = None,
+    ) -> list[WriteResult]:
+        """Per-record results in input order. Raises (ServiceProtection/Transport/Authentication) only when
+        nothing was written yet; after that, the records not sent are returned as failed, with that error."""
+        table = self.definition(logical_name)
+        targets, results = bulk.plan_targets(kind, table, records, alternate_key)
+        stop: DataverseError | None = None
+        for number, chunk in enumerate(bulk.chunked(targets, chunk_size or self.chunk_size)):
+            if stop is None:
+                try:
+                    results += self._write_chunk(kind, table, chunk)
+                    continue
+                except _STOP_WRITING as exc:
+                    if number == 0:
+                        raise
+                    log.warning("dataverse %s %s: stopping after %d chunks: %s", kind, logical_name, number, exc)
+                    stop = exc
+            results += bulk.failed(chunk, stop.to_write_error())
+        results.sort(key=lambda r: r.index)
+        self._name_columns(kind, table, records, results)
+        return results
+
+    def _write_chunk(self, kind: WriteKind, table: TableMetadata, chunk: Sequence[Target]) -> list[WriteResult]:
+        if (table.logical_name, kind) not in self._unsupported:
+            path = f"{table.entity_set_name}/Microsoft.Dynamics.CRM.{bulk.MESSAGES[kind]}"
+            try:
+                response = self._transport.request(
+                    f"{kind}_multiple",
+                    "POST",
+                    path,
+                    json=bulk.multiple_payload(kind, table, chunk),
+                    table=table.logical_name,
+                )
+                reply = orjson.loads(response.content) if response.content.strip() else None
+                return bulk.results_from_multiple(kind, chunk, reply)
+            except _STOP_WRITING:
+                raise
+            except DataverseError as exc:
+                if bulk.is_unsupported_message(exc, kind):
+                    log.info("dataverse %s: no %s, using $batch", table.logical_name, bulk.MESSAGES[kind])
+                    self._unsupported.add((table.logical_name, kind))
+                elif len(chunk) == 1:
+                    return bulk.failed(chunk, exc.to_write_error())
+                else:
+                    log.info(
+                        "dataverse %s %s: a chunk of %d failed (%s); isolating",
+                        kind,
+                        table.logical_name,
+                        len(chunk),
+                        exc.code,
+                    )
+        results: list[WriteResult] = []
+        for start in range(0, len(chunk), MAX_BATCH_REQUESTS):
+            results += self._batch_singles(kind, table, chunk[start : start + MAX_BATCH_REQUESTS])
+        return results
+
+    def _batch_singles(self, kind: WriteKind, table: TableMetadata, chunk: Sequence[Target]) -> list[WriteResult]:
+        api_base = self._transport.api_base
+        content_type, body = encode_batch([bulk.single_request(kind, table, t, api_base) for t in chunk])
+        response = self._transport.request(
+            "batch",
+            "POST",
+            "$batch",
+            data=body,
+            table=table.logical_name,
+            headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
+        )
+        parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
+        return [
+            bulk.result_from_single(kind, table, target, parts[n] if n < len(parts) else None)
+            for n, target in enumerate(chunk)
+        ]
+
+    def _name_columns(
+        self, kind: WriteKind, table: TableMetadata, records: Sequence[Mapping[str, Any]], results: list[WriteResult]
+    ) -> None:
+        """Fill in the column of record errors whose message did not name one, judged from metadata."""
+        unnamed = [r for r in results if r.error is not None and r.error.column is None and r.error.status in (400,)]
+        if not unnamed:
+            return
+        try:
+            described = self.describe(table.logical_name)
+        except DataverseError:
+            return
+        for result in unnamed:
+            column = suspect_column(described, records[result.index], creating=kind == "create")
+            if column and result.error is not None:
+                result.error = result.error.model_copy(update={"column": column})
+
+    def _resolve_ids(
+        self, logical_name: str, records: Sequence[Mapping[str, Any]], key: str, results: list[WriteResult]
+    ) -> None:
+        missing = [r for r in results if r.error is None and r.id is None]
+        if not missing:
+            return
+        pk = self.definition(logical_name).primary_id_attribute
+        values = [str(records[r.index][key]) for r in missing]
+        found = self.find_by(logical_name, key, values, [pk])
+        for result, value in zip(missing, values, strict=True):
+            matches = found.get(value) or []
+            if len(matches) == 1:
+                result.id = matches[0].id

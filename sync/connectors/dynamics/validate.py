@@ -1,0 +1,79 @@
+"""Which column of a record is at fault, judged from table metadata. Pure.
+
+Used when Dataverse's error message does not name the column (e.g. "Cannot convert a primitive value to the
+expected type 'Edm.Int32'"), so the error stored for the record still points at the column to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sync.connectors.dynamics.errors import DataverseError
+from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
+from sync.connectors.dynamics.odata import guid
+
+_INTEGER_TYPES = {"Integer", "BigInt", "Picklist", "State", "Status"}
+_NUMBER_TYPES = {"Decimal", "Double", "Money"}
+_STRING_TYPES = {"String", "Memo", "EntityName"}
+
+
+def column_problems(table: TableMetadata, record: Mapping[str, Any], *, creating: bool) -> list[tuple[str, str]]:
+    """(column, problem) for every column the service would refuse, in the record's column order."""
+    problems: list[tuple[str, str]] = []
+    for name, value in record.items():
+        if "@" in name:  # lookups set by name@odata.bind, annotations
+            continue
+        column = table.columns.get(name)
+        if column is None:
+            problems.append((name, "unknown column"))
+            continue
+        problem = _value_problem(column, value)
+        if problem:
+            problems.append((name, problem))
+    if creating:
+        bound = {name.split("@", 1)[0] for name in record if "@" in name}
+        for column in table.columns.values():
+            if (
+                column.required_level == "SystemRequired"
+                and column.valid_for_create
+                and column.name != table.primary_id_attribute
+                and record.get(column.name) is None
+                and column.name not in bound
+                and column.type not in ("Owner", "State", "Status", "Uniqueidentifier")
+            ):
+                problems.append((column.name, "required column missing"))
+    return problems
+
+
+def _value_problem(column: ColumnMetadata, value: Any) -> str | None:
+    if value is None:
+        return "required column set to null" if column.required_level == "SystemRequired" else None
+    kind = column.type
+    if kind in _STRING_TYPES:
+        if not isinstance(value, str):
+            return f"expects text, got {type(value).__name__}"
+        if column.max_length is not None and len(value) > column.max_length:
+            return f"longer than {column.max_length} characters"
+    elif kind in _INTEGER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expects a whole number, got {type(value).__name__}"
+        if column.options is not None and value not in column.options:
+            return f"{value} is not one of its options"
+    elif kind in _NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expects a number, got {type(value).__name__}"
+    elif kind == "Boolean":
+        if not isinstance(value, bool):
+            return f"expects true or false, got {type(value).__name__}"
+    elif kind in ("Uniqueidentifier", "Lookup", "Customer", "Owner"):
+        try:
+            guid(value)
+        except DataverseError:
+            return "not a GUID"
+    return None
+
+
+def suspect_column(table: TableMetadata, record: Mapping[str, Any], *, creating: bool) -> str | None:
+    problems = column_problems(table, record, creating=creating)
+    return problems[0][0] if problems else None
