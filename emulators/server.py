@@ -59,6 +59,7 @@ class HttpsServer:
             lifespan="off",
             timeout_keep_alive=30,
             backlog=512,
+            timeout_graceful_shutdown=1,
         )
         self._server = _ThreadServer(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)  # type: ignore[union-attr]

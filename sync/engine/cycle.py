@@ -62,6 +62,7 @@ class IncrementalCycle:
         self.retried: set[tuple[str, str]] = set()
         self._retry_persons: set[str] = set()
         self._deadline: datetime | None = None
+        self._annotations = any(f.transform == "lookup_name" for f in entity.fields)
         self._options: OptionSets | None = None
 
     # --- small helpers ------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class IncrementalCycle:
         ids = sorted(set(ids))
         if not ids:
             return {}
-        found = self.ctx.dynamics.get_by_ids(self.entity.table, ids, self._select())
+        found = self.ctx.dynamics.get_by_ids(self.entity.table, ids, self._select(), annotations=self._annotations)
         return {str(k).lower(): v for k, v in found.items()}
 
     # --- matching unlinked records ------------------------------------------------------------------------------
@@ -249,7 +250,11 @@ class IncrementalCycle:
         select = self._select()
         named = self._fetch_dynamics(s.linked_dynamics_id for s in sides if s.linked_dynamics_id)
         by_person = self.ctx.dynamics.find_by(
-            self.entity.table, self.link_fields.dynamics_marketo_id, [s.id for s in sides], select
+            self.entity.table,
+            self.link_fields.dynamics_marketo_id,
+            [s.id for s in sides],
+            select,
+            annotations=self._annotations,
         )
         pending: list[MarketoSide] = []
         for side in sides:
@@ -318,8 +323,15 @@ class IncrementalCycle:
 
     # --- batches ------------------------------------------------------------------------------------------------
     def _dynamics_batch(
-        self, records: Sequence[Any], deleted_ids: Sequence[str], changes: MarketoChangeSet, pending: set[str]
+        self,
+        records: Sequence[Any],
+        deleted_ids: Sequence[str],
+        changes: MarketoChangeSet,
+        pending: set[str],
+        fetch_counterparts: bool = False,
     ) -> list[PairWork]:
+        """Pairs for Dynamics records. A linked person is rebuilt from the snapshot and this cycle's Marketo changes,
+        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new."""
         works: list[PairWork] = []
         sides: list[DynamicsSide] = []
         for record in records:
@@ -499,8 +511,11 @@ class IncrementalCycle:
         dynamics_complete = True
         if retry_dynamics:  # records that failed before are read again and go first
             retry_records = list(self._fetch_dynamics(retry_dynamics).values())
-            self._run_batch(self._dynamics_batch(retry_records, [], changes, pending))
-        for page in self.ctx.dynamics.read_changes(self.entity.table, self._select(), dv_mark.cursor):
+            self._run_batch(self._dynamics_batch(retry_records, [], changes, pending, fetch_counterparts=True))
+        pages = self.ctx.dynamics.read_changes(
+            self.entity.table, self._select(), dv_mark.cursor, annotations=self._annotations
+        )
+        for page in pages:
             self._run_batch(self._dynamics_batch(page.records, page.deleted_ids, changes, pending))
             dv_mark = self._advance(dv_mark, page.cursor)
             if not page.is_last and self.past_deadline():

@@ -85,7 +85,7 @@ class Executor:
                 work.plan.dynamics_id = str(result.id)
             else:
                 code, text = _dynamics_error_text(result, "create", self.entity.table, None)
-                work.fail("marketo", work.plan.marketo_id, "create", code, text)
+                self._fail_write(work, "dynamics", "create", code, text)
 
     def _write_marketo(self, works: list[PairWork]) -> None:
         creates = [w for w in works if w.ok and w.plan.create_marketo is not None]
@@ -100,7 +100,7 @@ class Executor:
                     work.plan.marketo_id = str(result.id)
                 else:
                     code, text = _marketo_error_text(result, "create", None)
-                    work.fail("dynamics", work.plan.dynamics_id, "create", code, text)
+                    self._fail_write(work, "marketo", "create", code, text)
         updates: list[tuple[PairWork, dict[str, Any]]] = []
         for work in works:
             if not work.ok or work.plan.marketo_id is None or work.plan.create_marketo is not None:
@@ -138,7 +138,7 @@ class Executor:
         for (work, _), result in zip(updates, results, strict=True):
             if result.error is not None:
                 code, text = _dynamics_error_text(result, "update", self.entity.table, work.plan.dynamics_id)
-                work.fail("marketo" if work.pair.marketo else "dynamics", self._source_id(work), "update", code, text)
+                self._fail_write(work, "dynamics", "update", code, text)
 
     def _deletes(self, works: list[PairWork]) -> None:
         marketo_deletes = [w for w in works if w.ok and w.plan.delete_marketo and w.plan.marketo_id]
@@ -147,13 +147,22 @@ class Executor:
             for work, result in zip(marketo_deletes, results, strict=True):
                 if result.status != "deleted" and not any(r.code == "1004" for r in result.reasons):
                     code, text = _marketo_error_text(result, "delete", work.plan.marketo_id)
-                    work.fail("dynamics", work.plan.dynamics_id, "delete", code, text)
+                    self._fail_write(work, "marketo", "delete", code, text)
         for work in works:
             if work.ok and work.plan.delete_dynamics and work.plan.dynamics_id:
                 self.ctx.dynamics.delete(self.entity.table, work.plan.dynamics_id)  # a missing record is fine
 
-    def _source_id(self, work: PairWork) -> str | None:
-        return work.plan.dynamics_id if work.pair.dynamics else work.plan.marketo_id
+    @staticmethod
+    def _fail_write(work: PairWork, target: SystemName, operation: str, code: str | None, message: str) -> None:
+        """Record the failure under the record the data came from (the other side), so that the retry re-reads it
+        with its counterpart; a write with no source record on the other side is recorded under its target."""
+        source: SystemName = "marketo" if target == "dynamics" else "dynamics"
+        source_id = work.plan.marketo_id if source == "marketo" else work.plan.dynamics_id
+        if source_id is None or (
+            source == "dynamics" and work.pair.dynamics is None and work.pair.dynamics_deleted_id is None
+        ):
+            source, source_id = target, work.plan.dynamics_id if target == "dynamics" else work.plan.marketo_id
+        work.fail(source, source_id, operation, code, message)
 
     # --- the batch ----------------------------------------------------------------------------------------------
     def run(self, works: list[PairWork], retried: set[tuple[str, str]] | None = None) -> BatchOutcome:

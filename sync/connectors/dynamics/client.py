@@ -271,19 +271,24 @@ class DataverseClient:
                 return
             url = body.get(NEXT_LINK)
 
-    def get_by_ids(self, logical_name: str, ids: Sequence[str], select: list[str]) -> dict[str, DataverseRecord]:
+    def get_by_ids(
+        self, logical_name: str, ids: Sequence[str], select: list[str], *, annotations: bool = False
+    ) -> dict[str, DataverseRecord]:
         """id -> record for the ids that exist (batched In() filters). A bad GUID raises InvalidRequestError."""
         table = self.definition(logical_name)
         pk = table.primary_id_attribute
         wanted = list(dict.fromkeys(str(guid(i, table=logical_name, column=pk)) for i in ids))
         found: dict[str, DataverseRecord] = {}
         for chunk in chunks_by_length(wanted, IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
-            for record in self.query(logical_name, select, filter=in_filter(pk, chunk), operation="get_by_ids"):
+            records = self.query(
+                logical_name, select, filter=in_filter(pk, chunk), operation="get_by_ids", annotations=annotations
+            )
+            for record in records:
                 found[record.id] = record
         return found
 
     def find_by(
-        self, logical_name: str, column: str, values: Sequence[str], select: list[str]
+        self, logical_name: str, column: str, values: Sequence[str], select: list[str], *, annotations: bool = False
     ) -> dict[str, list[DataverseRecord]]:
         """value -> every record whose `column` equals it (case-insensitive, as Dataverse compares strings).
         Every requested value is a key; values without a match map to []."""
@@ -294,7 +299,10 @@ class DataverseClient:
             by_folded.setdefault(str(value).casefold(), []).append(value)
         columns = list(dict.fromkeys([*select, column]))
         for chunk in chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
-            for record in self.query(logical_name, columns, filter=in_filter(column, chunk), operation="find_by"):
+            records = self.query(
+                logical_name, columns, filter=in_filter(column, chunk), operation="find_by", annotations=annotations
+            )
+            for record in records:
                 for value in by_folded.get(str(record.values.get(column, "")).casefold(), ()):
                     result[value].append(record)
         return result
@@ -339,6 +347,30 @@ class DataverseClient:
         except NotFoundError:
             return False
         return True
+
+    def qualify_lead(
+        self,
+        lead_id: str,
+        *,
+        create_account: bool = True,
+        create_contact: bool = True,
+        create_opportunity: bool = False,
+        status: int = 3,
+    ) -> list[str]:
+        """QualifyLead: the lead becomes Qualified; returns the ids of the records created from it."""
+        address = key_segment(guid(lead_id, table="lead", column="leadid"))
+        body = {
+            "CreateAccount": create_account,
+            "CreateContact": create_contact,
+            "CreateOpportunity": create_opportunity,
+            "Status": status,
+        }
+        path = f"{self.entity_set_name('lead')}{address}/Microsoft.Dynamics.CRM.QualifyLead"
+        response = self._transport.request("qualify_lead", "POST", path, json=body, table="lead", record=lead_id)
+        created = response.json().get("value") or [] if response.content else []
+        return [
+            str(v.get(k)) for v in created for k in v if k.endswith("id") and not k.startswith("_") and "@" not in k
+        ]
 
     # --- internals ------------------------------------------------------------------------------------------
 
