@@ -269,7 +269,8 @@ class WebApi:
                 if request.method == "POST":
                     return self.create(request, table)
                 raise errors.method_not_allowed(f"The HTTP method '{request.method}' is not allowed on '{name}'.")
-            if len(rest) == 1 and rest[0].startswith("Microsoft.Dynamics.CRM.") and request.method == "POST":
+            # Bound actions are named with their namespace; the unqualified name is accepted too (unverified).
+            if len(rest) == 1 and request.method == "POST":
                 action = rest[0].removeprefix("Microsoft.Dynamics.CRM.")
                 if action in ("CreateMultiple", "UpdateMultiple", "UpsertMultiple"):
                     return self.bulk(request, table, action)
@@ -285,7 +286,8 @@ class WebApi:
             if request.method == "DELETE":
                 return self.delete(request, table, key)
             raise errors.method_not_allowed(f"The HTTP method '{request.method}' is not allowed on this resource.")
-        if rest == ["Microsoft.Dynamics.CRM.QualifyLead"] and table.logical_name == "lead" and request.method == "POST":
+        qualify = rest in (["Microsoft.Dynamics.CRM.QualifyLead"], ["QualifyLead"])
+        if qualify and table.logical_name == "lead" and request.method == "POST":
             return self.qualify_lead(request, table, key)
         return self.property_request(request, table, key, rest)
 
