@@ -259,11 +259,14 @@ def test_changes_by_a_salesperson_are_theirs_and_not_counted_as_the_syncs(dv: Da
 
 def test_concurrency_and_execution_time_limits(dv: Dataverse) -> None:
     dv.control("POST", "/limits", json={"enabled": True, "concurrent": 2})
-    dv.control("POST", "/faults", json={"latency_ms": 400})
+    dv.control("POST", "/faults", json={"latency_ms": 800})
     statuses: list[int] = []
     bodies: list[str] = []
+    dv.token()  # fetched once, before the threads share it
+    start = threading.Barrier(4)
 
     def call() -> None:
+        start.wait()
         response = dv.get("leads?$select=lastname")
         statuses.append(response.status_code)
         bodies.append(response.text)
