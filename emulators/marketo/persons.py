@@ -158,8 +158,9 @@ class PersonStore:
     def _validate(self, record: dict[str, Any], allow_id: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Coerced values to write, or a skipped result."""
         clean: dict[str, Any] = {}
+        fields = self.schema.fields
         for name, value in record.items():
-            definition = self.schema.get(name)
+            definition = fields.get(name)
             if definition is None:
                 return {}, skipped("1006", f"Field '{name}' not found")
             if name == "id":
@@ -193,8 +194,10 @@ class PersonStore:
         stored["updatedAt"] = iso(now)
         stored["leadPartitionId"] = (partition or self.partitions[0]).id
         self.persons[ident] = stored
-        for name, value in stored.items():
-            self._reindex(ident, name, value)
+        for name in self.indexes:
+            value = stored.get(name)
+            if value is not None:
+                self._reindex(ident, name, value)
         if quiet:
             return ident
         attributes = (
