@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,9 +14,11 @@ from tests.integration.marketo_helpers import Raw, error_code
 
 
 @pytest.fixture
-def mk(marketo_emulator: RunningEmulators) -> Raw:
+def mk(marketo_emulator: RunningEmulators) -> Iterator[Raw]:
     marketo_emulator.control("marketo", "POST", "/reset")
-    return Raw(marketo_emulator)
+    raw = Raw(marketo_emulator)
+    yield raw
+    raw.session.close()
 
 
 # ----- identity and auth
@@ -462,3 +465,46 @@ def test_fault_rates_are_reproducible(mk: Raw) -> None:
         mk.control("POST", "/faults", json={"clear": True, "rates": {"606": 0.5}, "seed": 3})
         runs.append([error_code(mk.get("/rest/v1/leads/partitions.json")) for _ in range(12)])
     assert runs[0] == runs[1] and "606" in runs[0] and None in runs[0]
+
+
+# ----- profiles and the --faults syntax
+
+
+def test_parse_fault_spec() -> None:
+    from emulators.marketo.config import parse_fault_spec
+
+    spec = "marketo:606=0.05, marketo:latency_ms@20,dataverse:429@0.1,drop=0.01"
+    assert parse_fault_spec(spec) == {"606": 0.05, "latency_ms": 20.0, "drop": 0.01}
+    for bad in ("marketo:606", "marketo:999=0.1", "marketo:606=2", "marketo:606=often"):
+        with pytest.raises(ValueError, match="bad fault item"):
+            parse_fault_spec(bad)
+
+
+def test_realistic_profile_and_faults_from_the_command_line(tmp_path) -> None:
+    from tests.emulated import start_emulators
+
+    running = start_emulators(
+        "--only",
+        "marketo",
+        "--profile",
+        "realistic",
+        "--faults",
+        "marketo:latency_ms=1,marketo:latency_per_record_ms=0,dataverse:429@0.5",
+        directory=tmp_path,
+    )
+    try:
+        mk = Raw(running)
+        config = mk.control("GET", "/config")
+        assert config["profile"] == "realistic" and config["latency_ms"] == 1.0
+        assert (config["rate_limit_calls"], config["max_concurrency"], config["daily_quota"]) == (100, 10, 50_000)
+        mk.authenticate()
+        codes = [error_code(mk.get("/rest/v1/leads/partitions.json")) for _ in range(102)]
+        assert codes[:100] == [None] * 100 and codes[100:] == ["606", "606"]
+        log = mk.requests_log()
+        assert log["api_calls"] == 102 and log["by_code"]["606"] == 2
+        usage = mk.control("GET", "/stats")["usedToday"]
+        assert usage == 100  # refused calls are not counted
+    finally:
+        mk.session.close()  # no idle keep-alive connection left: the server then stops at once
+        running.session.close()
+        running.stop()

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,9 +15,11 @@ from tests.integration.marketo_helpers import Raw, error_code
 
 
 @pytest.fixture
-def mk(marketo_emulator: RunningEmulators) -> Raw:
+def mk(marketo_emulator: RunningEmulators) -> Iterator[Raw]:
     marketo_emulator.control("marketo", "POST", "/reset")
-    return Raw(marketo_emulator)
+    raw = Raw(marketo_emulator)
+    yield raw
+    raw.session.close()
 
 
 def _csv(rows: list[list[str]], delimiter: str = ",") -> bytes:
