@@ -238,6 +238,8 @@ def _activity_page(call: Call, keep: Any, render: Any) -> dict[str, Any]:
 
 
 def _lead_filter(call: Call) -> set[int] | None:
+    if call.param("listId"):
+        raise RequestError("1003", f"Static list '{call.param('listId')}' not found")  # no lists here
     raw = call.array("leadIds")
     if not raw:
         return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from emulators.marketo.activities import FORM_SOURCE, UI_SOURCE
+import orjson
+
+from emulators.marketo.activities import FILL_OUT_FORM, FORM_SOURCE, UI_SOURCE
 from emulators.marketo.clock import iso
 from emulators.marketo.config import parse_fault_spec
 from emulators.marketo.persons import ChangeSource, RequestError
@@ -78,7 +80,8 @@ async def seed(call: Call) -> dict[str, Any]:
 
 
 async def form_fill(call: Call) -> dict[str, Any]:
-    """A person fills out a form: creates or updates by e-mail; activities carry Source "Web form fill"."""
+    """A person fills out a form: creates or updates by e-mail (activities with Source "Web form fill"), then a
+    Fill Out Form activity."""
     body = _body(call)
     values = _clean_values(call, body.get("values") or {k: v for k, v in body.items() if k != "values"})
     email = values.get("email")
@@ -87,9 +90,26 @@ async def form_fill(call: Call) -> dict[str, Any]:
     store = call.state.persons
     matches = store.find("email", email)
     if matches:
-        store.update(matches[-1], values, FORM)
-        return {"id": matches[-1], "status": "updated"}
-    return {"id": store.create(values, FORM), "status": "created"}
+        ident, status = matches[-1], "updated"
+        store.update(ident, values, FORM)
+    else:
+        ident, status = store.create(values, FORM), "created"
+    form_fields = orjson.dumps({name: value for name, value in values.items() if value is not None}).decode()
+    store.log.append(
+        ident,
+        call.state.clock.now(),
+        FILL_OUT_FORM,
+        primary_id=1001,
+        primary_value=f"Website.{FORM.form_name}",
+        attributes=(
+            ("Client IP Address", "203.0.113.7"),
+            ("Form Fields", form_fields),
+            ("Webpage ID", 1001),
+            ("Referrer URL", "https://www.example.com/contact"),
+            ("User Agent", "Mozilla/5.0 (emulated)"),
+        ),
+    )
+    return {"id": ident, "status": status}
 
 
 def _person(call: Call, body: dict[str, Any]) -> int:

@@ -88,6 +88,8 @@ def test_envelope_shape(mk: Raw) -> None:
     body = mk.get("/rest/v1/leads.json", params={"filterType": "email", "filterValues": "nobody@example.com"})
     assert set(body) >= {"requestId", "success", "errors", "warnings", "result"}
     assert body["success"] is True and body["result"] == [] and "#" in body["requestId"]
+    wrong_method = mk.call("PUT", "/rest/v1/leads.json", json={}).json()
+    assert error_code(wrong_method) == "605"
     unknown = mk.get("/rest/v1/nothing.json")
     assert unknown["success"] is False and unknown["errors"][0] == {
         "code": "610",
@@ -348,6 +350,10 @@ def test_lead_changes_carry_old_and_new_values_and_source(mk: Raw) -> None:
     assert set(first) >= {"id", "marketoGUID", "leadId", "activityDate", "activityTypeId", "attributes"}
     no_fields = mk.get("/rest/v1/activities/leadchanges.json", params={"nextPageToken": token})
     assert error_code(no_fields) == "701"
+    forms, _, _ = _drain(mk, "/rest/v1/activities.json", token, activityTypeIds="2")
+    assert [item["leadId"] for item in forms] == [ident]
+    attributes = {item["name"]: item["value"] for item in forms[0]["attributes"]}
+    assert '"lastName":"Z"' in attributes["Form Fields"]
 
 
 def test_activities_paging_survives_short_and_empty_pages(mk: Raw) -> None:
