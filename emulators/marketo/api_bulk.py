@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from emulators.marketo.bulk import ExportJob
-from emulators.marketo.persons import RequestError
+from emulators.marketo.errors import RequestError
 from emulators.marketo.web import Call, Router
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.marketo.api_leads import _input
-from emulators.marketo.persons import RequestError
+from emulators.marketo.api_leads import input_records
+from emulators.marketo.errors import RequestError
 from emulators.marketo.web import Call, Router
 
 STANDARD = ("companies", "opportunities", "opportunities/roles", "salespersons")
@@ -27,7 +27,7 @@ def _describe(name: str | None) -> Any:
 def _sync(name: str | None) -> Any:
     async def handler(call: Call) -> dict[str, Any]:
         body = call.json_object()
-        records = _input(call, body)
+        records = input_records(call, body)
         store = _store(call, name)
         result = call.state.crm.sync(
             store,
@@ -94,7 +94,7 @@ def _query(name: str | None) -> Any:
 def _delete(name: str | None) -> Any:
     async def handler(call: Call) -> dict[str, Any]:
         body = call.json_object()
-        records = _input(call, body)
+        records = input_records(call, body)
         store = _store(call, name)
         return {"result": call.state.crm.delete(store, records, body.get("deleteBy") or "dedupeFields")}
 

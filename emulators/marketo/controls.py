@@ -10,7 +10,8 @@ import orjson
 from emulators.marketo.activities import FILL_OUT_FORM, FORM_SOURCE, UI_SOURCE
 from emulators.marketo.clock import iso
 from emulators.marketo.config import parse_fault_spec
-from emulators.marketo.persons import ChangeSource, RequestError
+from emulators.marketo.errors import RequestError
+from emulators.marketo.persons import ChangeSource
 from emulators.marketo.schema import InvalidValue, coerce
 from emulators.marketo.seed import persons as generate
 from emulators.marketo.web import Call, Router

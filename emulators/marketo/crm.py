@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulators.marketo.clock import Clock, iso
-from emulators.marketo.persons import RequestError, skipped
+from emulators.marketo.errors import RequestError, skipped
 from emulators.marketo.schema import FieldDef, InvalidValue, coerce, lookup_key
 
 MAX_CUSTOM_TYPES = 10

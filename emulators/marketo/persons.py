@@ -20,6 +20,7 @@ from emulators.marketo.activities import (
     activity_text,
 )
 from emulators.marketo.clock import Clock, iso
+from emulators.marketo.errors import RequestError, skipped
 from emulators.marketo.schema import FieldDef, InvalidValue, PersonSchema, coerce, lookup_key
 
 DEFAULT_FIELDS = ("id", "email", "updatedAt", "createdAt", "firstName", "lastName")
@@ -49,19 +50,6 @@ class ChangeSource:
 
 
 API = ChangeSource()
-
-
-def skipped(code: str, message: str) -> dict[str, Any]:
-    return {"status": "skipped", "reasons": [{"code": code, "message": message}]}
-
-
-class RequestError(Exception):
-    """A response-level error: HTTP 200, success:false, errors:[{code, message}]."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class PersonStore:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from emulators.base import CONTROL_PREFIX
-from emulators.marketo.persons import RequestError
+from emulators.marketo.errors import RequestError
 from emulators.marketo.state import MarketoState
 
 JSON_TYPE = "application/json;charset=UTF-8"
