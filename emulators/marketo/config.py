@@ -42,7 +42,7 @@ class Config:
     latency_per_record_ms: float = 0.0
     # Auth
     token_lifetime_s: int = 3600
-    accept_query_token: bool = True  # the deprecated ?access_token= (removal announced for 2026-08-31)
+    accept_query_token: bool = False  # the deprecated ?access_token= (removal announced for 2026-08-31): a flag
     # Activities
     short_page_every: int = 5  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never
     empty_page_every: int = 9  # every n-th activity page of a sequence is empty (moreResult true); 0 = never

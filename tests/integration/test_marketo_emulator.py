@@ -68,6 +68,16 @@ def test_bearer_auth_601_and_602(mk: Raw) -> None:
     assert mk.call("GET", "/rest/v1/leads/describe.json", token=renewed).json()["success"] is True
 
 
+def test_query_token_only_behind_a_flag(mk: Raw) -> None:
+    token = mk.authenticate()
+    url = f"{mk.base}/rest/v1/leads/partitions.json"
+    refused = requests.get(url, params={"access_token": token}, verify=mk.ca, timeout=30).json()
+    assert error_code(refused) == "601"
+    mk.control("PATCH", "/config", json={"accept_query_token": True})
+    accepted = requests.get(url, params={"access_token": token}, verify=mk.ca, timeout=30).json()
+    assert accepted["success"] is True
+
+
 def test_identity_calls_are_tagged_and_not_counted(mk: Raw) -> None:
     mk.authenticate()
     mk.get("/rest/v1/leads/describe.json")
