@@ -181,6 +181,9 @@ def test_lead_export_with_range_and_checksum(mk: Raw) -> None:
     assert part.headers["Content-Range"] == f"bytes 0-99/{len(whole)}"
     rest = mk.call("GET", f"/bulk/v1/leads/export/{created['exportId']}/file.json", headers={"Range": "bytes=100-"})
     assert part.content + rest.content == whole
+    mk.control("POST", "/clock/advance", json={"days": 8})  # files are kept 7 days
+    mk.authenticate()
+    assert mk.call("GET", f"/bulk/v1/leads/export/{created['exportId']}/file.json").status_code == 404
 
 
 def test_export_validation_window_and_filters(mk: Raw) -> None:
