@@ -44,8 +44,8 @@ class Config:
     token_lifetime_s: int = 3600
     accept_query_token: bool = False  # the deprecated ?access_token= (removal announced for 2026-08-31): a flag
     # Activities
-    short_page_every: int = 5  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never
-    empty_page_every: int = 9  # every n-th activity page of a sequence is empty (moreResult true); 0 = never
+    short_page_every: int = 10  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never
+    empty_page_every: int = 25  # every n-th activity page of a sequence is empty (moreResult true); 0 = never
     activity_scan_limit: int = 3000  # activities examined per call: with filters a page can be short or empty
     deleted_retention_days: float = 14.0
     # Bulk jobs progress on the clock: start-up time, then rows per second

@@ -244,17 +244,16 @@ class MarketoApp:
     async def _run(self, call: Call, route: Route, entry: dict[str, Any]) -> Response:
         state = self.state
         gate = state.gate
-        fault = gate.fault()
+        problem = state.tokens.check(_bearer(call))
+        if problem is not None:
+            entry["code"] = problem[0]
+            return json_response(envelope_error(*problem))
+        fault = gate.fault()  # drawn only for authenticated calls, so a one-shot fault is never lost to a 601
         if fault == "drop":
             raise DropConnection
         if fault == "5xx":
             entry["status"] = 503
             return PlainTextResponse("503 Service Temporarily Unavailable", status_code=503)
-        token = _bearer(call)
-        problem = state.tokens.check(token)
-        if problem is not None:
-            entry["code"] = problem[0]
-            return json_response(envelope_error(*problem))
         if fault in ("502", "604", "608", "611", "713", "606", "615"):
             entry["code"] = fault
             if fault not in ("604", "606", "608", "611", "615"):
