@@ -12,7 +12,7 @@ Test controls (JSON in and out, under `/_emulator`; not part of the Marketo API,
 
 | call | what it does |
 |---|---|
-| POST /reset | data, settings, faults, jobs, usage and request log as at start (issued tokens stay valid) |
+| POST /reset | data emptied; settings, clock, faults, jobs, usage, request log as at start (tokens stay valid) |
 | GET, PATCH /config | the runtime settings (see config.Config); {"profile": "realistic"} switches profile |
 | POST /seed | {"count": N, "fast"?, "days": 30, "activities": true, "values": {..}}: N realistic persons |
 | POST /act/form-fill | {"email", ...values}: a person fills a form (Source "Web form fill") |
