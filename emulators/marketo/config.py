@@ -40,6 +40,7 @@ class Config:
     max_uri_bytes: int = 8 * 1024  # -> HTTP 414
     latency_ms: float = 0.0
     latency_per_record_ms: float = 0.0
+    timeout_scale: float = 1.0  # scales Marketo's call timeouts (30 s, 60 s, 90 s, 180 s): past one -> 604
     # Auth
     token_lifetime_s: int = 3600
     accept_query_token: bool = False  # the deprecated ?access_token= (removal announced for 2026-08-31): a flag

@@ -275,7 +275,16 @@ class MarketoApp:
                 entry["code"] = error.code
                 return json_response(envelope_error(error.code, error.message))
             if state.config.latency_per_record_ms and call.records:
-                await asyncio.sleep(state.config.latency_per_record_ms * call.records / 1000)
+                delay = state.config.latency_per_record_ms * call.records / 1000
+                limit = (
+                    _timeout(call.method, route.template) * state.config.timeout_scale - state.config.latency_ms / 1000
+                )
+                if delay > limit:
+                    # Marketo gives up on a call that runs past its timeout; the work may have been done (unverified)
+                    await asyncio.sleep(max(limit, 0.0))
+                    entry["code"] = "604"
+                    return json_response(envelope_error("604", gate.message("604")))
+                await asyncio.sleep(delay)
         finally:
             gate.in_flight -= 1
         if fault == "drop_after":
@@ -306,6 +315,15 @@ class MarketoApp:
         if isinstance(outcome, Response):
             return outcome
         return json_response(outcome if outcome is not None else {"ok": True})
+
+
+def _timeout(method: str, template: str) -> float:
+    """Marketo's documented timeouts: Sync Leads 90 s, Get Leads by Filter 60 s, Merge 180 s, else 30 s."""
+    if template == "/rest/v1/leads.json":
+        return 90.0 if method == "POST" else 60.0
+    if template.endswith("/merge.json"):
+        return 180.0
+    return 30.0
 
 
 def _bearer(call: Call) -> str | None:

@@ -474,6 +474,16 @@ def test_forced_faults_and_dropped_connections(mk: Raw) -> None:
     assert mk.control("GET", "/persons", params={"email": "after@example.com"})["persons"]  # it ran
 
 
+def test_a_call_past_its_timeout_gets_604(mk: Raw) -> None:
+    # Timeouts scaled to 1/100: Sync Leads may run 0.9 s; at 10 ms per record 300 records would take 3 s.
+    mk.control("PATCH", "/config", json={"latency_per_record_ms": 10, "timeout_scale": 0.01})
+    mk.authenticate()
+    assert mk.sync([{"email": "t1@example.com"}])["success"] is True
+    started = time.monotonic()
+    timed_out = mk.sync([{"email": f"t{i}@example.com"} for i in range(2, 300)])
+    assert error_code(timed_out) == "604" and 0.85 < time.monotonic() - started < 2.5
+
+
 def test_fault_rates_are_reproducible(mk: Raw) -> None:
     mk.authenticate()
     runs = []
