@@ -24,6 +24,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from emulators.base import CONTROL_PREFIX
 from emulators.marketo.errors import RequestError
+from emulators.marketo.gate import FAULT_MESSAGES, NOT_COUNTED
 from emulators.marketo.state import MarketoState
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -254,9 +255,9 @@ class MarketoApp:
         if fault == "5xx":
             entry["status"] = 503
             return PlainTextResponse("503 Service Temporarily Unavailable", status_code=503)
-        if fault in ("502", "604", "608", "611", "713", "606", "615"):
+        if fault in FAULT_MESSAGES:
             entry["code"] = fault
-            if fault not in ("604", "606", "608", "611", "615"):
+            if fault not in NOT_COUNTED:
                 gate.count()
             return json_response(envelope_error(fault, gate.message(fault)))
         limited = gate.limit()
