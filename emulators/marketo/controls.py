@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from emulators.marketo.activities import FILL_OUT_FORM, FORM_SOURCE, UI_SOURCE
+from emulators.marketo.activities import FILL_OUT_FORM, FORM_SOURCE, UI_SOURCE, VISIT_WEBPAGE
 from emulators.marketo.clock import iso
 from emulators.marketo.config import parse_fault_spec
 from emulators.marketo.errors import RequestError
@@ -111,6 +111,32 @@ async def form_fill(call: Call) -> dict[str, Any]:
         ),
     )
     return {"id": ident, "status": status}
+
+
+async def visit(call: Call) -> dict[str, Any]:
+    """A person browses the website: {"id"|"email", "count": 1} Visit Webpage activities (noise in the log that
+    activity readers must skip), or {"random": N} visits by random persons."""
+    body = _body(call)
+    state = call.state
+    store = state.persons
+    if "random" in body:
+        rng = random.Random(int(body.get("seed", 5)))
+        ids = list(store.persons)
+        targets = [rng.choice(ids) for _ in range(int(body["random"]))] if ids else []
+    else:
+        targets = [_person(call, body)] * int(body.get("count", 1))
+    now = state.clock.now()
+    for number, ident in enumerate(targets):
+        page = f"/products/page-{number % 20}.html"
+        store.log.append(
+            ident,
+            now,
+            VISIT_WEBPAGE,
+            primary_id=100 + number % 20,
+            primary_value=f"www.example.com{page}",
+            attributes=(("Client IP Address", "203.0.113.7"), ("Webpage URL", page), ("User Agent", "Mozilla/5.0")),
+        )
+    return {"visits": len(targets)}
 
 
 def _person(call: Call, body: dict[str, Any]) -> int:
@@ -310,6 +336,7 @@ def add_routes(router: Router) -> None:
     router.add("POST", "/seed", seed)
     router.add("POST", "/act/form-fill", form_fill)
     router.add("POST", "/act/edit", edit)
+    router.add("POST", "/act/visit", visit)
     router.add("POST", "/act/delete", delete_person)
     router.add("POST", "/act/merge", merge_persons)
     router.add("GET", "/persons", find_persons)

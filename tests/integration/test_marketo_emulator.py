@@ -379,6 +379,19 @@ def test_activities_paging_survives_short_and_empty_pages(mk: Raw) -> None:
     assert caught_up["result"] == [] and caught_up["moreResult"] is False and caught_up["nextPageToken"]
 
 
+def test_lead_changes_skip_unrelated_activities(mk: Raw) -> None:
+    mk.control("PATCH", "/config", json={"activity_scan_limit": 500, "short_page_every": 0, "empty_page_every": 0})
+    token = _token(mk)
+    ident = mk.sync([{"email": "v@example.com", "firstName": "V"}])["result"][0]["id"]
+    mk.control("POST", "/act/visit", json={"id": ident, "count": 1200})
+    mk.sync([{"email": "v@example.com", "firstName": "W"}])
+    changes, sizes, _ = _drain(mk, "/rest/v1/activities/leadchanges.json", token, fields="firstName")
+    assert [item["activityTypeId"] for item in changes] == [12, 13]
+    assert 0 in sizes  # a scan window full of visits gives an empty page with moreResult true
+    visits, _, _ = _drain(mk, "/rest/v1/activities.json", token, activityTypeIds="1")
+    assert len(visits) == 1200 and visits[0]["primaryAttributeValue"].startswith("www.example.com/")
+
+
 def test_activity_limits_and_types(mk: Raw) -> None:
     token = _token(mk)
     eleven = ",".join(str(i) for i in range(1, 12))
