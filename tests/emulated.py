@@ -50,6 +50,7 @@ class RunningEmulators:
         return response
 
     def stop(self) -> None:
+        self.session.close()  # an idle keep-alive connection would hold up the server's graceful shutdown
         if self.process.poll() is None:
             self.process.terminate()
             try:

@@ -12,12 +12,13 @@ Test controls (JSON in and out, under `/_emulator`; not part of the Marketo API,
 
 | call | what it does |
 |---|---|
-| POST /reset | data, settings, faults, jobs, usage and request log as at start (issued tokens stay valid) |
+| POST /reset | data emptied; settings, clock, faults, jobs, usage, request log as at start (tokens stay valid) |
 | GET, PATCH /config | the runtime settings (see config.Config); {"profile": "realistic"} switches profile |
 | POST /seed | {"count": N, "fast"?, "days": 30, "activities": true, "values": {..}}: N realistic persons |
 | POST /act/form-fill | {"email", ...values}: a person fills a form (Source "Web form fill") |
 | POST /act/edit | {"id"or"email", "values", "source"?}: a marketer edits a person (Source "Person detail page") |
 | POST /act/delete, /act/merge | {"id"}, {"winner", "losers"}: a marketer deletes or merges persons in the UI |
+| POST /act/visit | {"id"or"email", "count"} or {"random": N}: Visit Webpage activities (noise) |
 | GET /persons?email=..|field=..&value=.., GET /persons/{id} | persons as stored (uncounted assertions) |
 | GET, POST, DELETE /faults | {"rates": {"606": 0.2}}, {"spec": "marketo:606=0.2"}, {"next": ["606","drop"]}, |
 | | {"expire_tokens": true}, {"latency_ms": 20}, {"seed": 1}, {"clear": true} |

@@ -18,6 +18,8 @@ from typing import Any
 
 from emulators.marketo.clock import iso, parse_datetime
 
+VISIT_WEBPAGE = 1
+FILL_OUT_FORM = 2
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
 MERGE_LEADS = 32

@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from emulators.marketo.bulk import ExportJob
-from emulators.marketo.persons import RequestError
+from emulators.marketo.errors import RequestError
 from emulators.marketo.web import Call, Router
 
+FILE_RETENTION_DAYS = 7
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 MEDIA_TYPES = {"CSV": "text/csv;charset=UTF-8", "TSV": "text/tab-separated-values;charset=UTF-8"}
 
@@ -122,6 +123,8 @@ async def export_file(call: Call) -> Response:
         return PlainTextResponse("Export job not found", status_code=404)
     if job.status != "Completed" or job.file is None:
         return PlainTextResponse(f"Export job is {job.status}: the file is not ready", status_code=404)
+    if job.finished_at is not None and call.state.clock.now() - job.finished_at > FILE_RETENTION_DAYS * 86400:
+        return PlainTextResponse("The export file has expired", status_code=404)
     data = job.file
     media = MEDIA_TYPES.get(job.format, "text/plain;charset=UTF-8")
     header = call.request.headers.get("range")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulators.marketo.api_leads import _input
-from emulators.marketo.persons import RequestError
+from emulators.marketo.api_leads import input_records
+from emulators.marketo.errors import RequestError
 from emulators.marketo.web import Call, Router
 
 STANDARD = ("companies", "opportunities", "opportunities/roles", "salespersons")
@@ -27,7 +27,7 @@ def _describe(name: str | None) -> Any:
 def _sync(name: str | None) -> Any:
     async def handler(call: Call) -> dict[str, Any]:
         body = call.json_object()
-        records = _input(call, body)
+        records = input_records(call, body)
         store = _store(call, name)
         result = call.state.crm.sync(
             store,
@@ -46,13 +46,16 @@ async def _query_body(call: Call, name: str | None, body: dict[str, Any]) -> dic
     filter_type = body.get("filterType")
     if not filter_type:
         raise RequestError("701", "filterType cannot be blank")
-    values = body.get("input") if filter_type == "dedupeFields" else body.get("filterValues")
+    values = body.get("input") if body.get("input") is not None else body.get("filterValues")
     if isinstance(values, str):
         values = [part.strip() for part in values.split(",") if part.strip()]
     if not values:
-        raise RequestError(
-            "701", "input cannot be blank" if filter_type == "dedupeFields" else "filterValues cannot be blank"
-        )
+        blank = "input" if filter_type == "dedupeFields" else "filterValues"
+        raise RequestError("701", f"{blank} cannot be blank")
+    if filter_type != "dedupeFields":
+        # `input` may hold objects naming the filter field, e.g. [{"marketoGUID": ".."}] (as some clients send)
+        key = _store(call, name).kind.id_field if filter_type == "idField" else filter_type
+        values = [item.get(key) if isinstance(item, dict) else item for item in values]
     fields = body.get("fields")
     if isinstance(fields, str):
         fields = [part.strip() for part in fields.split(",") if part.strip()]
@@ -91,7 +94,7 @@ def _query(name: str | None) -> Any:
 def _delete(name: str | None) -> Any:
     async def handler(call: Call) -> dict[str, Any]:
         body = call.json_object()
-        records = _input(call, body)
+        records = input_records(call, body)
         store = _store(call, name)
         return {"result": call.state.crm.delete(store, records, body.get("deleteBy") or "dedupeFields")}
 

@@ -20,7 +20,8 @@ from emulators.marketo.activities import (
     BadToken,
 )
 from emulators.marketo.clock import parse_datetime
-from emulators.marketo.persons import DEFAULT_FIELDS, RequestError
+from emulators.marketo.errors import RequestError
+from emulators.marketo.persons import DEFAULT_FIELDS
 from emulators.marketo.state import API_USER, MarketoState
 from emulators.marketo.web import Call, Router, json_response
 
@@ -60,7 +61,7 @@ def _batch_size(call: Call, default: int = 300) -> int:
     return size
 
 
-def _input(call: Call, body: dict[str, Any]) -> list[Any]:
+def input_records(call: Call, body: dict[str, Any]) -> list[Any]:
     records = body.get("input")
     if records is None:
         raise RequestError("701", "input cannot be blank")
@@ -125,7 +126,7 @@ async def get_leads(call: Call) -> dict[str, Any]:
 
 async def sync_leads(call: Call) -> dict[str, Any]:
     body = call.json_object()
-    records = _input(call, body)
+    records = input_records(call, body)
     result = call.state.persons.sync(
         records,
         action=body.get("action") or "createOrUpdate",
@@ -140,7 +141,7 @@ async def delete_leads(call: Call) -> dict[str, Any]:
     ids: list[Any] = list(call.array("id"))
     if not ids:
         body = call.json_object()
-        ids = [item.get("id") if isinstance(item, dict) else None for item in _input(call, body)]
+        ids = [item.get("id") if isinstance(item, dict) else None for item in input_records(call, body)]
     if len(ids) > call.state.config.max_batch:
         raise RequestError("1003", f"Too many records in input: {len(ids)}, max {call.state.config.max_batch}")
     call.records = len(ids)
@@ -238,6 +239,8 @@ def _activity_page(call: Call, keep: Any, render: Any) -> dict[str, Any]:
 
 
 def _lead_filter(call: Call) -> set[int] | None:
+    if call.param("listId"):
+        raise RequestError("1003", f"Static list '{call.param('listId')}' not found")  # no lists here
     raw = call.array("leadIds")
     if not raw:
         return None

@@ -20,7 +20,8 @@ import orjson
 
 from emulators.marketo.activities import DELETE_LEAD, Activity
 from emulators.marketo.clock import iso
-from emulators.marketo.persons import ChangeSource, RequestError
+from emulators.marketo.errors import RequestError
+from emulators.marketo.persons import ChangeSource
 
 DELIMITERS = {"csv": ",", "tsv": "\t", "ssv": ";"}
 IMPORT_SOURCE = ChangeSource(api_method="importLead")  # (unverified) Source/method recorded for bulk imports

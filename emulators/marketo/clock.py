@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 try:
     from zoneinfo import ZoneInfo
@@ -44,9 +45,16 @@ class Clock:
         return datetime.fromtimestamp(self.now() if at is None else at, CENTRAL).date()
 
 
+_last_iso: list[Any] = [None, ""]
+
+
 def iso(epoch: float) -> str:
     """Marketo's datetime format in JSON and files: 2014-09-17T22:31:49Z."""
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(epoch)
+    if _last_iso[0] != second:  # most calls in a burst fall in the same second
+        _last_iso[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _last_iso[0] = second
+    return _last_iso[1]
 
 
 def parse_datetime(value: str) -> float:

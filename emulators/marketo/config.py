@@ -40,12 +40,13 @@ class Config:
     max_uri_bytes: int = 8 * 1024  # -> HTTP 414
     latency_ms: float = 0.0
     latency_per_record_ms: float = 0.0
+    timeout_scale: float = 1.0  # scales Marketo's call timeouts (30 s, 60 s, 90 s, 180 s): past one -> 604
     # Auth
     token_lifetime_s: int = 3600
-    accept_query_token: bool = True  # the deprecated ?access_token= (removal announced for 2026-08-31)
+    accept_query_token: bool = False  # the deprecated ?access_token= (removal announced for 2026-08-31): a flag
     # Activities
-    short_page_every: int = 5  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never
-    empty_page_every: int = 9  # every n-th activity page of a sequence is empty (moreResult true); 0 = never
+    short_page_every: int = 10  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never
+    empty_page_every: int = 25  # every n-th activity page of a sequence is empty (moreResult true); 0 = never
     activity_scan_limit: int = 3000  # activities examined per call: with filters a page can be short or empty
     deleted_retention_days: float = 14.0
     # Bulk jobs progress on the clock: start-up time, then rows per second

@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from emulators.marketo.activities import FORM_SOURCE, UI_SOURCE
+import orjson
+
+from emulators.marketo.activities import FILL_OUT_FORM, FORM_SOURCE, UI_SOURCE, VISIT_WEBPAGE
 from emulators.marketo.clock import iso
 from emulators.marketo.config import parse_fault_spec
-from emulators.marketo.persons import ChangeSource, RequestError
+from emulators.marketo.errors import RequestError
+from emulators.marketo.persons import ChangeSource
 from emulators.marketo.schema import InvalidValue, coerce
 from emulators.marketo.seed import persons as generate
 from emulators.marketo.web import Call, Router
@@ -78,7 +81,8 @@ async def seed(call: Call) -> dict[str, Any]:
 
 
 async def form_fill(call: Call) -> dict[str, Any]:
-    """A person fills out a form: creates or updates by e-mail; activities carry Source "Web form fill"."""
+    """A person fills out a form: creates or updates by e-mail (activities with Source "Web form fill"), then a
+    Fill Out Form activity."""
     body = _body(call)
     values = _clean_values(call, body.get("values") or {k: v for k, v in body.items() if k != "values"})
     email = values.get("email")
@@ -87,9 +91,52 @@ async def form_fill(call: Call) -> dict[str, Any]:
     store = call.state.persons
     matches = store.find("email", email)
     if matches:
-        store.update(matches[-1], values, FORM)
-        return {"id": matches[-1], "status": "updated"}
-    return {"id": store.create(values, FORM), "status": "created"}
+        ident, status = matches[-1], "updated"
+        store.update(ident, values, FORM)
+    else:
+        ident, status = store.create(values, FORM), "created"
+    form_fields = orjson.dumps({name: value for name, value in values.items() if value is not None}).decode()
+    store.log.append(
+        ident,
+        call.state.clock.now(),
+        FILL_OUT_FORM,
+        primary_id=1001,
+        primary_value=f"Website.{FORM.form_name}",
+        attributes=(
+            ("Client IP Address", "203.0.113.7"),
+            ("Form Fields", form_fields),
+            ("Webpage ID", 1001),
+            ("Referrer URL", "https://www.example.com/contact"),
+            ("User Agent", "Mozilla/5.0 (emulated)"),
+        ),
+    )
+    return {"id": ident, "status": status}
+
+
+async def visit(call: Call) -> dict[str, Any]:
+    """A person browses the website: {"id"|"email", "count": 1} Visit Webpage activities (noise in the log that
+    activity readers must skip), or {"random": N} visits by random persons."""
+    body = _body(call)
+    state = call.state
+    store = state.persons
+    if "random" in body:
+        rng = random.Random(int(body.get("seed", 5)))
+        ids = list(store.persons)
+        targets = [rng.choice(ids) for _ in range(int(body["random"]))] if ids else []
+    else:
+        targets = [_person(call, body)] * int(body.get("count", 1))
+    now = state.clock.now()
+    for number, ident in enumerate(targets):
+        page = f"/products/page-{number % 20}.html"
+        store.log.append(
+            ident,
+            now,
+            VISIT_WEBPAGE,
+            primary_id=100 + number % 20,
+            primary_value=f"www.example.com{page}",
+            attributes=(("Client IP Address", "203.0.113.7"), ("Webpage URL", page), ("User Agent", "Mozilla/5.0")),
+        )
+    return {"visits": len(targets)}
 
 
 def _person(call: Call, body: dict[str, Any]) -> int:
@@ -289,6 +336,7 @@ def add_routes(router: Router) -> None:
     router.add("POST", "/seed", seed)
     router.add("POST", "/act/form-fill", form_fill)
     router.add("POST", "/act/edit", edit)
+    router.add("POST", "/act/visit", visit)
     router.add("POST", "/act/delete", delete_person)
     router.add("POST", "/act/merge", merge_persons)
     router.add("GET", "/persons", find_persons)

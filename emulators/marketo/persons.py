@@ -20,6 +20,7 @@ from emulators.marketo.activities import (
     activity_text,
 )
 from emulators.marketo.clock import Clock, iso
+from emulators.marketo.errors import RequestError, skipped
 from emulators.marketo.schema import FieldDef, InvalidValue, PersonSchema, coerce, lookup_key
 
 DEFAULT_FIELDS = ("id", "email", "updatedAt", "createdAt", "firstName", "lastName")
@@ -49,19 +50,6 @@ class ChangeSource:
 
 
 API = ChangeSource()
-
-
-def skipped(code: str, message: str) -> dict[str, Any]:
-    return {"status": "skipped", "reasons": [{"code": code, "message": message}]}
-
-
-class RequestError(Exception):
-    """A response-level error: HTTP 200, success:false, errors:[{code, message}]."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class PersonStore:
@@ -158,8 +146,9 @@ class PersonStore:
     def _validate(self, record: dict[str, Any], allow_id: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Coerced values to write, or a skipped result."""
         clean: dict[str, Any] = {}
+        fields = self.schema.fields
         for name, value in record.items():
-            definition = self.schema.get(name)
+            definition = fields.get(name)
             if definition is None:
                 return {}, skipped("1006", f"Field '{name}' not found")
             if name == "id":
@@ -193,8 +182,10 @@ class PersonStore:
         stored["updatedAt"] = iso(now)
         stored["leadPartitionId"] = (partition or self.partitions[0]).id
         self.persons[ident] = stored
-        for name, value in stored.items():
-            self._reindex(ident, name, value)
+        for name in self.indexes:
+            value = stored.get(name)
+            if value is not None:
+                self._reindex(ident, name, value)
         if quiet:
             return ident
         attributes = (

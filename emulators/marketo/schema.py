@@ -93,9 +93,14 @@ def _text(value: Any) -> str:
 
 def coerce(definition: FieldDef, value: Any) -> Any:
     """The value Marketo would store, or InvalidValue. None and "" clear the field."""
-    if value is None or (isinstance(value, str) and value == ""):
-        return None
     kind = definition.data_type
+    if type(value) is str:
+        if not value:
+            return None
+        if kind == "string" and len(value) <= (definition.length or 255):
+            return value  # the common case, fast
+    elif value is None:
+        return None
     if isinstance(value, list | dict):
         raise InvalidValue("1001", f"Invalid value '{value}'. Required of type '{kind}'")
     if kind in STRING_TYPES:

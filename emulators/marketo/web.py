@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from emulators.base import CONTROL_PREFIX
-from emulators.marketo.persons import RequestError
+from emulators.marketo.errors import RequestError
+from emulators.marketo.gate import FAULT_MESSAGES, NOT_COUNTED
 from emulators.marketo.state import MarketoState
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -244,20 +245,19 @@ class MarketoApp:
     async def _run(self, call: Call, route: Route, entry: dict[str, Any]) -> Response:
         state = self.state
         gate = state.gate
-        fault = gate.fault()
+        problem = state.tokens.check(_bearer(call))
+        if problem is not None:
+            entry["code"] = problem[0]
+            return json_response(envelope_error(*problem))
+        fault = gate.fault()  # drawn only for authenticated calls, so a one-shot fault is never lost to a 601
         if fault == "drop":
             raise DropConnection
         if fault == "5xx":
             entry["status"] = 503
             return PlainTextResponse("503 Service Temporarily Unavailable", status_code=503)
-        token = _bearer(call)
-        problem = state.tokens.check(token)
-        if problem is not None:
-            entry["code"] = problem[0]
-            return json_response(envelope_error(*problem))
-        if fault in ("502", "604", "608", "611", "713", "606", "615"):
+        if fault in FAULT_MESSAGES:
             entry["code"] = fault
-            if fault not in ("604", "606", "608", "611", "615"):
+            if fault not in NOT_COUNTED:
                 gate.count()
             return json_response(envelope_error(fault, gate.message(fault)))
         limited = gate.limit()
@@ -276,7 +276,16 @@ class MarketoApp:
                 entry["code"] = error.code
                 return json_response(envelope_error(error.code, error.message))
             if state.config.latency_per_record_ms and call.records:
-                await asyncio.sleep(state.config.latency_per_record_ms * call.records / 1000)
+                delay = state.config.latency_per_record_ms * call.records / 1000
+                limit = (
+                    _timeout(call.method, route.template) * state.config.timeout_scale - state.config.latency_ms / 1000
+                )
+                if delay > limit:
+                    # Marketo gives up on a call that runs past its timeout; the work may have been done (unverified)
+                    await asyncio.sleep(max(limit, 0.0))
+                    entry["code"] = "604"
+                    return json_response(envelope_error("604", gate.message("604")))
+                await asyncio.sleep(delay)
         finally:
             gate.in_flight -= 1
         if fault == "drop_after":
@@ -307,6 +316,15 @@ class MarketoApp:
         if isinstance(outcome, Response):
             return outcome
         return json_response(outcome if outcome is not None else {"ok": True})
+
+
+def _timeout(method: str, template: str) -> float:
+    """Marketo's documented timeouts: Sync Leads 90 s, Get Leads by Filter 60 s, Merge 180 s, else 30 s."""
+    if template == "/rest/v1/leads.json":
+        return 90.0 if method == "POST" else 60.0
+    if template.endswith("/merge.json"):
+        return 180.0
+    return 30.0
 
 
 def _bearer(call: Call) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,9 +14,11 @@ from tests.integration.marketo_helpers import Raw, error_code
 
 
 @pytest.fixture
-def mk(marketo_emulator: RunningEmulators) -> Raw:
+def mk(marketo_emulator: RunningEmulators) -> Iterator[Raw]:
     marketo_emulator.control("marketo", "POST", "/reset")
-    return Raw(marketo_emulator)
+    raw = Raw(marketo_emulator)
+    yield raw
+    raw.session.close()
 
 
 # ----- identity and auth
@@ -65,6 +68,16 @@ def test_bearer_auth_601_and_602(mk: Raw) -> None:
     assert mk.call("GET", "/rest/v1/leads/describe.json", token=renewed).json()["success"] is True
 
 
+def test_query_token_only_behind_a_flag(mk: Raw) -> None:
+    token = mk.authenticate()
+    url = f"{mk.base}/rest/v1/leads/partitions.json"
+    refused = requests.get(url, params={"access_token": token}, verify=mk.ca, timeout=30).json()
+    assert error_code(refused) == "601"
+    mk.control("PATCH", "/config", json={"accept_query_token": True})
+    accepted = requests.get(url, params={"access_token": token}, verify=mk.ca, timeout=30).json()
+    assert accepted["success"] is True
+
+
 def test_identity_calls_are_tagged_and_not_counted(mk: Raw) -> None:
     mk.authenticate()
     mk.get("/rest/v1/leads/describe.json")
@@ -85,6 +98,8 @@ def test_envelope_shape(mk: Raw) -> None:
     body = mk.get("/rest/v1/leads.json", params={"filterType": "email", "filterValues": "nobody@example.com"})
     assert set(body) >= {"requestId", "success", "errors", "warnings", "result"}
     assert body["success"] is True and body["result"] == [] and "#" in body["requestId"]
+    wrong_method = mk.call("PUT", "/rest/v1/leads.json", json={}).json()
+    assert error_code(wrong_method) == "605"
     unknown = mk.get("/rest/v1/nothing.json")
     assert unknown["success"] is False and unknown["errors"][0] == {
         "code": "610",
@@ -345,6 +360,10 @@ def test_lead_changes_carry_old_and_new_values_and_source(mk: Raw) -> None:
     assert set(first) >= {"id", "marketoGUID", "leadId", "activityDate", "activityTypeId", "attributes"}
     no_fields = mk.get("/rest/v1/activities/leadchanges.json", params={"nextPageToken": token})
     assert error_code(no_fields) == "701"
+    forms, _, _ = _drain(mk, "/rest/v1/activities.json", token, activityTypeIds="2")
+    assert [item["leadId"] for item in forms] == [ident]
+    attributes = {item["name"]: item["value"] for item in forms[0]["attributes"]}
+    assert '"lastName":"Z"' in attributes["Form Fields"]
 
 
 def test_activities_paging_survives_short_and_empty_pages(mk: Raw) -> None:
@@ -358,6 +377,19 @@ def test_activities_paging_survives_short_and_empty_pages(mk: Raw) -> None:
     # the last token is the watermark: nothing new -> empty page, moreResult false
     caught_up = mk.get("/rest/v1/activities.json", params={"nextPageToken": last, "activityTypeIds": "12"})
     assert caught_up["result"] == [] and caught_up["moreResult"] is False and caught_up["nextPageToken"]
+
+
+def test_lead_changes_skip_unrelated_activities(mk: Raw) -> None:
+    mk.control("PATCH", "/config", json={"activity_scan_limit": 500, "short_page_every": 0, "empty_page_every": 0})
+    token = _token(mk)
+    ident = mk.sync([{"email": "v@example.com", "firstName": "V"}])["result"][0]["id"]
+    mk.control("POST", "/act/visit", json={"id": ident, "count": 1200})
+    mk.sync([{"email": "v@example.com", "firstName": "W"}])
+    changes, sizes, _ = _drain(mk, "/rest/v1/activities/leadchanges.json", token, fields="firstName")
+    assert [item["activityTypeId"] for item in changes] == [12, 13]
+    assert 0 in sizes  # a scan window full of visits gives an empty page with moreResult true
+    visits, _, _ = _drain(mk, "/rest/v1/activities.json", token, activityTypeIds="1")
+    assert len(visits) == 1200 and visits[0]["primaryAttributeValue"].startswith("www.example.com/")
 
 
 def test_activity_limits_and_types(mk: Raw) -> None:
@@ -455,6 +487,16 @@ def test_forced_faults_and_dropped_connections(mk: Raw) -> None:
     assert mk.control("GET", "/persons", params={"email": "after@example.com"})["persons"]  # it ran
 
 
+def test_a_call_past_its_timeout_gets_604(mk: Raw) -> None:
+    # Timeouts scaled to 1/100: Sync Leads may run 0.9 s; at 10 ms per record 300 records would take 3 s.
+    mk.control("PATCH", "/config", json={"latency_per_record_ms": 10, "timeout_scale": 0.01})
+    mk.authenticate()
+    assert mk.sync([{"email": "t1@example.com"}])["success"] is True
+    started = time.monotonic()
+    timed_out = mk.sync([{"email": f"t{i}@example.com"} for i in range(2, 300)])
+    assert error_code(timed_out) == "604" and 0.85 < time.monotonic() - started < 2.5
+
+
 def test_fault_rates_are_reproducible(mk: Raw) -> None:
     mk.authenticate()
     runs = []
@@ -462,3 +504,46 @@ def test_fault_rates_are_reproducible(mk: Raw) -> None:
         mk.control("POST", "/faults", json={"clear": True, "rates": {"606": 0.5}, "seed": 3})
         runs.append([error_code(mk.get("/rest/v1/leads/partitions.json")) for _ in range(12)])
     assert runs[0] == runs[1] and "606" in runs[0] and None in runs[0]
+
+
+# ----- profiles and the --faults syntax
+
+
+def test_parse_fault_spec() -> None:
+    from emulators.marketo.config import parse_fault_spec
+
+    spec = "marketo:606=0.05, marketo:latency_ms@20,dataverse:429@0.1,drop=0.01"
+    assert parse_fault_spec(spec) == {"606": 0.05, "latency_ms": 20.0, "drop": 0.01}
+    for bad in ("marketo:606", "marketo:999=0.1", "marketo:606=2", "marketo:606=often"):
+        with pytest.raises(ValueError, match="bad fault item"):
+            parse_fault_spec(bad)
+
+
+def test_realistic_profile_and_faults_from_the_command_line(tmp_path) -> None:
+    from tests.emulated import start_emulators
+
+    running = start_emulators(
+        "--only",
+        "marketo",
+        "--profile",
+        "realistic",
+        "--faults",
+        "marketo:latency_ms=1,marketo:latency_per_record_ms=0,dataverse:429@0.5",
+        directory=tmp_path,
+    )
+    try:
+        mk = Raw(running)
+        config = mk.control("GET", "/config")
+        assert config["profile"] == "realistic" and config["latency_ms"] == 1.0
+        assert (config["rate_limit_calls"], config["max_concurrency"], config["daily_quota"]) == (100, 10, 50_000)
+        mk.authenticate()
+        codes = [error_code(mk.get("/rest/v1/leads/partitions.json")) for _ in range(102)]
+        assert codes[:100] == [None] * 100 and codes[100:] == ["606", "606"]
+        log = mk.requests_log()
+        assert log["api_calls"] == 102 and log["by_code"]["606"] == 2
+        usage = mk.control("GET", "/stats")["usedToday"]
+        assert usage == 100  # refused calls are not counted
+    finally:
+        mk.session.close()  # no idle keep-alive connection left: the server then stops at once
+        running.session.close()
+        running.stop()

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,9 +15,11 @@ from tests.integration.marketo_helpers import Raw, error_code
 
 
 @pytest.fixture
-def mk(marketo_emulator: RunningEmulators) -> Raw:
+def mk(marketo_emulator: RunningEmulators) -> Iterator[Raw]:
     marketo_emulator.control("marketo", "POST", "/reset")
-    return Raw(marketo_emulator)
+    raw = Raw(marketo_emulator)
+    yield raw
+    raw.session.close()
 
 
 def _csv(rows: list[list[str]], delimiter: str = ",") -> bytes:
@@ -178,6 +181,9 @@ def test_lead_export_with_range_and_checksum(mk: Raw) -> None:
     assert part.headers["Content-Range"] == f"bytes 0-99/{len(whole)}"
     rest = mk.call("GET", f"/bulk/v1/leads/export/{created['exportId']}/file.json", headers={"Range": "bytes=100-"})
     assert part.content + rest.content == whole
+    mk.control("POST", "/clock/advance", json={"days": 8})  # files are kept 7 days
+    mk.authenticate()
+    assert mk.call("GET", f"/bulk/v1/leads/export/{created['exportId']}/file.json").status_code == 404
 
 
 def test_export_validation_window_and_filters(mk: Raw) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.emulated import RunningEmulators
@@ -9,9 +11,11 @@ from tests.integration.marketo_helpers import Raw, error_code
 
 
 @pytest.fixture
-def mk(marketo_emulator: RunningEmulators) -> Raw:
+def mk(marketo_emulator: RunningEmulators) -> Iterator[Raw]:
     marketo_emulator.control("marketo", "POST", "/reset")
-    return Raw(marketo_emulator)
+    raw = Raw(marketo_emulator)
+    yield raw
+    raw.session.close()
 
 
 def test_describe_standard_objects(mk: Raw) -> None:
