@@ -17,7 +17,7 @@ from sync.connectors.dynamics import bulk
 from sync.connectors.dynamics.auth import TokenProvider, read_credential
 from sync.connectors.dynamics.batch import decode_batch, encode_batch
 from sync.connectors.dynamics.bulk import Target, WriteKind
-from sync.connectors.dynamics.changes import NEXT_LINK, change_page, prefer, record_from_row
+from sync.connectors.dynamics.changes import DELTA_LINK, NEXT_LINK, change_page, prefer, record_from_row
 from sync.connectors.dynamics.errors import (
     AuthenticationError,
     ChangeTokenExpiredError,
@@ -98,6 +98,7 @@ class DataverseClient:
         retry = dataverse_retry(max_retries, backoff_factor=0.5, max_retry_after=max_retry_after)
         session = build_session(extra_ca, retry=retry, pool_maxsize=pool_maxsize)
         self._transport = Transport(self.url, tokens, session, calls=self.calls, timeout=timeout)
+        retry.on_retry = self._transport.count_retry
         self.retries: Counter[str] = self._transport.retries
         self._definitions: dict[str, TableMetadata] = {}
         self._described: dict[str, TableMetadata] = {}
@@ -224,6 +225,13 @@ class DataverseClient:
                 log.warning("dataverse %s: change token expired, starting a full read", logical_name)
                 url, full_resync = initial, True
                 continue
+            if NEXT_LINK not in body and DELTA_LINK not in body:
+                raise DataverseError(
+                    None,
+                    "ChangeTrackingNotEnabled",
+                    "the read returned no deltaLink: is change tracking enabled on this table?",
+                    table=logical_name,
+                )
             page = change_page(body, table.primary_id_attribute, full_resync=full_resync, annotations=annotations)
             yield page
             url = None if page.is_last else page.cursor
