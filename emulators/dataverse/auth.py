@@ -295,7 +295,7 @@ class Authority:
             header = jwt.get_unverified_header(assertion)
         except jwt.PyJWTError as exc:
             raise invalid(50027, "AADSTS50027: JWT token is invalid or malformed.") from exc
-        thumbprint = header.get("x5t#S256") or header.get("x5t")
+        thumbprint = str(header.get("x5t#S256") or header.get("x5t") or "").rstrip("=")
         if not app.certificate_pem or thumbprint not in app.thumbprints:
             raise invalid(
                 700027,

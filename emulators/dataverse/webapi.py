@@ -541,9 +541,7 @@ class WebApi:
 
     @staticmethod
     def _link(request: ApiRequest, table: Table, query: dict[str, str], name: str, value: str) -> str:
-        params = [
-            f"{k}={quote(v, safe=SAFE_QUERY)}" for k, v in query.items() if v and k not in ("$skiptoken", "$deltatoken")
-        ]
+        params = [f"{k}={quote(v, safe=SAFE_QUERY)}" for k, v in query.items() if v and k not in ("$skiptoken", name)]
         params.append(f"{name}={quote(value, safe='')}")
         return f"{request.base}{table.entity_set}?{'&'.join(params)}"
 
