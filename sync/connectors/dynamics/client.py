@@ -382,6 +382,10 @@ class DataverseClient:
                         raise
                     log.warning("dataverse %s %s: stopping after %d chunks: %s", kind, logical_name, number, exc)
                     stop = exc
+                except DataverseError as exc:  # the chunk could not be isolated (e.g. the $batch itself failed)
+                    log.warning("dataverse %s %s: a chunk failed as a whole: %s", kind, logical_name, exc)
+                    results += bulk.failed(chunk, exc.to_write_error())
+                    continue
             results += bulk.failed(chunk, stop.to_write_error())
         results.sort(key=lambda r: r.index)
         self._name_columns(kind, table, records, results)
@@ -432,7 +436,10 @@ class DataverseClient:
             table=table.logical_name,
             headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
         )
-        parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
+        try:
+            parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
+        except ValueError as exc:
+            raise DataverseError(response.status_code, "InvalidBatchResponse", str(exc)[:300]) from None
         return [
             bulk.result_from_single(kind, table, target, parts[n] if n < len(parts) else None)
             for n, target in enumerate(chunk)
