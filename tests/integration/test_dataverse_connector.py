@@ -276,6 +276,21 @@ def test_429_with_retry_after_is_retried_after_the_wait(dv, client) -> None:
     assert all(gap >= 0.95 for gap in gaps)  # Retry-After: 1 honoured (a lower bound, not a performance claim)
 
 
+def test_service_protection_limit_is_waited_out(dv, client) -> None:
+    seed(dv, "lead", 2)
+    client.entity_set_name("lead")
+    control(dv, "POST", "/limits", enabled=True, requests=4, window_seconds=2, concurrent=52, execution_ms=1_200_000)
+    try:
+        control(dv, "DELETE", "/requests")
+        counts = [len(list(client.query("lead", LEAD_COLUMNS))) for _ in range(6)]
+    finally:
+        control(dv, "POST", "/limits", enabled=False)
+    assert counts == [2] * 6
+    throttled = [e for e in control(dv, "GET", "/requests")["entries"] if e["status"] == 429]
+    assert throttled and client.retries["query"] == len(throttled)
+    assert client.calls["query"] == 6 + len(throttled)
+
+
 def test_429_on_a_bulk_post_is_retried(dv, client) -> None:
     client.entity_set_name("lead")
     control(dv, "POST", "/faults", queue=[{"status": 429, "retry_after": 0, "times": 1, "method": "POST"}])
