@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from sync.connectors.dynamics import DataverseClient, InvalidRequestError
+from sync.connectors.dynamics import DataverseClient, InvalidRequestError, bulk
 from tests.integration.test_dataverse_connector import (  # the fixtures and helpers
     LEAD_COLUMNS,
     client,
@@ -42,6 +42,18 @@ def test_upsert_multiple_by_alternate_key_creates_then_updates(dv, client: Datav
     assert all(r.ok for r in second) and record_count(dv, "lead") == 8
     assert second[0].id == first[3].id  # same record, addressed by its key
     assert raw_row(dv, "lead", first[3].id)["lastname"] == "M3"
+
+
+def test_ids_are_read_back_when_upsert_multiple_answers_204(dv, client: DataverseClient, monkeypatch) -> None:
+    # Microsoft documents UpsertMultiple as 204 without a body (the emulator sends Ids): drop them to check that path.
+    real = bulk.results_from_multiple
+    monkeypatch.setattr(bulk, "results_from_multiple", lambda kind, targets, reply: real(kind, targets, None))
+    results = client.upsert_multiple(
+        "lead", [{"new_marketopersonid": f"k{n}", "lastname": f"L{n}"} for n in range(150)], "new_marketopersonid"
+    )
+    assert all(r.ok and r.id for r in results) and len({r.id for r in results}) == 150
+    assert client.calls["find_by"] == 2  # 100 keys per In() query
+    assert raw_row(dv, "lead", results[120].id)["new_marketopersonid"] == "k120"
 
 
 def test_upsert_by_primary_key(dv, client: DataverseClient) -> None:

@@ -296,7 +296,8 @@ class DataverseClient:
         columns = list(dict.fromkeys([*select, column]))
         for chunk in chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
             for record in self.query(logical_name, columns, filter=in_filter(column, chunk), operation="find_by"):
-                for value in by_folded.get(str(record.values.get(column, "")).casefold(), ()):
+                found = record.values.get(column)
+                for value in by_folded.get(str(found).casefold(), ()) if found is not None else ():
                     result[value].append(record)
         return result
 
