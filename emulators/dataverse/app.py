@@ -8,6 +8,7 @@ import base64
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,10 +32,22 @@ from emulators.dataverse.seed import Seeder
 from emulators.dataverse.store import Store
 from emulators.dataverse.webapi import ApiRequest, ApiResponse, WebApi, fault_response
 
-WEB_API = re.compile(r"^/api/data/v9\.[0-2](/.*)?$")
+WEB_API = re.compile(r"^/api/data/(v9\.[0-2])(/.*)?$")
 ENTRA = re.compile(r"^/([^/]+)/(v2\.0/\.well-known/openid-configuration|oauth2/v2\.0/token|discovery/v2\.0/keys)$")
 REALISTIC_LATENCY_MS = 20.0
 DEFAULT_TENANT = "72f988bf-0000-4000-8000-00000000c0de"
+
+
+@dataclass
+class WebRequest:
+    method: str
+    full_path: str
+    path: str  # below /api/data/<version>/
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    origin: str  # https://host:port, as the client addressed us
+    version: str  # v9.2 (v9.0 and v9.1 are served the same way)
 
 
 class DataverseEmulator:
@@ -235,7 +248,8 @@ class DataverseEmulator:
             return
         match = WEB_API.match(path)
         if match:
-            await self._web_api(send, method, path, match.group(1) or "", query, headers, body, origin)
+            request = WebRequest(method, path, match.group(2) or "", query, headers, body, origin, match.group(1))
+            await self._web_api(send, request)
             return
         match = ENTRA.match(path)
         if match:
@@ -335,17 +349,9 @@ class DataverseEmulator:
             in_batch=True,
         )
 
-    async def _web_api(
-        self,
-        send: Any,
-        method: str,
-        full_path: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        body: bytes,
-        origin: str,
-    ) -> None:
+    async def _web_api(self, send: Any, request: WebRequest) -> None:
+        method, full_path, path, query = request.method, request.full_path, request.path, request.query
+        headers, body, origin, version = request.headers, request.body, request.origin, request.version
         request_id = str(uuid.uuid4())
         base_headers = [("REQ_ID", request_id), ("x-ms-service-request-id", request_id)]
         claims = self.authority.validate(headers.get("authorization"), origin)
@@ -390,16 +396,16 @@ class DataverseEmulator:
                 self._log(method, full_path, "fault", "", client_id, response.status, 0)
                 await self._send(send, response.status, [*base_headers, *response.headers], response.body)
                 return
-            request = ApiRequest(
+            api_request = ApiRequest(
                 method=method,
                 path=path.lstrip("/"),
                 query=dict(parse_qsl(query, keep_blank_values=True)),
                 headers=headers,
                 body=body,
                 caller=claims.app,
-                base=f"{origin}/api/data/v9.2/",
+                base=f"{origin}/api/data/{version}/",
             )
-            response = self.web_api.handle(request)
+            response = self.web_api.handle(api_request)
         finally:
             self.protection.finished(client_id, self.now(), (time.monotonic() - started) * 1000)
         self._log(

@@ -186,6 +186,7 @@ class BatchHandler:
             response = self.web_api._dispatch(sub)
         except DataverseFault as fault:
             response = fault_response(fault)
+            response.operation, response.table = sub.operation or "error", sub.table
             self.log_part(sub, response)
             if raise_faults:
                 raise

@@ -115,7 +115,9 @@ def _route(emulator: DataverseEmulator, method: str, parts: list[str], params: d
             row = data.rows.get(parts[2].lower())
             if row is None:
                 raise ControlError(404, f"no {table.logical_name} {parts[2]}")
-            return 200, {k: v for k, v in row.items() if not k.startswith("~")}
+            stored = dict.fromkeys(table.output_attributes)
+            stored.update((k, v) for k, v in row.items() if not k.startswith("~"))
+            return 200, stored
         return 200, {"count": len(data.rows), "version": emulator.store.version}
     raise ControlError(404, f"no control {method} /{'/'.join(parts)}")
 

@@ -373,3 +373,37 @@ def _evaluate(node: ast._Node, item: dict[str, Any]) -> Any:
     if isinstance(node, ast._Literal):
         return node.py_val
     raise errors.query_error("This metadata query is not supported.")
+
+
+def csdl(tables: dict[str, Table]) -> bytes:
+    """`$metadata`: the CSDL document of the emulated tables (entity types, keys, properties, navigation)."""
+    lines = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">',
+        "<edmx:DataServices>",
+        '<Schema Namespace="Microsoft.Dynamics.CRM" Alias="mscrm" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
+        '<EntityType Name="crmbaseentity" Abstract="true"/>',
+        '<EntityType Name="principal" BaseType="mscrm.crmbaseentity" Abstract="true"/>',
+    ]
+    for table in tables.values():
+        base = "mscrm.principal" if table.logical_name in ("systemuser", "team") else "mscrm.crmbaseentity"
+        lines.append(f'<EntityType Name="{table.logical_name}" BaseType="{base}">')
+        lines.append(f'<Key><PropertyRef Name="{table.primary_id}"/></Key>')
+        for column in table.columns.values():
+            lines.append(f'<Property Name="{column.attribute}" Type="{column.edm_type}"/>')
+        for nav, (_column, target) in table.nav_props.items():
+            lines.append(f'<NavigationProperty Name="{nav}" Type="mscrm.{target}"/>')
+        lines.append("</EntityType>")
+    for action in ("CreateMultiple", "UpdateMultiple", "UpsertMultiple"):
+        lines.append(f'<Action Name="{action}" IsBound="true"><Parameter Name="entityset" '
+                     'Type="Collection(mscrm.crmbaseentity)" Nullable="false"/><Parameter Name="Targets" '
+                     'Type="Collection(mscrm.crmbaseentity)" Nullable="false"/></Action>')  # fmt: skip
+    lines.append('<EntityContainer Name="System">')
+    for table in tables.values():
+        lines.append(f'<EntitySet Name="{table.entity_set}" EntityType="Microsoft.Dynamics.CRM.{table.logical_name}">')
+        for nav, (_column, target) in table.nav_props.items():
+            if target in tables:
+                lines.append(f'<NavigationPropertyBinding Path="{nav}" Target="{tables[target].entity_set}"/>')
+        lines.append("</EntitySet>")
+    lines += ["</EntityContainer>", "</Schema>", "</edmx:DataServices>", "</edmx:Edmx>"]
+    return "\n".join(lines).encode()

@@ -165,14 +165,16 @@ class Prefer:
         return bool(self.annotations)
 
 
+_PREFERENCE = re.compile(r'\s*([A-Za-z][\w.-]*)\s*(?:=\s*("[^"]*"|[^,;]*))?[^,]*(?:,|$)')
+
+
 def parse_prefer(values: list[str]) -> Prefer:
+    """Prefer header values; a quoted value (e.g. a list of annotations) may hold commas."""
     prefer = Prefer()
     for header in values:
-        for item in header.split(","):
-            item = item.strip()
-            name, _, value = item.partition("=")
-            name = name.strip().lower()
-            value = value.strip().strip('"')
+        for match in _PREFERENCE.finditer(header):
+            name = match.group(1).lower()
+            value = (match.group(2) or "").strip().strip('"')
             if name == "odata.maxpagesize":
                 try:
                     prefer.max_page_size = int(value)

@@ -86,6 +86,7 @@ class Table:
     nav_props: dict[str, tuple[Column, str]] = field(default_factory=dict)  # navigation property -> (column, target)
     output_attributes: list[str] = field(default_factory=list)
     system_required: list[Column] = field(default_factory=list)
+    defaulted: list[Column] = field(default_factory=list)  # columns given a value on create when missing
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -98,6 +99,7 @@ class Table:
                 self.nav_props[nav] = (column, target)
         self.output_attributes = list(self.attributes)
         self.system_required = [c for c in self.columns.values() if c.required == "SystemRequired"]
+        self.defaulted = [c for c in self.columns.values() if c.default is not None or c.type == "Owner"]
 
     @property
     def metadata_id(self) -> str:

@@ -45,7 +45,7 @@ SAFE_QUERY = ",()/'$"
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 NAV_NAME = "Microsoft.Dynamics.CRM.associatednavigationproperty"
-ALLOWED_OPTIONS = {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken", "$apply"}
+ALLOWED_OPTIONS = {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken"}
 _COOKIE_ATTR = re.compile(r'(\w+)="([^"]*)"')
 _INNER_LAST = re.compile(r'last="\{?([0-9a-fA-F-]{36})\}?"')
 
@@ -236,13 +236,10 @@ class WebApi:
                 raise errors.method_not_allowed("The $batch endpoint only accepts POST.")
             return self.batch_handler(request)
         if first == "$metadata":
-            return ApiResponse(
-                200,
-                [("Content-Type", "application/xml"), ("OData-Version", "4.0")],
-                b'<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="4.0" '
-                b'xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"/>',
-                operation="$metadata",
-            )
+            from emulators.dataverse.metadata import csdl
+
+            headers = [("Content-Type", "application/xml"), ("OData-Version", "4.0")]
+            return ApiResponse(200, headers, csdl(self.tables), operation="$metadata")
         if first in ("WhoAmI", "WhoAmI()"):
             return ApiResponse.json(
                 200,
@@ -272,7 +269,8 @@ class WebApi:
                 if request.method == "POST":
                     return self.create(request, table)
                 raise errors.method_not_allowed(f"The HTTP method '{request.method}' is not allowed on '{name}'.")
-            if len(rest) == 1 and rest[0].startswith("Microsoft.Dynamics.CRM.") and request.method == "POST":
+            # Bound actions are named with their namespace; the unqualified name is accepted too (unverified).
+            if len(rest) == 1 and request.method == "POST":
                 action = rest[0].removeprefix("Microsoft.Dynamics.CRM.")
                 if action in ("CreateMultiple", "UpdateMultiple", "UpsertMultiple"):
                     return self.bulk(request, table, action)
@@ -288,7 +286,8 @@ class WebApi:
             if request.method == "DELETE":
                 return self.delete(request, table, key)
             raise errors.method_not_allowed(f"The HTTP method '{request.method}' is not allowed on this resource.")
-        if rest == ["Microsoft.Dynamics.CRM.QualifyLead"] and table.logical_name == "lead" and request.method == "POST":
+        qualify = rest in (["Microsoft.Dynamics.CRM.QualifyLead"], ["QualifyLead"])
+        if qualify and table.logical_name == "lead" and request.method == "POST":
             return self.qualify_lead(request, table, key)
         return self.property_request(request, table, key, rest)
 
@@ -925,6 +924,8 @@ class WebApi:
                 "The parameters 'CreateAccount', 'CreateContact', 'CreateOpportunity' and 'Status' are required."
             )
         status = params.get("Status", 3)
+        if status not in (self.tables["lead"].columns["statuscode"].status_state or {}) or status != 3:
+            raise errors.option_out_of_range("statuscode", "lead", status, [3])  # a qualified lead's status
         if lead.get("statecode") != 0:
             # (unverified) code and text
             raise errors.bad_request(

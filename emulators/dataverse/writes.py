@@ -234,16 +234,15 @@ def apply_state_rules(table: Table, old: Row | None, row: Row, touched: set[str]
 def finish_row(ctx: WriteContext, table: Table, old: Row | None, row: Row, touched: set[str]) -> None:
     """Defaults, required columns, computed and server-maintained columns."""
     if old is None:
-        for column in table.columns.values():
+        # Only defaults are stored: a column missing from the row reads as null.
+        for column in table.defaulted:
             attribute = column.attribute
             if attribute not in row and column.name not in touched:
                 if column.default is not None:
                     row[attribute] = column.default
-                elif column.type == "Owner":
+                else:
                     row[attribute] = ctx.caller_user_id
                     row["~" + column.name] = "systemuser"
-                else:
-                    row.setdefault(attribute, None)
         row["createdon"] = ctx.now
         if "createdby" in table.columns:
             row["_createdby_value"] = ctx.caller_user_id

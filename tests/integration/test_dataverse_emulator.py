@@ -227,6 +227,16 @@ def test_annotations_and_expand(dv: Dataverse) -> None:
     )
     assert row["preferredcontactmethodcode@OData.Community.Display.V1.FormattedValue"] == "Email"
     assert row["_ownerid_value@OData.Community.Display.V1.FormattedValue"] == "# Marketo Sync"
+    listed = dv.get(
+        "contacts?$select=_parentcustomerid_value",
+        prefer='odata.include-annotations="OData.Community.Display.V1.FormattedValue,'
+        'Microsoft.Dynamics.CRM.lookuplogicalname",odata.maxpagesize=10',
+    )
+    assert "odata.maxpagesize=10" in listed.headers["Preference-Applied"]
+    first = listed.json()["value"][0]
+    assert first["_parentcustomerid_value@OData.Community.Display.V1.FormattedValue"] == "Fabrikam"
+    assert first["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    assert "_parentcustomerid_value@Microsoft.Dynamics.CRM.associatednavigationproperty" not in first
     plain = dv.get(f"contacts({contact})?$select=preferredcontactmethodcode").json()
     assert not [k for k in plain if "@OData.Community" in k]
     expanded = dv.get(f"contacts({contact})?$select=lastname&$expand=parentcustomerid_account($select=name)").json()

@@ -259,11 +259,14 @@ def test_changes_by_a_salesperson_are_theirs_and_not_counted_as_the_syncs(dv: Da
 
 def test_concurrency_and_execution_time_limits(dv: Dataverse) -> None:
     dv.control("POST", "/limits", json={"enabled": True, "concurrent": 2})
-    dv.control("POST", "/faults", json={"latency_ms": 400})
+    dv.control("POST", "/faults", json={"latency_ms": 800})
     statuses: list[int] = []
     bodies: list[str] = []
+    dv.token()  # fetched once, before the threads share it
+    start = threading.Barrier(4)
 
     def call() -> None:
+        start.wait()
         response = dv.get("leads?$select=lastname")
         statuses.append(response.status_code)
         bodies.append(response.text)
@@ -324,3 +327,53 @@ def test_command_with_demo_records_realistic_profile_and_faults(tmp_path: Path) 
 def test_bad_fault_spec_fails_at_start_naming_the_item(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="dataverse:bogus=1"):
         start_emulators("--only", "dataverse", "--faults", "dataverse:bogus=1", directory=tmp_path, timeout=30)
+
+
+def test_connections_get_their_reciprocal_and_teammemberships_are_read_only(dv: Dataverse) -> None:
+    opportunity = dv.create("opportunities", {"name": "Deal"})
+    contact = dv.create("contacts", {"lastname": "Stakeholder"})
+    role = dv.get("connectionroles?$select=name&$filter=name eq 'Stakeholder'").json()["value"][0]["connectionroleid"]
+    connection = dv.create("connections", {"record1id_opportunity@odata.bind": f"/opportunities({opportunity})",
+                                           "record2id_contact@odata.bind": f"/contacts({contact})",
+                                           "record2roleid@odata.bind": f"/connectionroles({role})"})  # fmt: skip
+    rows = dv.get(
+        "connections?$select=_record1id_value,_record2id_value,_record2roleid_value,ismaster,_relatedconnectionid_value",
+        prefer='odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"',
+    ).json()["value"]
+    assert len(rows) == 2
+    master = next(r for r in rows if r["connectionid"] == connection)
+    reverse = next(r for r in rows if r["connectionid"] != connection)
+    assert master["ismaster"] is True and reverse["ismaster"] is False
+    assert (reverse["_record1id_value"], reverse["_record2id_value"]) == (contact, opportunity)
+    assert reverse["_record1id_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "contact"
+    assert (
+        reverse["_relatedconnectionid_value"] == connection
+        and master["_relatedconnectionid_value"] == reverse["connectionid"]
+    )
+
+    members = dv.get("teammemberships").json()["value"]
+    assert dv.app("sync")["systemuserid"] in {m["systemuserid"] for m in members}
+    assert dv.post("teammemberships", {"teamid": members[0]["teamid"]}).status_code == 400
+
+
+def test_metadata_document_and_older_versions(dv: Dataverse) -> None:
+    document = dv.get("$metadata", headers={"Accept": "application/xml"})
+    assert document.status_code == 200 and document.headers["Content-Type"] == "application/xml"
+    assert '<EntitySet Name="new_products" EntityType="Microsoft.Dynamics.CRM.new_product">' in document.text
+    assert '<NavigationProperty Name="new_AccountId" Type="mscrm.account"/>' in document.text
+    older = dv.get(f"{dv.url}/api/data/v9.1/leads?$select=lastname").json()
+    assert older["@odata.context"].startswith(f"{dv.url}/api/data/v9.1/$metadata#leads")
+    assert error_of(dv.get("leads?$apply=groupby((lastname))"))[:2] == (400, "0x80060888")
+
+
+def test_certificate_credentials_with_sha256_thumbprint(dv: Dataverse) -> None:
+    pem = dv.app("sync")["certificate_pem"]
+    cert_pem = pem[: pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")]
+    app = msal.ConfidentialClientApplication(
+        dv.settings["DYNAMICS_CLIENT_ID"],
+        client_credential={"private_key": pem, "public_certificate": cert_pem},  # MSAL signs PS256 with x5t#S256
+        authority=dv.settings["DYNAMICS_AUTHORITY"],
+        instance_discovery=False,
+        http_client=build_session(Path(dv.running.ca_file)),
+    )
+    assert "access_token" in app.acquire_token_for_client(scopes=[f"{dv.url}/.default"])
