@@ -93,6 +93,8 @@ def test_column_problems_table() -> None:
         "new_synctomkto": "yes",
         "parentaccountid": "not-a-guid",
         "parentcontactid@odata.bind": "/contacts(1)",
+        "ok@odata.bind": "/accounts(8a2f6e1c-0b5d-4a3e-9f1a-2b3c4d5e6f70)",
+        "bykey@odata.bind": "/contacts(new_marketopersonid='7')",
     }
     assert column_problems(TABLE, record, creating=False) == [
         ("lastname", "longer than 50 characters"),
@@ -102,6 +104,7 @@ def test_column_problems_table() -> None:
         ("numberofemployees", "expects a whole number, got str"),
         ("new_synctomkto", "expects true or false, got str"),
         ("parentaccountid", "not a GUID"),
+        ("parentcontactid", "not a record URL like /accounts(<guid>)"),
     ]
 
 

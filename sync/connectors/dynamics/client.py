@@ -13,19 +13,14 @@ import msal
 import orjson
 from pydantic import SecretStr
 
-from sync.connectors.dynamics import bulk
 from sync.connectors.dynamics.auth import TokenProvider, read_credential
-from sync.connectors.dynamics.batch import decode_batch, encode_batch
-from sync.connectors.dynamics.bulk import Target, WriteKind
-from sync.connectors.dynamics.changes import NEXT_LINK, change_page, prefer, record_from_row
+from sync.connectors.dynamics.bulk import WriteKind
+from sync.connectors.dynamics.changes import DELTA_LINK, NEXT_LINK, change_page, prefer, record_from_row
 from sync.connectors.dynamics.errors import (
-    AuthenticationError,
     ChangeTokenExpiredError,
     DataverseError,
     InvalidRequestError,
     NotFoundError,
-    ServiceProtectionError,
-    TransportError,
 )
 from sync.connectors.dynamics.metadata import (
     DEFINITION_SELECT,
@@ -47,18 +42,16 @@ from sync.connectors.dynamics.odata import (
 )
 from sync.connectors.dynamics.retry import dataverse_retry, token_retry
 from sync.connectors.dynamics.transport import Transport
-from sync.connectors.dynamics.validate import suspect_column
+from sync.connectors.dynamics.writer import BulkWriter
 from sync.connectors.http import build_session
 from sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 5000
-MAX_BATCH_REQUESTS = 1000
 IN_FILTER_MAX_VALUES = 100
 IN_FILTER_MAX_CHARS = 12_000  # Dataverse refuses URLs over ~32k characters; stay far below
 _ORDERBY = re.compile(r"^\s*[A-Za-z_]\w*(\s+(asc|desc))?(\s*,\s*[A-Za-z_]\w*(\s+(asc|desc))?)*\s*$")
-_STOP_WRITING = (ServiceProtectionError, TransportError, AuthenticationError)
 
 
 class DataverseClient:
@@ -98,11 +91,12 @@ class DataverseClient:
         retry = dataverse_retry(max_retries, backoff_factor=0.5, max_retry_after=max_retry_after)
         session = build_session(extra_ca, retry=retry, pool_maxsize=pool_maxsize)
         self._transport = Transport(self.url, tokens, session, calls=self.calls, timeout=timeout)
+        retry.on_retry = self._transport.count_retry
         self.retries: Counter[str] = self._transport.retries
         self._definitions: dict[str, TableMetadata] = {}
         self._described: dict[str, TableMetadata] = {}
         self._option_sets: dict[tuple[str, str], dict[int, str]] = {}
-        self._unsupported: set[tuple[str, WriteKind]] = set()
+        self._writer = BulkWriter(self._transport, self.describe)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> DataverseClient:
@@ -224,6 +218,13 @@ class DataverseClient:
                 log.warning("dataverse %s: change token expired, starting a full read", logical_name)
                 url, full_resync = initial, True
                 continue
+            if NEXT_LINK not in body and DELTA_LINK not in body:
+                raise DataverseError(
+                    None,
+                    "ChangeTrackingNotEnabled",
+                    "the read returned no deltaLink: is change tracking enabled on this table?",
+                    table=logical_name,
+                )
             page = change_page(body, table.primary_id_attribute, full_resync=full_resync, annotations=annotations)
             yield page
             url = None if page.is_last else page.cursor
@@ -303,7 +304,8 @@ class DataverseClient:
                 logical_name, columns, filter=in_filter(column, chunk), operation="find_by", annotations=annotations
             )
             for record in records:
-                for value in by_folded.get(str(record.values.get(column, "")).casefold(), ()):
+                found = record.values.get(column)
+                for value in by_folded.get(str(found).casefold(), ()) if found is not None else ():
                     result[value].append(record)
         return result
 
@@ -391,92 +393,8 @@ class DataverseClient:
         chunk_size: int | None,
         alternate_key: str | None = None,
     ) -> list[WriteResult]:
-        """Per-record results in input order. Raises (ServiceProtection/Transport/Authentication) only when
-        nothing was written yet; after that, the records not sent are returned as failed, with that error."""
         table = self.definition(logical_name)
-        targets, results = bulk.plan_targets(kind, table, records, alternate_key)
-        stop: DataverseError | None = None
-        for number, chunk in enumerate(bulk.chunked(targets, chunk_size or self.chunk_size)):
-            if stop is None:
-                try:
-                    results += self._write_chunk(kind, table, chunk)
-                    continue
-                except _STOP_WRITING as exc:
-                    if number == 0:
-                        raise
-                    log.warning("dataverse %s %s: stopping after %d chunks: %s", kind, logical_name, number, exc)
-                    stop = exc
-            results += bulk.failed(chunk, stop.to_write_error())
-        results.sort(key=lambda r: r.index)
-        self._name_columns(kind, table, records, results)
-        return results
-
-    def _write_chunk(self, kind: WriteKind, table: TableMetadata, chunk: Sequence[Target]) -> list[WriteResult]:
-        if (table.logical_name, kind) not in self._unsupported:
-            path = f"{table.entity_set_name}/Microsoft.Dynamics.CRM.{bulk.MESSAGES[kind]}"
-            try:
-                response = self._transport.request(
-                    f"{kind}_multiple",
-                    "POST",
-                    path,
-                    json=bulk.multiple_payload(kind, table, chunk),
-                    table=table.logical_name,
-                )
-                reply = orjson.loads(response.content) if response.content.strip() else None
-                return bulk.results_from_multiple(kind, chunk, reply)
-            except _STOP_WRITING:
-                raise
-            except DataverseError as exc:
-                if bulk.is_unsupported_message(exc, kind):
-                    log.info("dataverse %s: no %s, using $batch", table.logical_name, bulk.MESSAGES[kind])
-                    self._unsupported.add((table.logical_name, kind))
-                elif len(chunk) == 1:
-                    return bulk.failed(chunk, exc.to_write_error())
-                else:
-                    log.info(
-                        "dataverse %s %s: a chunk of %d failed (%s); isolating",
-                        kind,
-                        table.logical_name,
-                        len(chunk),
-                        exc.code,
-                    )
-        results: list[WriteResult] = []
-        for start in range(0, len(chunk), MAX_BATCH_REQUESTS):
-            results += self._batch_singles(kind, table, chunk[start : start + MAX_BATCH_REQUESTS])
-        return results
-
-    def _batch_singles(self, kind: WriteKind, table: TableMetadata, chunk: Sequence[Target]) -> list[WriteResult]:
-        api_base = self._transport.api_base
-        content_type, body = encode_batch([bulk.single_request(kind, table, t, api_base) for t in chunk])
-        response = self._transport.request(
-            "batch",
-            "POST",
-            "$batch",
-            data=body,
-            table=table.logical_name,
-            headers={"Content-Type": content_type, "Prefer": "odata.continue-on-error"},
-        )
-        parts = decode_batch(response.headers.get("Content-Type", ""), response.content)
-        return [
-            bulk.result_from_single(kind, table, target, parts[n] if n < len(parts) else None)
-            for n, target in enumerate(chunk)
-        ]
-
-    def _name_columns(
-        self, kind: WriteKind, table: TableMetadata, records: Sequence[Mapping[str, Any]], results: list[WriteResult]
-    ) -> None:
-        """Fill in the column of record errors whose message did not name one, judged from metadata."""
-        unnamed = [r for r in results if r.error is not None and r.error.column is None and r.error.status in (400,)]
-        if not unnamed:
-            return
-        try:
-            described = self.describe(table.logical_name)
-        except DataverseError:
-            return
-        for result in unnamed:
-            column = suspect_column(described, records[result.index], creating=kind == "create")
-            if column and result.error is not None:
-                result.error = result.error.model_copy(update={"column": column})
+        return self._writer.write(kind, table, records, chunk_size or self.chunk_size, alternate_key)
 
     def _resolve_ids(
         self, logical_name: str, records: Sequence[Mapping[str, Any]], key: str, results: list[WriteResult]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Self
 
 from urllib3.exceptions import MaxRetryError, ResponseError
@@ -20,13 +21,21 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PATCH", "PUT", "DELET
 
 
 class DataverseRetry(Retry):
-    def __init__(self, *args: Any, max_retry_after: float = 120.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_retry_after: float = 120.0,
+        on_retry: Callable[[int | None], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_retry_after = max_retry_after
+        self.on_retry = on_retry  # told of every retry (with the status, None for a connection error): call counting
 
     def new(self, **kw: Any) -> Self:
         retry = super().new(**kw)
         retry.max_retry_after = self.max_retry_after
+        retry.on_retry = self.on_retry
         return retry
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
@@ -39,7 +48,10 @@ class DataverseRetry(Retry):
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.max_retry_after:
                 raise MaxRetryError(kw.get("_pool"), url or "", ResponseError(f"Retry-After {wait:g}s is too long"))
-        return super().increment(method, url, response=response, **kw)
+        retry = super().increment(method, url, response=response, **kw)
+        if self.on_retry is not None:
+            self.on_retry(response.status if response is not None else None)
+        return retry
 
 
 def dataverse_retry(total: int = 6, backoff_factor: float = 0.5, max_retry_after: float = 120.0) -> DataverseRetry:

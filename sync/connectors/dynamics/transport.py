@@ -7,6 +7,7 @@ requests the service sees and limits) and, separately, in `retries`.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from decimal import Decimal
@@ -14,13 +15,16 @@ from typing import Any
 
 import orjson
 import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from sync.connectors.dynamics.auth import TokenProvider
 from sync.connectors.dynamics.errors import DataverseError, TransportError, error_from_response
+from sync.connectors.dynamics.retry import IDEMPOTENT_METHODS
 
 log = logging.getLogger(__name__)
 
 API_PATH = "/api/data/v9.2/"
+BODY_READ_ATTEMPTS = 3
 BASE_HEADERS = {"Accept": "application/json", "OData-MaxVersion": "4.0", "OData-Version": "4.0"}
 
 
@@ -42,6 +46,7 @@ class Transport:
         self.calls = calls
         self.retries: Counter[str] = Counter()
         self.dop_hint: int | None = None  # x-ms-dop-hint: the parallelism Dataverse recommends
+        self._local = threading.local()  # the operation in flight on this thread, for counting urllib3's retries
 
     def __repr__(self) -> str:
         return f"Transport(api_base={self.api_base!r})"
@@ -96,18 +101,40 @@ class Transport:
     ) -> requests.Response:
         headers["Authorization"] = "Bearer " + self.tokens.token(fresh=fresh)
         try:
-            response = self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
+            # urllib3's Retry covers everything up to the response headers; a body cut off after them
+            # (ChunkedEncodingError) surfaces here, and is retried for idempotent methods only.
+            for attempt in Retrying(
+                retry=retry_if_exception_type(requests.exceptions.ChunkedEncodingError),
+                stop=stop_after_attempt(BODY_READ_ATTEMPTS if method in IDEMPOTENT_METHODS else 1),
+                wait=wait_exponential(multiplier=0.2, max=2),
+                before_sleep=lambda state: self._count_retry(operation),
+                reraise=True,
+            ):
+                with attempt:
+                    response = self._send_once(operation, method, url, body, headers)
         except requests.RequestException as exc:
-            self.calls[operation] += 1
             raise TransportError(None, type(exc).__name__, _describe(exc)) from None
         finally:
             headers.pop("Authorization", None)
-        retried = len(getattr(getattr(response.raw, "retries", None), "history", ()) or ())
-        self.calls[operation] += 1 + retried
-        if retried:
-            self.retries[operation] += retried
-            log.info("dataverse %s: %d retries (last status %s)", operation, retried, response.status_code)
         return response
+
+    def _send_once(
+        self, operation: str, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> requests.Response:
+        self._local.operation = operation
+        self.calls[operation] += 1
+        return self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
+
+    def count_retry(self, status: int | None) -> None:
+        """Called by urllib3's Retry (DataverseRetry.on_retry) before each retry it makes: another request sent."""
+        operation = getattr(self._local, "operation", "unknown")
+        self.calls[operation] += 1
+        self.retries[operation] += 1
+        log.info("dataverse %s: retrying after %s", operation, status or "a connection error")
+
+    def _count_retry(self, operation: str) -> None:
+        self.retries[operation] += 1  # the new attempt counts itself in calls
+        log.info("dataverse %s: the response body was cut off; retrying", operation)
 
 
 def _describe(exc: requests.RequestException) -> str:

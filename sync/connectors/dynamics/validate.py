@@ -6,6 +6,7 @@ expected type 'Edm.Int32'"), so the error stored for the record still points at 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,9 @@ from sync.connectors.dynamics.errors import DataverseError
 from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
 from sync.connectors.dynamics.odata import guid
 
+_BIND = re.compile(
+    r"^/?[A-Za-z_]\w*\((?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z_]\w*=.+)\)$"
+)
 _INTEGER_TYPES = {"Integer", "BigInt", "Picklist", "State", "Status"}
 _NUMBER_TYPES = {"Decimal", "Double", "Money"}
 _STRING_TYPES = {"String", "Memo", "EntityName"}
@@ -22,7 +26,11 @@ def column_problems(table: TableMetadata, record: Mapping[str, Any], *, creating
     """(column, problem) for every column the service would refuse, in the record's column order."""
     problems: list[tuple[str, str]] = []
     for name, value in record.items():
-        if "@" in name:  # lookups set by name@odata.bind, annotations
+        if name.endswith("@odata.bind"):
+            if value is not None and not _BIND.match(str(value)):
+                problems.append((name.split("@", 1)[0], "not a record URL like /accounts(<guid>)"))
+            continue
+        if "@" in name:  # annotations
             continue
         column = table.columns.get(name)
         if column is None:
