@@ -13,21 +13,17 @@ budget is spent; what it has not read stays behind the watermark for the next cy
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sync.engine.changes import MarketoChangeSet, MarketoCursor, initial_marketo_cursor, read_marketo_changes
+from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
-from sync.engine.execute import BatchOutcome, Executor, PairWork
-from sync.engine.matching import duplicates_within, group_by_email, pick
-from sync.engine.plan import PAUSED, DynamicsSide, LinkRef, MarketoSide, PairInput, PairPlan, PlanError, plan_pair
-from sync.engine.records import OptionSets, dynamics_canonical, dynamics_select, marketo_canonical, marketo_fields
+from sync.engine.pairs import PairBuilder
+from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
-from sync.state import LeaseHeld, Link, RunCounts, RunRecord, Watermark
+from sync.state import LeaseHeld, RunCounts, RunRecord, Watermark
 
 LOOKUP_THREADS = 16
 
@@ -44,444 +40,16 @@ class CycleReport(BaseModel):
     plans: list[PairPlan] = Field(default_factory=list)  # kept for dry runs
 
 
-def _link_ref(link: Link) -> LinkRef:
-    return LinkRef(entity=link.entity, dynamics_id=link.dynamics_id, marketo_id=link.marketo_id)
-
-
 class IncrementalCycle:
     def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
         self.ctx = ctx
         self.entity = entity
         self.dry_run = dry_run
-        self.links = ctx.state.links
-        self.link_fields = ctx.mapping.link_fields
-        self.executor = Executor(ctx, entity, dry_run)
-        self.counts: Counter[str] = Counter()
-        self.conflicts: list[dict[str, Any]] = []
-        self.plans: list[PairPlan] = []
-        self.retried: set[tuple[str, str]] = set()
-        self._retry_persons: set[str] = set()
+        self.builder = PairBuilder(ctx, entity, dry_run)
         self._deadline: datetime | None = None
-        self._annotations = any(f.transform == "lookup_name" for f in entity.fields)
-        self._options: OptionSets | None = None
 
-    # --- small helpers ------------------------------------------------------------------------------------------
     def past_deadline(self) -> bool:
         return self._deadline is not None and self.ctx.clock() >= self._deadline
-
-    @property
-    def options(self) -> OptionSets:
-        if self._options is None:
-            self._options = {
-                f.dynamics: self.ctx.dynamics.option_set(self.entity.table, f.dynamics)
-                for f in self.entity.fields
-                if f.transform == "choice"
-            }
-        return self._options
-
-    def _select(self) -> list[str]:
-        extra = [self.entity.primary_key, "createdon", self.link_fields.dynamics_marketo_id]
-        extra.append(self.link_fields.dynamics_sync_filter)
-        if self.entity.qualified_from:
-            extra.append(f"_{self.entity.qualified_from.column}_value")
-        return dynamics_select(self.entity, tuple(extra))
-
-    def _marketo_fields(self) -> list[str]:
-        lf = self.link_fields
-        extra = (self.entity.marketo_id_field, lf.marketo_type, lf.marketo_sync_to_dynamics, lf.marketo_is_deleted)
-        return marketo_fields(self.entity, extra)
-
-    def _parallel(self, fn: Any, items: Sequence[Any]) -> list[Any]:
-        if len(items) <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, len(items))) as pool:
-            return list(pool.map(fn, items))
-
-    # --- sides --------------------------------------------------------------------------------------------------
-    def _dynamics_side(self, record: Any) -> tuple[DynamicsSide | None, str | None]:
-        values, problems = dynamics_canonical(
-            self.entity, record.values, self.options, getattr(record, "annotations", None)
-        )
-        if problems:
-            return None, "; ".join(problems)
-        raw = record.values
-        marketo_id = raw.get(self.link_fields.dynamics_marketo_id)
-        return (
-            DynamicsSide(
-                id=str(record.id).lower(),
-                values=values,
-                created_on=raw.get("createdon"),
-                sync_filter=raw.get(self.link_fields.dynamics_sync_filter),
-                marketo_id=str(marketo_id) if marketo_id not in (None, "") else None,
-            ),
-            None,
-        )
-
-    def _marketo_side(self, person: Any) -> tuple[MarketoSide | None, str | None]:
-        values, problems = marketo_canonical(self.entity, person.values)
-        if problems:
-            return None, "; ".join(problems)
-        raw = person.values
-        linked = raw.get(self.entity.marketo_id_field)
-        return (
-            MarketoSide(
-                id=str(person.id),
-                values=values,
-                sync_to_dynamics=_as_bool(raw.get(self.link_fields.marketo_sync_to_dynamics)),
-                linked_dynamics_id=str(linked).lower() if linked not in (None, "") else None,
-                type=raw.get(self.link_fields.marketo_type),
-            ),
-            None,
-        )
-
-    def _snapshot_values(self, link: Link) -> dict[str, Any]:
-        return {f.key: link.snapshot.get(f.key) for f in self.entity.fields if f.key in link.snapshot}
-
-    def _dynamics_from_snapshot(self, link: Link) -> DynamicsSide:
-        paused = bool(link.snapshot.get(PAUSED))
-        return DynamicsSide(
-            id=link.dynamics_id,
-            values=self._snapshot_values(link),
-            sync_filter=False if paused else None,
-            marketo_id=link.marketo_id,
-        )
-
-    def _marketo_from_snapshot(self, link: Link, changes: MarketoChangeSet) -> tuple[MarketoSide | None, str | None]:
-        values = self._snapshot_values(link)
-        changed, problems = marketo_canonical(self.entity, changes.values.get(link.marketo_id, {}))
-        if problems:
-            return None, "; ".join(problems)
-        values.update(changed)
-        return MarketoSide(id=link.marketo_id, values=values, linked_dynamics_id=link.dynamics_id), None
-
-    # --- fetching -----------------------------------------------------------------------------------------------
-    def _fetch_persons(self, ids: Iterable[str]) -> dict[str, Any]:
-        ids = sorted(set(ids), key=lambda x: int(x) if x.isdigit() else 0)
-        if not ids:
-            return {}
-        persons = self.ctx.marketo.get_leads("id", [int(i) for i in ids], self._marketo_fields())
-        return {str(p.id): p for p in persons}
-
-    def _fetch_dynamics(self, ids: Iterable[str]) -> dict[str, Any]:
-        ids = sorted(set(ids))
-        if not ids:
-            return {}
-        found = self.ctx.dynamics.get_by_ids(self.entity.table, ids, self._select(), annotations=self._annotations)
-        return {str(k).lower(): v for k, v in found.items()}
-
-    # --- matching unlinked records ------------------------------------------------------------------------------
-    def _linked_elsewhere(self, marketo_id: str) -> str | None:
-        for other in self.ctx.mapping.entities.values():
-            link = self.links.get_by_marketo_id(other.name, marketo_id)
-            if link is not None:
-                return f"{other.name} {link.dynamics_id}"
-        return None
-
-    def _match_dynamics(self, sides: list[DynamicsSide], works: list[PairWork]) -> list[PairInput]:
-        """Unlinked Dynamics records: find their Marketo person, or plan a create."""
-        inputs: list[PairInput] = []
-        pending: list[DynamicsSide] = []
-        fields = self._marketo_fields()
-        # 1. The record names its person (new_marketopersonid), or a person names the record (its link field).
-        named = self._fetch_persons(s.marketo_id for s in sides if s.marketo_id and s.marketo_id.isdigit())
-        by_link = {}
-        if sides:
-            people = self.ctx.marketo.get_leads(self.entity.marketo_id_field, [s.id for s in sides], fields)
-            for person in people:
-                by_link.setdefault(str(person.values.get(self.entity.marketo_id_field) or "").lower(), []).append(
-                    person
-                )
-        for side in sides:
-            candidates = by_link.get(side.id, [])
-            if side.marketo_id in named and all(str(c.id) != side.marketo_id for c in candidates):
-                owner = self._linked_elsewhere(side.marketo_id)  # type: ignore[arg-type]
-                if owner is not None:
-                    works.append(self._skip(side.id, None, f"its Marketo person {side.marketo_id} follows {owner}"))
-                    continue
-                candidates = [named[side.marketo_id], *candidates]  # type: ignore[index]
-            if not candidates:
-                pending.append(side)
-                continue
-            match = pick(f"{self.entity.name} {side.id}", candidates, lambda p: str(p.id), lambda _: None, "persons")
-            inputs.append(self._pair_for_match(side, match.found, match.error))
-        # 2. The e-mail address.
-        batch_dupes = duplicates_within(pending)
-        emails = group_by_email(pending, lambda s: s.values.get("email"))
-        found_by_email: dict[str, list[Any]] = {}
-        if emails:
-            for person in self.ctx.marketo.get_leads("email", list(emails), fields):
-                found_by_email.setdefault(str(person.values.get("email", "")).strip().casefold(), []).append(person)
-        for side in pending:
-            if side.id in batch_dupes:
-                inputs.append(PairInput(dynamics=side, match_error=batch_dupes[side.id]))
-                continue
-            email = side.values.get("email")
-            key = email.strip().casefold() if isinstance(email, str) else ""
-            match = pick(
-                f"e-mail {email}",
-                found_by_email.get(key, []) if key else [],
-                lambda p: str(p.id),
-                lambda p, side=side: self._person_owner(p, side.id),
-                "persons",
-            )
-            inputs.append(self._pair_for_match(side, match.found, match.error))
-        return inputs
-
-    def _person_owner(self, person: Any, dynamics_id: str) -> str | None:
-        for other in self.ctx.mapping.entities.values():
-            value = person.values.get(other.marketo_id_field)
-            if value not in (None, "") and str(value).lower() != dynamics_id:
-                return f"{other.name} {value}"
-        return self._linked_elsewhere(str(person.id))
-
-    def _pair_for_match(self, side: DynamicsSide, person: Any, error: str | None) -> PairInput:
-        if error is not None:
-            return PairInput(dynamics=side, match_error=error)
-        if person is None:
-            return PairInput(dynamics=side)
-        marketo, problem = self._marketo_side(person)
-        if problem:
-            return PairInput(dynamics=side, match_error=f"Marketo person {person.id}: {problem}")
-        return PairInput(dynamics=side, marketo=marketo)
-
-    def _match_marketo(self, sides: list[MarketoSide]) -> list[PairInput]:
-        """Unlinked Marketo persons marked to sync to Dynamics: find their Dynamics record, or plan a create."""
-        inputs: list[PairInput] = []
-        select = self._select()
-        named = self._fetch_dynamics(s.linked_dynamics_id for s in sides if s.linked_dynamics_id)
-        by_person = self.ctx.dynamics.find_by(
-            self.entity.table,
-            self.link_fields.dynamics_marketo_id,
-            [s.id for s in sides],
-            select,
-            annotations=self._annotations,
-        )
-        pending: list[MarketoSide] = []
-        for side in sides:
-            candidates = list(by_person.get(side.id, []))
-            if side.linked_dynamics_id in named and all(
-                str(c.id).lower() != side.linked_dynamics_id for c in candidates
-            ):
-                candidates.insert(0, named[side.linked_dynamics_id])  # type: ignore[index]
-            if not candidates:
-                pending.append(side)
-                continue
-            match = pick(f"person {side.id}", candidates, lambda r: str(r.id), lambda _: None, f"{self.entity.name}s")
-            inputs.append(self._pair_for_dynamics_match(side, match.found, match.error))
-        batch_dupes = duplicates_within(pending)
-        emails = group_by_email(pending, lambda s: s.values.get("email"))
-        email_column = next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
-        found = (
-            self.ctx.dynamics.find_by(self.entity.table, email_column, list(emails), select)
-            if emails and email_column
-            else {}
-        )
-        found_by_email = {str(k).strip().casefold(): v for k, v in found.items()}
-        for side in pending:
-            if side.id in batch_dupes:
-                inputs.append(PairInput(marketo=side, match_error=batch_dupes[side.id]))
-                continue
-            email = side.values.get("email")
-            key = email.strip().casefold() if isinstance(email, str) else ""
-            match = pick(
-                f"e-mail {email}",
-                found_by_email.get(key, []) if key else [],
-                lambda r: str(r.id),
-                lambda r, side=side: self._dynamics_owner(r, side.id),
-                f"{self.entity.name}s",
-            )
-            inputs.append(self._pair_for_dynamics_match(side, match.found, match.error))
-        return inputs
-
-    def _dynamics_owner(self, record: Any, marketo_id: str) -> str | None:
-        value = record.values.get(self.link_fields.dynamics_marketo_id)
-        if value not in (None, "") and str(value) != marketo_id:
-            return f"Marketo person {value}"
-        link = self.links.get_by_dynamics_id(self.entity.name, str(record.id).lower())
-        return f"Marketo person {link.marketo_id}" if link and link.marketo_id != marketo_id else None
-
-    def _pair_for_dynamics_match(self, side: MarketoSide, record: Any, error: str | None) -> PairInput:
-        if error is not None:
-            return PairInput(marketo=side, match_error=error)
-        if record is None:
-            return PairInput(marketo=side)
-        dynamics, problem = self._dynamics_side(record)
-        if problem:
-            return PairInput(marketo=side, match_error=f"{self.entity.name} {record.id}: {problem}")
-        return PairInput(dynamics=dynamics, marketo=side)
-
-    def _skip(self, dynamics_id: str | None, marketo_id: str | None, reason: str) -> PairWork:
-        plan = PairPlan(dynamics_id=dynamics_id, marketo_id=marketo_id, outcome="skipped", reason=reason)
-        return PairWork(pair=PairInput(), plan=plan)
-
-    def _read_failure(self, system: str, record_id: str, message: str) -> PairWork:
-        plan = PairPlan(outcome="failed")
-        plan.error = PlanError(
-            system=system, record_id=record_id, operation="read", code="invalid_value", message=message
-        )  # type: ignore[arg-type]
-        return PairWork(pair=PairInput(), plan=plan)
-
-    # --- batches ------------------------------------------------------------------------------------------------
-    def _dynamics_batch(
-        self,
-        records: Sequence[Any],
-        deleted_ids: Sequence[str],
-        changes: MarketoChangeSet,
-        pending: set[str],
-        fetch_counterparts: bool = False,
-    ) -> list[PairWork]:
-        """Pairs for Dynamics records. A linked person is rebuilt from the snapshot and this cycle's Marketo changes,
-        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new."""
-        works: list[PairWork] = []
-        sides: list[DynamicsSide] = []
-        for record in records:
-            side, problem = self._dynamics_side(record)
-            if side is None:
-                works.append(self._read_failure("dynamics", str(record.id).lower(), problem or "unreadable"))
-            else:
-                sides.append(side)
-        links = self._parallel(lambda s: self.links.get_by_dynamics_id(self.entity.name, s.id), sides)
-        inputs: list[PairInput] = []
-        unlinked: list[DynamicsSide] = []
-        full_persons = self._fetch_persons(
-            link.marketo_id
-            for link in links
-            if link is not None and link.marketo_id in (changes.new | self._retry_persons)
-        )
-        for side, link in zip(sides, links, strict=True):
-            if link is None:
-                unlinked.append(side)
-                continue
-            pending.discard(link.marketo_id)
-            if link.marketo_id in changes.deleted:
-                inputs.append(
-                    PairInput(
-                        dynamics=side, link=_link_ref(link), snapshot=link.snapshot, marketo_deleted_id=link.marketo_id
-                    )
-                )
-                continue
-            if link.marketo_id in full_persons:
-                marketo, problem = self._marketo_side(full_persons[link.marketo_id])
-            else:
-                marketo, problem = self._marketo_from_snapshot(link, changes)
-            if marketo is None:
-                works.append(self._read_failure("marketo", link.marketo_id, problem or "unreadable"))
-                continue
-            inputs.append(PairInput(dynamics=side, marketo=marketo, link=_link_ref(link), snapshot=link.snapshot))
-        inputs.extend(self._qualified_or_matched(unlinked, records, works))
-        for dynamics_id in deleted_ids:
-            link = self.links.get_by_dynamics_id(self.entity.name, str(dynamics_id).lower())
-            if link is None:
-                continue
-            pending.discard(link.marketo_id)
-            marketo, _ = self._marketo_from_snapshot(link, changes)
-            inputs.append(
-                PairInput(
-                    marketo=marketo, link=_link_ref(link), snapshot=link.snapshot, dynamics_deleted_id=link.dynamics_id
-                )
-            )
-        return works + self._plan(inputs)
-
-    def _qualified_or_matched(
-        self, unlinked: list[DynamicsSide], records: Sequence[Any], works: list[PairWork]
-    ) -> list[PairInput]:
-        if not unlinked:
-            return []
-        inputs: list[PairInput] = []
-        to_match: list[DynamicsSide] = []
-        qualified = self.entity.qualified_from
-        origins: dict[str, str] = {}
-        if qualified is not None:
-            column = f"_{qualified.column}_value"
-            origins = {str(r.id).lower(): str(r.values[column]).lower() for r in records if r.values.get(column)}
-        for side in unlinked:
-            origin = origins.get(side.id)
-            origin_link = self.links.get_by_dynamics_id(qualified.entity, origin) if (qualified and origin) else None
-            if origin_link is None:
-                to_match.append(side)
-                continue
-            persons = self._fetch_persons([origin_link.marketo_id])
-            person = persons.get(origin_link.marketo_id)
-            if person is None:
-                to_match.append(side)
-                continue
-            marketo, problem = self._marketo_side(person)
-            if marketo is None:
-                works.append(self._read_failure("marketo", origin_link.marketo_id, problem or "unreadable"))
-                continue
-            inputs.append(
-                PairInput(
-                    dynamics=side, marketo=marketo, snapshot=origin_link.snapshot, relink_from=_link_ref(origin_link)
-                )
-            )
-        if to_match:
-            inputs.extend(self._match_dynamics(to_match, works))
-        return inputs
-
-    def _marketo_batch(
-        self, person_ids: set[str], changes: MarketoChangeSet, dynamics_complete: bool
-    ) -> list[PairWork]:
-        works: list[PairWork] = []
-        ids = sorted(person_ids)
-        links = self._parallel(lambda pid: self.links.get_by_marketo_id(self.entity.name, pid), ids)
-        linked = [(pid, link) for pid, link in zip(ids, links, strict=True) if link is not None]
-        unlinked = [pid for pid, link in zip(ids, links, strict=True) if link is None and pid not in changes.deleted]
-        refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
-        refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self._retry_persons}
-        current = self._fetch_dynamics(refetch_dynamics)
-        full_persons = self._fetch_persons(pid for pid, _ in linked if pid in (changes.new | self._retry_persons))
-        inputs: list[PairInput] = []
-        for pid, link in linked:
-            if link.dynamics_id in current:
-                dynamics, problem = self._dynamics_side(current[link.dynamics_id])
-                if dynamics is None:
-                    works.append(self._read_failure("dynamics", link.dynamics_id, problem or "unreadable"))
-                    continue
-            elif link.dynamics_id in refetch_dynamics:
-                dynamics = None  # gone from Dynamics: the delete arrives through change tracking
-                works.append(self._skip(link.dynamics_id, pid, "the Dynamics record was not found"))
-                continue
-            else:
-                dynamics = self._dynamics_from_snapshot(link)
-            if pid in changes.deleted:
-                inputs.append(
-                    PairInput(dynamics=dynamics, link=_link_ref(link), snapshot=link.snapshot, marketo_deleted_id=pid)
-                )
-                continue
-            if pid in full_persons:
-                marketo, problem = self._marketo_side(full_persons[pid])
-            else:
-                marketo, problem = self._marketo_from_snapshot(link, changes)
-            if marketo is None:
-                works.append(self._read_failure("marketo", pid, problem or "unreadable"))
-                continue
-            inputs.append(PairInput(dynamics=dynamics, marketo=marketo, link=_link_ref(link), snapshot=link.snapshot))
-        if unlinked and self.entity.create_in_dynamics:
-            free = [
-                pid
-                for pid, owner in zip(unlinked, self._parallel(self._linked_elsewhere, unlinked), strict=True)
-                if owner is None
-            ]
-            candidates: list[MarketoSide] = []
-            for person in self._fetch_persons(free).values():
-                side, problem = self._marketo_side(person)
-                if side is None:
-                    works.append(self._read_failure("marketo", str(person.id), problem or "unreadable"))
-                elif side.sync_to_dynamics:
-                    candidates.append(side)
-            if candidates:
-                inputs.extend(self._match_marketo(candidates))
-        return works + self._plan(inputs)
-
-    def _plan(self, inputs: list[PairInput]) -> list[PairWork]:
-        return [PairWork(pair=i, plan=plan_pair(i, self.entity, self.ctx.mapping, self.options)) for i in inputs]
-
-    def _run_batch(self, works: list[PairWork]) -> None:
-        outcome: BatchOutcome = self.executor.run(works, self.retried)
-        self.counts.update(outcome.counts)
-        self.conflicts.extend(outcome.conflicts)
-        if self.dry_run:
-            self.plans.extend(w.plan for w in works)
 
     def _advance(self, mark: Watermark, cursor: str) -> Watermark:
         if self.dry_run:
@@ -495,8 +63,8 @@ class IncrementalCycle:
         self._deadline = start + self.ctx.time_budget
         state, name = self.ctx.state, self.entity.name
         errors = list(state.errors.list(name))
-        self.retried = {(e.system, e.record_id) for e in errors}
-        self._retry_persons = {e.record_id for e in errors if e.system == "marketo"}
+        self.builder.retried = {(e.system, e.record_id) for e in errors}
+        self.builder.retry_persons = {e.record_id for e in errors if e.system == "marketo"}
         retry_dynamics = [e.record_id for e in errors if e.system == "dynamics"]
 
         mk_mark = state.watermarks.get(name, "marketo")
@@ -504,36 +72,35 @@ class IncrementalCycle:
             cursor = initial_marketo_cursor(self.ctx.marketo, start)
         else:
             cursor = MarketoCursor.load(mk_mark.cursor)
-        changes = read_marketo_changes(self.ctx.marketo, cursor, self._marketo_fields(), self.past_deadline)
-        pending = changes.persons | changes.deleted | self._retry_persons
+        changes = read_marketo_changes(self.ctx.marketo, cursor, self.builder.marketo_field_names(), self.past_deadline)
+        pending = changes.persons | changes.deleted | self.builder.retry_persons
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True
         if retry_dynamics:  # records that failed before are read again and go first
-            retry_records = list(self._fetch_dynamics(retry_dynamics).values())
-            self._run_batch(self._dynamics_batch(retry_records, [], changes, pending, fetch_counterparts=True))
+            retry_records = list(self.builder.fetch_dynamics(retry_dynamics).values())
+            self.builder.run_batch(
+                self.builder.dynamics_batch(retry_records, [], changes, pending, fetch_counterparts=True)
+            )
         pages = self.ctx.dynamics.read_changes(
-            self.entity.table, self._select(), dv_mark.cursor, annotations=self._annotations
+            self.entity.table, self.builder.select(), dv_mark.cursor, annotations=self.builder.annotations
         )
         for page in pages:
-            self._run_batch(self._dynamics_batch(page.records, page.deleted_ids, changes, pending))
+            self.builder.run_batch(self.builder.dynamics_batch(page.records, page.deleted_ids, changes, pending))
             dv_mark = self._advance(dv_mark, page.cursor)
             if not page.is_last and self.past_deadline():
                 dynamics_complete = False
                 break
 
-        self._run_batch(self._marketo_batch(pending, changes, dynamics_complete))
+        self.builder.run_batch(self.builder.marketo_batch(pending, changes, dynamics_complete))
         assert changes.cursor is not None
         self._advance(mk_mark, changes.cursor.dump())
         return dynamics_complete and changes.complete
 
 
-def _as_bool(value: Any) -> bool | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("true", "1", "yes")
+def counts_of(counts: Counter[str]) -> RunCounts:
+    outcomes = ("created", "updated", "deleted", "unchanged", "skipped", "failed")
+    return RunCounts(read=sum(counts.values()), **{k: counts.get(k, 0) for k in outcomes})
 
 
 def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> CycleReport:
@@ -541,6 +108,10 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     entity = ctx.mapping.entity(entity_name)
     run = RunRecord(entity=entity.name, direction=entity.direction, kind="incremental", started_at=ctx.clock())
     report = CycleReport(entity=entity.name, run_id=run.run_id, outcome="running")
+    job = ctx.state.jobs.holder(entity.name)
+    if job is not None:  # the full sync owns the entity until it ends; its delta link then becomes the watermark
+        report.outcome, report.error = "skipped", f"a full sync of {entity.name} is running (job {job})"
+        return report
     try:
         lease = ctx.state.leases.acquire(entity.name, ctx.holder, ctx.time_budget + timedelta(minutes=2))
     except LeaseHeld as held:
@@ -552,7 +123,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         ctx.state.runs.record(run)
     try:
         report.complete = cycle.run()
-        failed = cycle.counts.get("failed", 0)
+        failed = cycle.builder.counts.get("failed", 0)
         report.outcome = "succeeded" if report.complete and not failed else "partial"
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
@@ -562,17 +133,20 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     after = ctx.api_calls()
     report.api_calls = {system: after[system] - calls_before[system] for system in after}
     report.counts = RunCounts(
-        read=sum(cycle.counts.values()),
-        **{k: cycle.counts.get(k, 0) for k in ("created", "updated", "deleted", "unchanged", "skipped", "failed")},
+        read=sum(cycle.builder.counts.values()),
+        **{
+            k: cycle.builder.counts.get(k, 0)
+            for k in ("created", "updated", "deleted", "unchanged", "skipped", "failed")
+        },
     )
-    report.conflicts = cycle.conflicts
-    report.plans = cycle.plans
+    report.conflicts = cycle.builder.conflicts
+    report.plans = cycle.builder.plans
     if not dry_run:
         run.ended_at = ctx.clock()
         run.counts = report.counts
         run.api_calls = report.api_calls
         run.outcome = report.outcome
         run.error = report.error
-        run.conflicts = cycle.conflicts[:50]
+        run.conflicts = cycle.builder.conflicts[:50]
         ctx.state.runs.record(run)
     return report

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from sync.engine.merge import Conflict, merge_pair
 from sync.engine.records import OptionSets, dynamics_raw, marketo_raw
-from sync.mapping.model import EntityMapping, MappingConfig
+from sync.mapping.model import Direction, EntityMapping, MappingConfig
 from sync.mapping.transforms import Canonical, TransformError
 
 Outcome = Literal["created", "updated", "unchanged", "skipped", "deleted", "failed"]
@@ -210,4 +210,31 @@ def plan_pair(pair: PairInput, entity: EntityMapping, mapping: MappingConfig, op
         plan.save_snapshot = merged.snapshot
     if pair.relink_from is not None:
         plan.remove_links.append(pair.relink_from)
+    return plan
+
+
+def restrict_plan(plan: PairPlan, direction: Direction, entity: EntityMapping) -> PairPlan:
+    """A one-way job writes to one system only: drop the other system's writes, and leave the values they would have
+    set out of the snapshot (so the next incremental cycle treats those fields as never synced, not as in sync)."""
+    if direction == "both" or not plan.writes:
+        return plan
+    plan = plan.model_copy(deep=True)
+    to_marketo = direction == "to_marketo"
+    if (plan.create_dynamics if to_marketo else plan.create_marketo) is not None:
+        return PairPlan(
+            dynamics_id=plan.dynamics_id,
+            marketo_id=plan.marketo_id,
+            outcome="skipped",
+            reason=f"the job only writes {'to Marketo' if to_marketo else 'to Dynamics'}",
+        )
+    dropped = plan.update_dynamics if to_marketo else plan.update_marketo
+    if to_marketo:
+        plan.update_dynamics, plan.delete_dynamics, plan.needs_marketo_id = None, False, False
+    else:
+        plan.update_marketo, plan.delete_marketo, plan.needs_dynamics_id = None, False, False
+    if dropped and plan.save_snapshot is not None:
+        names = {f.dynamics if to_marketo else f.marketo: f.key for f in entity.fields}
+        plan.save_snapshot = {k: v for k, v in plan.save_snapshot.items() if k not in {names.get(c) for c in dropped}}
+    if plan.outcome == "updated" and not plan.writes:
+        plan.outcome = "unchanged"
     return plan
