@@ -22,6 +22,7 @@ from sync.connectors.marketo.errors import (
     CODE_PROTOCOL,
     BulkJobFailedError,
     ExportQuotaExceededError,
+    MarketoError,
     TransientError,
 )
 from sync.connectors.marketo.models import BulkJobStatus
@@ -122,6 +123,12 @@ class BulkExporter:
             yield from self.run_job(kind, body)
 
     def run_job(self, kind: str, body: dict[str, Any]) -> Iterator[dict[str, str]]:
+        status = self.finished_job(kind, body)
+        base = f"/bulk/v1/{kind}/export"
+        yield from csv.DictReader(io.TextIOWrapper(_ByteStream(self._file(base, status.job_id)), "utf-8", newline=""))
+
+    def finished_job(self, kind: str, body: dict[str, Any]) -> BulkJobStatus:
+        """Create and enqueue an export, wait for it to complete; raise BulkJobFailedError if it does not."""
         base = f"/bulk/v1/{kind}/export"
         created = self._t.call(f"bulk_export_create_{kind}", "POST", f"{base}/create.json", json=body)
         job = export_status(first_result(created, f"{kind} export create"))
@@ -132,7 +139,38 @@ class BulkExporter:
             raise BulkJobFailedError(
                 status.status.lower(), status.message or f"export job ended {status.status}", job_id=job.job_id
             )
-        yield from csv.DictReader(io.TextIOWrapper(_ByteStream(self._file(base, job.job_id)), "utf-8", newline=""))
+        return status
+
+    def rows_from(
+        self, kind: str, job_id: str, start_byte: int = 0, header: Sequence[str] | None = None
+    ) -> Iterator[tuple[dict[str, str], int]]:
+        """The rows of a finished export with, after each, the byte offset just past it: a reader can stop after any
+        row and resume later from that offset (the file is kept 7 days). From offset 0 the header is read from the
+        file; from any other offset the caller passes the header it read then."""
+        if start_byte and header is None:
+            raise ValueError("resuming an export file needs its header")
+        position = start_byte
+        columns: list[str] | None = list(header) if header else None
+
+        def lines() -> Iterator[str]:
+            nonlocal position
+            pending = b""
+            for chunk in self._file(f"/bulk/v1/{kind}/export", job_id, start_byte):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    position += len(line) + 1
+                    yield line.decode("utf-8") + "\n"
+            if pending:
+                position += len(pending)
+                yield pending.decode("utf-8")
+
+        for record in csv.reader(lines()):
+            if columns is None:
+                columns = record
+                continue
+            if record:
+                yield dict(zip(columns, record, strict=False)), position
 
     def _enqueue(self, base: str, job_id: str) -> None:
         delay = self.poll.initial
@@ -164,15 +202,20 @@ class BulkExporter:
             self._sleep(delay)
             delay = min(delay * 2, self.poll.maximum)
 
-    def _file(self, base: str, job_id: str) -> Iterator[bytes]:
-        """The file's bytes; on a dropped connection, resume from the last byte received (bounded)."""
-        offset = 0
-        first = True
+    def _file(self, base: str, job_id: str, start_byte: int = 0) -> Iterator[bytes]:
+        """The file's bytes from `start_byte`; on a dropped connection, resume from the last byte received (bounded)."""
+        offset = start_byte
+        first = start_byte == 0
         for _attempt in range(RESUME_ATTEMPTS):
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            answer = self._t.call(
-                "bulk_export_file", "GET", f"{base}/{job_id}/file.json", raw=True, stream=True, headers=headers
-            )
+            try:
+                answer = self._t.call(
+                    "bulk_export_file", "GET", f"{base}/{job_id}/file.json", raw=True, stream=True, headers=headers
+                )
+            except MarketoError as exc:
+                if offset and "HTTP 416" in exc.message:  # resuming exactly at the end: nothing left to read
+                    return
+                raise
             if not isinstance(answer, requests.Response):
                 return  # a JSON answer with no rows
             skip = offset if offset and answer.status_code != 206 else 0  # Range ignored: drop what we have

@@ -12,7 +12,7 @@ import requests
 from pydantic import SecretStr
 
 from sync.connectors.http import build_session
-from sync.connectors.marketo.activities import ActivitiesApi
+from sync.connectors.marketo.activities import ActivitiesApi, marketo_datetime
 from sync.connectors.marketo.auth import RENEW_BEFORE_SECONDS, TokenProvider
 from sync.connectors.marketo.budget import CallBudget, Limits, RateWindow, marketo_day, shared_limits
 from sync.connectors.marketo.bulk_extract import BulkExporter
@@ -22,6 +22,7 @@ from sync.connectors.marketo.models import (
     ActivityPage,
     ActivityType,
     BulkImportResult,
+    BulkJobStatus,
     LeadField,
     MarketoPerson,
     PersonSchema,
@@ -196,6 +197,19 @@ class MarketoClient:
         self, fields: list[str], start: datetime, end: datetime, date_field: str = "updatedAt"
     ) -> Iterator[dict[str, str]]:
         return self.exporter.export("leads", start, end, fields=fields, date_field=date_field)
+
+    def start_lead_export(
+        self, fields: list[str], start: datetime, end: datetime, date_field: str = "createdAt"
+    ) -> BulkJobStatus:
+        """One export job over [start, end) (at most 31 days), run to completion. Read it with lead_export_rows."""
+        window = {date_field: {"startAt": marketo_datetime(start), "endAt": marketo_datetime(end)}}
+        return self.exporter.finished_job("leads", {"format": "CSV", "fields": list(fields), "filter": window})
+
+    def lead_export_rows(
+        self, export_id: str, start_byte: int = 0, header: Sequence[str] | None = None
+    ) -> Iterator[tuple[dict[str, str], int]]:
+        """Rows of a finished lead export, each with the byte offset to resume after it."""
+        return self.exporter.rows_from("leads", export_id, start_byte, header)
 
     def export_activities(
         self, activity_type_ids: list[int], start: datetime, end: datetime, fields: Sequence[str] = ()
