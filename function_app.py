@@ -7,7 +7,9 @@ import logging
 
 import azure.functions as func
 
-from sync import runtime
+from sync import api, runtime
+from sync.engine.fullsync import process_message
+from sync.state.queue import WorkMessage
 from sync.status import collect_status
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -15,6 +17,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(body, status_code=status, mimetype="application/json", headers=headers)
+
+
+def _respond(response: api.ApiResponse) -> func.HttpResponse:
+    return _json(response.json(), response.status, response.headers)
+
+
+def _base_url(req: func.HttpRequest) -> str:
+    return req.url.split("/api/", 1)[0]
 
 
 @app.function_name("sync_status")
@@ -55,3 +65,29 @@ def sync_lead(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="%SYNC_SCHEDULE_CONTACT%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def sync_contact(timer: func.TimerRequest) -> None:
     _log_cycle("contact")
+
+
+@app.function_name("sync_full_start")
+@app.route(route="sync/full", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_full_start(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.start_full(runtime.context(), runtime.queue(), req.get_body(), _base_url(req)))
+
+
+@app.function_name("sync_job_status")
+@app.route(route="sync/jobs/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_job_status(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.job_status(runtime.context(), req.route_params["jobId"]))
+
+
+@app.function_name("sync_job_cancel")
+@app.route(route="sync/jobs/{jobId}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def sync_job_cancel(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.cancel(runtime.context(), req.route_params["jobId"]))
+
+
+@app.function_name("sync_full_worker")
+@app.queue_trigger(arg_name="msg", queue_name="%SYNC_FULL_SYNC_QUEUE%", connection="AzureWebJobsStorage")
+def sync_full_worker(msg: func.QueueMessage) -> None:
+    message = WorkMessage.model_validate_json(msg.get_body())
+    outcome = process_message(runtime.context(), runtime.queue(), message, msg.dequeue_count or 1)
+    logging.info("full sync %s: %s", message.job, outcome)

@@ -12,6 +12,7 @@ from sync.engine.context import SyncContext, build_context
 from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
+from sync.state.queue import WorkQueue
 
 
 @cache
@@ -32,3 +33,8 @@ def context() -> SyncContext:
 
 def run_incremental(entity: str) -> CycleReport:
     return run_cycle(context(), entity)
+
+
+@cache
+def queue() -> WorkQueue:
+    return WorkQueue.from_settings(settings())

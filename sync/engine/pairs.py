@@ -8,9 +8,11 @@ the plans to the executor. Counts, conflicts and (for dry runs) the plans accumu
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from sync.engine.changes import MarketoChangeSet
@@ -238,7 +240,7 @@ class PairBuilder:
         """Unlinked Marketo persons marked to sync to Dynamics: find their Dynamics record, or plan a create."""
         inputs: list[PairInput] = []
         select = self.select()
-        named = self.fetch_dynamics(s.linked_dynamics_id for s in sides if s.linked_dynamics_id)
+        named = self.fetch_dynamics(s.linked_dynamics_id for s in sides if _is_guid(s.linked_dynamics_id))
         by_person = self.ctx.dynamics.find_by(
             self.entity.table,
             self.link_fields.dynamics_marketo_id,
@@ -408,16 +410,32 @@ class PairBuilder:
             inputs.extend(self._match_dynamics(to_match, works))
         return inputs
 
-    def marketo_batch(self, person_ids: set[str], changes: MarketoChangeSet, dynamics_complete: bool) -> list[PairWork]:
+    def marketo_batch(
+        self,
+        person_ids: set[str],
+        changes: MarketoChangeSet,
+        dynamics_complete: bool,
+        known_persons: Sequence[Any] = (),
+        synced_since: datetime | None = None,
+    ) -> list[PairWork]:
+        """Pairs for Marketo persons. A linked record's Dynamics side is rebuilt from the snapshot, or read afresh when
+        the Dynamics changes were not all read (`dynamics_complete` False). `known_persons` carry full values already
+        (a bulk extract); links saved at or after `synced_since` were merged moments ago and are left alone."""
         works: list[PairWork] = []
+        known = {str(p.id): p for p in known_persons}
         ids = sorted(person_ids)
         links = self._parallel(lambda pid: self.links.get_by_marketo_id(self.entity.name, pid), ids)
         linked = [(pid, link) for pid, link in zip(ids, links, strict=True) if link is not None]
+        if synced_since is not None:
+            fresh = [pid for pid, link in linked if link.synced_at is not None and link.synced_at >= synced_since]
+            self.counts["unchanged"] += len(fresh)
+            linked = [(pid, link) for pid, link in linked if pid not in set(fresh)]
         unlinked = [pid for pid, link in zip(ids, links, strict=True) if link is None and pid not in changes.deleted]
         refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
         refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self.retry_persons}
         current = self.fetch_dynamics(refetch_dynamics)
-        full_persons = self.fetch_persons(pid for pid, _ in linked if pid in (changes.new | self.retry_persons))
+        wanted = {pid for pid, _ in linked if pid in (changes.new | self.retry_persons) and pid not in known}
+        full_persons = {**self.fetch_persons(wanted), **known}
         inputs: list[PairInput] = []
         for pid, link in linked:
             if link.dynamics_id in current:
@@ -445,18 +463,17 @@ class PairBuilder:
                 continue
             inputs.append(PairInput(dynamics=dynamics, marketo=marketo, link=link_ref(link), snapshot=link.snapshot))
         if unlinked and self.entity.create_in_dynamics:
-            free = [
-                pid
-                for pid, owner in zip(unlinked, self._parallel(self._linked_elsewhere, unlinked), strict=True)
-                if owner is None
-            ]
-            candidates: list[MarketoSide] = []
-            for person in self.fetch_persons(free).values():
+            persons = [known[pid] for pid in unlinked if pid in known]
+            persons += self.fetch_persons(pid for pid in unlinked if pid not in known).values()
+            marked: list[MarketoSide] = []
+            for person in persons:
                 side, problem = self._marketo_side(person)
                 if side is None:
                     works.append(self._read_failure("marketo", str(person.id), problem or "unreadable"))
                 elif side.sync_to_dynamics:
-                    candidates.append(side)
+                    marked.append(side)
+            owners = self._parallel(lambda side: self._linked_elsewhere(side.id), marked)
+            candidates = [side for side, owner in zip(marked, owners, strict=True) if owner is None]
             if candidates:
                 inputs.extend(self._match_marketo(candidates))
         return works + self._plan(inputs)
@@ -474,6 +491,15 @@ class PairBuilder:
         self.conflicts.extend(outcome.conflicts)
         if self.dry_run:
             self.plans.extend(w.plan for w in works)
+
+
+def _is_guid(value: str | None) -> bool:
+    """A link field typed in by hand may hold anything; only a GUID can name a Dynamics record."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _as_bool(value: Any) -> bool | None:

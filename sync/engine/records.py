@@ -38,9 +38,12 @@ def dynamics_canonical(
         if field.transform == "lookup_name":
             formatted = raw.get(column + FORMATTED) or ((annotations or {}).get(column) or {}).get(FORMATTED[1:])
         try:
-            values[field.key] = from_dynamics(field, raw[column], options.get(field.dynamics), formatted)
+            value = from_dynamics(field, raw[column], options.get(field.dynamics), formatted)
         except TransformError as exc:
             problems.append(str(exc))
+            continue
+        placeholder = entity.required_defaults.get(field.dynamics)
+        values[field.key] = None if placeholder is not None and value == placeholder else value
     return values, problems
 
 
@@ -58,11 +61,19 @@ def marketo_canonical(entity: EntityMapping, raw: Mapping[str, Any]) -> tuple[di
 
 
 def dynamics_raw(entity: EntityMapping, values: Mapping[str, Canonical], options: OptionSets) -> dict[str, Any]:
-    """Dataverse columns for canonical values by field key. Raises TransformError naming the field."""
-    return {
-        (field := entity.field(key)).dynamics: to_dynamics(field, value, options.get(field.dynamics))
-        for key, value in values.items()
-    }
+    """Dataverse columns for canonical values by field key. Raises TransformError naming the field.
+
+    A required column's default (e.g. lastname "[not provided]") is how Dynamics spells "blank": it reads as None
+    (so the placeholder never reaches Marketo) and a blank is written as it (so a required column is never emptied).
+    """
+    columns: dict[str, Any] = {}
+    for key, value in values.items():
+        field = entity.field(key)
+        written = to_dynamics(field, value, options.get(field.dynamics))
+        if written in (None, "") and field.dynamics in entity.required_defaults:
+            written = entity.required_defaults[field.dynamics]
+        columns[field.dynamics] = written
+    return columns
 
 
 def marketo_raw(entity: EntityMapping, values: Mapping[str, Canonical]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Task(BaseModel):
     counts: TaskCounts = Field(default_factory=TaskCounts)
     api_calls: dict[str, int] = Field(default_factory=dict)
     expected_records: int | None = None  # when known, for the ETA
+    marketo_start: str | None = None  # the Marketo watermark taken when the job started
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
@@ -228,6 +229,7 @@ class JobStore:
             "CountsJson": task.counts.model_dump_json(),
             "ApiCallsJson": json.dumps(task.api_calls, sort_keys=True),
             "ExpectedRecords": task.expected_records,
+            "MarketoStart": task.marketo_start,
             "StartedAt": task.started_at,
             "UpdatedAt": task.updated_at,
             "FinishedAt": task.finished_at,
@@ -248,6 +250,7 @@ class JobStore:
             counts=TaskCounts.model_validate_json(row.get("CountsJson") or "{}"),
             api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
             expected_records=row.get("ExpectedRecords"),
+            marketo_start=row.get("MarketoStart"),
             started_at=row.get("StartedAt"),
             updated_at=row.get("UpdatedAt"),
             finished_at=row.get("FinishedAt"),

@@ -8,24 +8,24 @@ from collections.abc import Iterator
 import azure.functions as func
 import pytest
 
-import function_app
 from emulators.azurite import Azurite
 from sync import runtime
 from sync.settings import setting_names
 from sync.state import RecordError
+from tests.e2e.functions import BY_NAME, FUNCTIONS
 
 HTTP_ROUTES = {
     "sync_status": ("sync/status", ["GET"]),
     "sync_errors": ("sync/errors", ["GET"]),
+    "sync_full_start": ("sync/full", ["POST"]),
+    "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
+    "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
 }
-
-
-# get_functions() validates and may be called once per app, as the host does at indexing.
-FUNCTIONS = function_app.app.get_functions()
+TIMERS = {"sync_lead": "%SYNC_SCHEDULE_LEAD%", "sync_contact": "%SYNC_SCHEDULE_CONTACT%"}
 
 
 def _functions() -> dict[str, func.Function]:
-    return {f.get_function_name(): f for f in FUNCTIONS}
+    return BY_NAME
 
 
 def test_function_names_are_unique_and_each_has_exactly_one_trigger() -> None:
@@ -44,6 +44,16 @@ def test_http_routes_and_auth_levels_are_as_documented() -> None:
         assert trigger["route"] == route
         assert [str(m.value) if hasattr(m, "value") else str(m) for m in trigger["methods"]] == methods
         assert str(trigger["authLevel"].value) == "function", "no endpoint is anonymous"
+
+
+def test_the_documented_functions_and_nothing_else() -> None:
+    assert set(BY_NAME) == {*HTTP_ROUTES, *TIMERS, "sync_full_worker"}
+    for name, schedule in TIMERS.items():
+        assert BY_NAME[name].get_trigger().get_dict_repr()["schedule"] == schedule
+    worker = BY_NAME["sync_full_worker"].get_trigger().get_dict_repr()
+    assert worker["type"] == "queueTrigger"
+    assert worker["queueName"] == "%SYNC_FULL_SYNC_QUEUE%" and "SYNC_FULL_SYNC_QUEUE" in setting_names()
+    assert worker["connection"] == "AzureWebJobsStorage"
 
 
 def test_timer_schedules_come_from_app_settings() -> None:

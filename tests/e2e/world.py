@@ -14,6 +14,7 @@ from sync.engine.context import SyncContext, build_context
 from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
+from sync.state.queue import Delivery, WorkQueue
 from tests.emulated import RunningEmulators
 
 
@@ -29,6 +30,8 @@ class World:
         for name in ("dataverse", "marketo"):
             emulators.control(name, "POST", "/reset")
         env_file = emulators.sync_env_file(tmp, conn, table_prefix)
+        with env_file.open("a") as extra:  # a queue of the test's own
+            extra.write(f"SYNC_FULL_SYNC_QUEUE=q{table_prefix.lower()}\n")
         settings = load_settings(env_file)
         ctx = build_context(settings, state)
         app = emulators.control("dataverse", "GET", "/apps/salesperson").json()
@@ -42,6 +45,23 @@ class World:
         return cls(emulators, settings, ctx, sales)
 
     # --- the sync -------------------------------------------------------------------------------------------------
+    @property
+    def queue(self) -> WorkQueue:
+        if not hasattr(self, "_queue"):
+            self._queue = WorkQueue.from_settings(self.settings)
+        return self._queue
+
+    def drain(self, on_message: Any = None) -> int:
+        """Process the full sync's queue in-process, as the queue-triggered function would."""
+        from sync.engine.fullsync import process_message
+
+        def handle(delivery: Delivery) -> None:
+            if on_message is not None:
+                on_message(delivery)
+            process_message(self.ctx, self.queue, delivery.message, delivery.dequeue_count)
+
+        return self.queue.drain(handle, visibility_timeout=1)
+
     def cycle(self, entity: str, **kw: Any) -> CycleReport:
         report = run_cycle(self.ctx, entity, **kw)
         assert report.outcome != "failed", report.error

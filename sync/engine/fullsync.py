@@ -1,0 +1,416 @@
+"""The initial full sync: a job of tasks (entity x phase), each processed a page per queue message.
+
+    start_full_sync:  validate -> claim the entities -> job and task rows -> the first message of each entity
+    process_message:  the task's checkpoint -> one page (same pair/plan/write code as the incremental cycle)
+                      -> checkpoint with its ETag -> the next message, the next phase, or the end of the job
+
+Phases of an entity, in order: `to_marketo` reads Dynamics through the initial change-tracking request (pages of up to
+5,000; the delta link that ends it becomes the incremental watermark, so nothing changed meanwhile is missed), and
+`to_dynamics` reads Marketo through Bulk Extract (windows of at most 31 days, a part of a file per message) for persons
+to create or link in Dynamics. The Marketo paging token is taken when the job starts.
+
+Delivery is at least once. A page's writes are idempotent (links are matched before anything is created, creates
+are upserts on the link fields), and a message whose page is already checkpointed changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sync.connectors.marketo.models import MarketoPerson
+from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
+from sync.engine.context import SyncContext
+from sync.engine.cycle import counts_of
+from sync.engine.pairs import PairBuilder
+from sync.mapping.model import EntityMapping
+from sync.state import CheckpointConflict, EntityClaimed, Job, Task
+from sync.state.jobs import Phase
+from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
+
+log = logging.getLogger(__name__)
+EXTRACT_WINDOW = timedelta(days=31)
+ROWS_PER_MESSAGE = 5000
+MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)
+PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")  # Marketo was founded in 2006: no person is older
+
+
+class FullSyncRejected(ValueError):
+    """The request is invalid (HTTP 400); the message names the problem."""
+
+
+class FullSyncConflict(Exception):
+    """A full sync of one of the entities is already running (HTTP 409)."""
+
+
+class FullSyncRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    entities: list[str] | None = None
+    direction: Literal["both", "to_marketo", "to_dynamics"] = "both"
+    dry_run: bool = Field(default=False, alias="dryRun")
+    since: datetime | None = Field(default=None, description="oldest Marketo person to read (default: all)")
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @classmethod
+    def parse(cls, body: bytes | str | None) -> FullSyncRequest:
+        try:
+            raw = json.loads(body) if body and str(body).strip() else {}
+        except json.JSONDecodeError as exc:
+            raise FullSyncRejected(f"the body is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(raw, dict):
+            raise FullSyncRejected("the body must be a JSON object")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise FullSyncRejected(f"{where}: {first['msg']}") from None
+
+
+def phases_for(entity: EntityMapping, direction: str) -> list[Phase]:
+    phases: list[Phase] = []
+    if direction in ("both", "to_marketo") and entity.direction in ("both", "to_marketo"):
+        phases.append("to_marketo")
+    if direction in ("both", "to_dynamics") and entity.create_in_dynamics:
+        phases.append("to_dynamics")
+    return phases
+
+
+class JobView(BaseModel):
+    """What GET /api/sync/jobs/{id} answers."""
+
+    job_id: str
+    state: str
+    direction: str
+    dry_run: bool
+    entities: list[str]
+    created_at: datetime
+    updated_at: datetime | None
+    finished_at: datetime | None
+    eta_seconds: float | None = None
+    error: str | None = None
+    tasks: list[dict[str, Any]]
+
+
+# --- starting, viewing, cancelling ------------------------------------------------------------------------------------
+def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest) -> Job:
+    mapping = ctx.mapping
+    names = request.entities or [e.name for e in mapping.ordered_entities()]
+    unknown = [n for n in names if n not in mapping.entities]
+    if unknown:
+        known = ", ".join(mapping.entities)
+        raise FullSyncRejected(f"unknown entities: {', '.join(unknown)} (configured: {known})")
+    if not names:
+        raise FullSyncRejected("entities: give at least one entity")
+    names = list(dict.fromkeys(names))
+    job = Job(entities=names, direction=request.direction, dry_run=request.dry_run)
+    tasks: list[Task] = []
+    for name in names:
+        phases = phases_for(mapping.entity(name), request.direction)
+        if not phases:
+            raise FullSyncRejected(f"{name} has nothing to sync {request.direction.replace('_', ' ')}")
+        tasks.extend(Task(job_id=job.job_id, entity=name, phase=phase) for phase in phases)
+    try:
+        ctx.state.jobs.claim(job.job_id, names)
+    except EntityClaimed as exc:
+        raise FullSyncConflict(str(exc)) from None
+    try:
+        now = ctx.clock()
+        token = initial_marketo_cursor(ctx.marketo, now).dump()  # changes from here on belong to the incremental sync
+        since = request.since or oldest_person_created(ctx)
+        for task in tasks:
+            task.marketo_start = token
+            if task.phase == "to_dynamics":
+                task.cursor = json.dumps({"window": since.isoformat(), "until": now.isoformat()})
+        ctx.state.jobs.create(job, tasks)
+        for name in names:
+            first = next(t for t in tasks if t.entity == name)
+            queue.send(WorkMessage(job=job.job_id, entity=name, phase=first.phase, page=0))
+    except Exception:
+        ctx.state.jobs.release(job.job_id, names)
+        raise
+    return job
+
+
+def oldest_person_created(ctx: SyncContext, probes: int = 5) -> datetime:
+    """Where the Marketo extract starts: person ids grow with time, so the lowest ids are the oldest persons.
+    A few calls on the lowest id ranges find the oldest creation date; if they find nobody, every window since 2006
+    is read."""
+    for probe in range(probes):
+        ids = list(range(probe * 300 + 1, probe * 300 + 301))
+        people = ctx.marketo.get_leads("id", ids, ["id", "createdAt"])
+        dates = [p.values.get("createdAt") for p in people if p.values.get("createdAt")]
+        if dates:
+            oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
+            return oldest.replace(second=0, microsecond=0)
+    return MARKETO_EPOCH
+
+
+def view_job(ctx: SyncContext, job_id: str) -> JobView | None:
+    found = ctx.state.jobs.get(job_id)
+    if found is None:
+        return None
+    job, tasks = found
+    rows = []
+    eta: float | None = None
+    for task in sorted(tasks, key=lambda t: (job.entities.index(t.entity), PHASE_ORDER.index(t.phase))):
+        rows.append(
+            {
+                "entity": task.entity,
+                "direction": task.phase,
+                "state": task.state,
+                "pages_done": task.pages_done,
+                **task.counts.model_dump(),
+                "api_calls": task.api_calls,
+                "started_at": task.started_at,
+                "updated_at": task.updated_at,
+                "finished_at": task.finished_at,
+                "expected_records": task.expected_records,
+                "error": task.error,
+            }
+        )
+        task_eta = _eta(task)
+        if task_eta is not None:
+            eta = max(eta or 0.0, task_eta)
+    return JobView(
+        job_id=job.job_id,
+        state=job.state,
+        direction=job.direction,
+        dry_run=job.dry_run,
+        entities=job.entities,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        eta_seconds=eta if job.state in ("queued", "running") else None,
+        error=job.error,
+        tasks=rows,
+    )
+
+
+def _eta(task: Task) -> float | None:
+    """Seconds left at the rate so far, when the task knows how many records it expects."""
+    if task.state != "running" or not task.expected_records or not task.started_at or not task.updated_at:
+        return None
+    done = task.counts.read
+    elapsed = (task.updated_at - task.started_at).total_seconds()
+    if done <= 0 or elapsed <= 0:
+        return None
+    return max(task.expected_records - done, 0) * elapsed / done
+
+
+def cancel_job(ctx: SyncContext, job_id: str) -> Job | None:
+    """Ask the job to stop at the next page boundary."""
+    found = ctx.state.jobs.get(job_id)
+    if found is None:
+        return None
+    job, _tasks = found
+    if job.state in ("succeeded", "failed", "cancelled"):
+        return job
+    job.cancel_requested = True  # each task's next message sees it and ends the task there
+    return ctx.state.jobs.update_job(job)
+
+
+# --- processing one message -------------------------------------------------------------------------------------------
+class PageResult(BaseModel):
+    counts: dict[str, int]
+    cursor: str | None
+    finished: bool
+    delta_link: str | None = None
+    expected_records: int | None = None
+
+
+def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, dequeue_count: int = 1) -> str:
+    """Do the page a message asks for, exactly once in effect. Returns what happened, for logs."""
+    found = ctx.state.jobs.get(message.job)
+    if found is None:
+        return f"job {message.job} not found: message dropped"
+    job, tasks = found
+    task = next((t for t in tasks if t.entity == message.entity and t.phase == message.phase), None)
+    if task is None:
+        return f"job {job.job_id} has no task {message.entity}/{message.phase}: message dropped"
+    if job.state in ("succeeded", "failed", "cancelled") or task.state in ("succeeded", "failed", "cancelled"):
+        return f"{task.entity}/{task.phase} already {task.state}: nothing to do"
+    if message.page < task.pages_done:
+        if message.page == task.pages_done - 1 and not task.next_enqueued and task.state == "running":
+            _enqueue_next(ctx, queue, task)  # the first delivery checkpointed but died before sending the next
+        return f"page {message.page} of {task.entity}/{task.phase} was already done"
+    if message.page > task.pages_done:
+        return f"page {message.page} of {task.entity}/{task.phase} is ahead of its checkpoint: ignored"
+    if job.cancel_requested:
+        _finish_task(ctx, task, "cancelled", None)
+        return f"{task.entity}/{task.phase} cancelled"
+
+    if job.state == "queued":
+        job.state = "running"
+        ctx.state.jobs.update_job(job)
+    calls_before = ctx.api_calls()
+    try:
+        result = _process_page(ctx, job, task)
+    except Exception as exc:
+        if dequeue_count >= MAX_DEQUEUE_COUNT:  # the host moves it to the poison queue: record why, end the job
+            log.exception(
+                "full sync %s %s/%s page %s failed for good", job.job_id, task.entity, task.phase, task.pages_done
+            )
+            _finish_task(ctx, task, "failed", f"page {task.pages_done}: {type(exc).__name__}: {exc}")
+        raise
+    after = ctx.api_calls()
+    task.api_calls = {s: task.api_calls.get(s, 0) + after[s] - calls_before[s] for s in after}
+    task.counts = task.counts.add(result.counts)
+    task.pages_done += 1
+    task.cursor = result.cursor
+    task.next_enqueued = False
+    task.state = "running"
+    task.started_at = task.started_at or ctx.clock()
+    if result.expected_records is not None:
+        task.expected_records = (task.expected_records or 0) + result.expected_records
+    try:
+        task = ctx.state.jobs.save_task(task)
+    except CheckpointConflict:
+        return f"page {message.page} of {task.entity}/{task.phase} was checkpointed by another delivery"
+    if not result.finished:
+        _enqueue_next(ctx, queue, task)
+        return f"{task.entity}/{task.phase} page {message.page} done"
+    if task.phase == "to_marketo" and result.delta_link and not job.dry_run:
+        _set_watermark_if_unset(ctx, task.entity, "dynamics", result.delta_link)
+    _finish_task(ctx, task, "succeeded", None)
+    _start_next_phase(ctx, queue, job, tasks, task)
+    return f"{task.entity}/{task.phase} finished after {task.pages_done} pages"
+
+
+def _enqueue_next(ctx: SyncContext, queue: WorkQueue, task: Task) -> None:
+    queue.send(WorkMessage(job=task.job_id, entity=task.entity, phase=task.phase, page=task.pages_done))
+    task.next_enqueued = True
+    with contextlib.suppress(CheckpointConflict):  # another delivery got there first; a duplicate is harmless
+        ctx.state.jobs.save_task(task)
+
+
+def _start_next_phase(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[Task], done: Task) -> None:
+    phases = sorted((t for t in tasks if t.entity == done.entity), key=lambda t: PHASE_ORDER.index(t.phase))
+    position = next(i for i, t in enumerate(phases) if t.phase == done.phase)
+    if position + 1 < len(phases):
+        following = phases[position + 1]
+        queue.send(WorkMessage(job=job.job_id, entity=following.entity, phase=following.phase, page=0))
+
+
+def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None) -> None:
+    """End a task; when it was the job's last, end the job, hand the watermarks over and release the entities."""
+    fresh = ctx.state.jobs.get_task(task.job_id, task.entity, task.phase)
+    fresh.state = state  # type: ignore[assignment]
+    fresh.error = error
+    fresh.finished_at = ctx.clock()
+    fresh.pages_done = max(fresh.pages_done, task.pages_done)
+    ctx.state.jobs.save_task(fresh)
+    found = ctx.state.jobs.get(task.job_id)
+    assert found is not None
+    job, tasks = found
+    entity_tasks = [t for t in tasks if t.entity == task.entity]
+    if state != "succeeded":  # the entity's later phases will not run
+        for other in entity_tasks:
+            if other.state in ("queued", "running") and other.phase != task.phase:
+                other.state = "cancelled"  # type: ignore[assignment]
+                other.finished_at = ctx.clock()
+                ctx.state.jobs.save_task(other)
+        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
+    if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks if t.entity == task.entity):
+        if not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
+            _set_watermark_if_unset(ctx, task.entity, "marketo", fresh.marketo_start)
+        ctx.state.jobs.release(job.job_id, [task.entity])
+    if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks):
+        states = {t.state for t in tasks}
+        job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"  # type: ignore[assignment]
+        job.error = next((f"{t.entity}/{t.phase}: {t.error}" for t in tasks if t.error), None)
+        job.finished_at = ctx.clock()
+        ctx.state.jobs.update_job(job)
+
+
+def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: str | None) -> None:
+    """The incremental sync continues from where the full sync started reading, unless it already runs on its own."""
+    if cursor is None:
+        return
+    mark = ctx.state.watermarks.get(entity, system)
+    if mark.cursor is None:
+        ctx.state.watermarks.advance(mark, cursor)
+
+
+# --- pages ------------------------------------------------------------------------------------------------------------
+def _builder(ctx: SyncContext, job: Job, task: Task) -> PairBuilder:
+    return PairBuilder(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run, direction=job.direction)  # type: ignore[arg-type]
+
+
+def _process_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+    if task.phase == "to_marketo":
+        return _dynamics_page(ctx, job, task)
+    return _marketo_page(ctx, job, task)
+
+
+def _dynamics_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+    builder = _builder(ctx, job, task)
+    entity = builder.entity
+    pages = ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
+    page = next(iter(pages), None)
+    if page is None:
+        return PageResult(counts={}, cursor=task.cursor, finished=True)
+    works = builder.dynamics_batch(page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True)
+    builder.run_batch(works)
+    return PageResult(
+        counts={**counts_of(builder.counts).model_dump(), "read": len(page.records)},
+        cursor=page.cursor,
+        finished=page.is_last,
+        delta_link=page.cursor if page.is_last else None,
+    )
+
+
+def _marketo_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+    """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
+    message; later messages resume reading its file at the byte they stopped."""
+    builder = _builder(ctx, job, task)
+    state = json.loads(task.cursor or "{}")
+    window = datetime.fromisoformat(state["window"])
+    until = datetime.fromisoformat(state["until"])
+    if window >= until:
+        return PageResult(counts={}, cursor=task.cursor, finished=True)
+    window_end = min(window + EXTRACT_WINDOW, until)
+    expected = None
+    if not state.get("export"):
+        fields = ["id", *builder.marketo_field_names()]
+        status = ctx.marketo.start_lead_export(fields, window, window_end, "createdAt")
+        state.update(export=status.job_id, byte=0, header=None)
+        expected = status.number_of_records
+    persons: list[MarketoPerson] = []
+    end_byte = state["byte"]
+    header = state.get("header")
+    for row, offset in ctx.marketo.lead_export_rows(state["export"], state["byte"], header):
+        end_byte = offset
+        header = header or list(row)
+        values = {k: (None if v in ("", "null") else v) for k, v in row.items()}  # exports write blanks as null
+        persons.append(MarketoPerson(id=int(row["id"]), values=values))
+        if len(persons) >= ROWS_PER_MESSAGE:
+            break
+    else:  # the window is read to its end: the next message starts the next window
+        state = {"window": window_end.isoformat(), "until": state["until"]}
+        end_byte = None
+    if end_byte is not None:
+        state.update(byte=end_byte, header=header)
+    if persons:
+        synced_since = job.created_at if job.direction == "both" else None  # merged by this job's first phase
+        works = builder.marketo_batch(
+            {str(p.id) for p in persons},
+            MarketoChangeSet(),
+            dynamics_complete=False,
+            known_persons=persons,
+            synced_since=synced_since,
+        )
+        builder.run_batch(works)
+    finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until
+    counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
+    return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
