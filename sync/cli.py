@@ -113,6 +113,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return worst
 
 
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    """Everything the sync needs, on both systems and in storage (metadata calls only); 1 if anything is missing."""
+    from sync.check import print_report, run_check
+
+    report = run_check(_settings(args))
+    if args.json:
+        console.print_json(report.model_dump_json())
+    else:
+        print_report(report, console)
+    return report.exit_code
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -139,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--entity", default="all", help="lead, contact or all (default)")
     run.add_argument("--dry-run", action="store_true", help="plan and print, write nothing")
     run.set_defaults(handler=cmd_run)
+
+    check = commands.add_parser("check", parents=[common], help="verify the columns, fields and access the sync needs")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=cmd_check)
 
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)

@@ -1,0 +1,332 @@
+"""The pure core of `python -m sync check`: the mapping and the systems' metadata in, one CheckResult per need out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sync.check.model import CheckedSystem, CheckResult, DataverseFacts, MarketoFacts, Problem, Status, StorageFacts
+from sync.connectors.dynamics.metadata import OPTION_SET_CASTS
+from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
+from sync.mapping.model import EntityMapping, FieldMapping, LinkFields, MappingConfig
+
+LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
+MATCHED_BY_EMAIL = "email"  # the engine looks persons up by email before it creates one
+MAPPING_HINT = "or remove the field from the mapping (SYNC_MAPPING_FILE)"
+POWER_APPS = "make.powerapps.com > Tables > {table}"
+
+
+def _result(system: CheckedSystem, item: str, status: Status, message: str, hint: str = "") -> CheckResult:
+    return CheckResult(system=system, item=item, status=status, message=message, hint=hint if status != "ok" else "")
+
+
+def _failed(system: CheckedSystem, problem: Problem) -> CheckResult:
+    return _result(system, "access", "fail", problem.message, problem.hint)
+
+
+def evaluate(
+    mapping: MappingConfig,
+    dataverse: DataverseFacts,
+    marketo: MarketoFacts,
+    storage: StorageFacts,
+    *,
+    daily_budget: int,
+) -> list[CheckResult]:
+    return [
+        *dataverse_results(mapping, dataverse),
+        *marketo_results(mapping, marketo, daily_budget),
+        *storage_results(storage),
+    ]
+
+
+# --- Dataverse ----------------------------------------------------------------------------------------------------
+
+
+def dataverse_results(mapping: MappingConfig, facts: DataverseFacts) -> list[CheckResult]:
+    if facts.problem is not None:
+        return [_failed("dynamics", facts.problem)]
+    results = [_result("dynamics", "access", "ok", "token granted; the Web API answered the metadata calls")]
+    for entity in mapping.ordered_entities():
+        results += _table_results(entity, mapping, facts)
+    return results
+
+
+def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: DataverseFacts) -> list[CheckResult]:
+    name = entity.table
+    table = facts.tables.get(name)
+    if table is None:
+        return [
+            _result(
+                "dynamics",
+                f"{name} table",
+                "missing",
+                f"Dataverse has no table '{name}' (entity {entity.name})",
+                "check the entity's table (its logical name) in the mapping (SYNC_MAPPING_FILE)",
+            )
+        ]
+    results = [_result("dynamics", f"{name} table", "ok", f"exists (entity set {table.entity_set_name})")]
+    results.append(
+        _result("dynamics", f"{name} change tracking", "ok", "enabled")
+        if table.change_tracking
+        else _result(
+            "dynamics",
+            f"{name} change tracking",
+            "missing",
+            "change tracking is off: the incremental sync cannot read changes",
+            f"{POWER_APPS.format(table=name)} > Properties > Advanced options > Track changes",
+        )
+    )
+    for mapped in entity.fields:
+        results.append(_mapped_column(table, entity, mapped, facts.option_sets))
+    results += _link_columns(table, mapping.link_fields, create=entity.create_in_dynamics)
+    if entity.qualified_from is not None:
+        source = mapping.entity(entity.qualified_from.entity).table
+        results.append(
+            _column(
+                table,
+                entity.qualified_from.column,
+                purpose=f"the lookup to the {source} it was qualified from",
+                hint="it is a standard column: check the name in qualified_from (SYNC_MAPPING_FILE)",
+                lookup_to=source,
+            )
+        )
+    return results
+
+
+def _mapped_column(
+    table: TableMetadata,
+    entity: EntityMapping,
+    mapped: FieldMapping,
+    option_sets: dict[tuple[str, str], dict[int, str]],
+) -> CheckResult:
+    direction = entity.field_direction(mapped)
+    writes = direction in ("both", "to_dynamics") and mapped.transform != "lookup_name"
+    hint = f"add the column in {POWER_APPS.format(table=table.logical_name)} > Columns, {MAPPING_HINT}"
+    return _column(
+        table,
+        mapped.dynamics,
+        purpose=f"mapped to Marketo {mapped.marketo}",
+        hint=hint,
+        choice=mapped.transform == "choice",
+        lookup=mapped.transform == "lookup_name",
+        updates=writes,
+        creates=writes and entity.create_in_dynamics,
+        options=option_sets.get((table.logical_name, mapped.dynamics)),
+    )
+
+
+def _link_columns(table: TableMetadata, links: LinkFields, *, create: bool) -> list[CheckResult]:
+    name = table.logical_name
+    person_id = links.dynamics_marketo_id
+    results = [
+        _column(
+            table,
+            person_id,
+            purpose="link column: the Marketo person id",
+            hint=f"add a 'Single line of text' column {person_id} (100) in {POWER_APPS.format(table=name)} > Columns",
+            types=("String",),
+            updates=True,
+            creates=create,
+        ),
+        _column(
+            table,
+            links.dynamics_sync_filter,
+            purpose="link column: which records sync to Marketo",
+            hint=f"add a 'Yes/No' column {links.dynamics_sync_filter} in {POWER_APPS.format(table=name)} > Columns",
+            types=("Boolean",),
+        ),
+    ]
+    item = f"{name} alternate key"
+    keyed = [k.name for k in table.keys if k.columns == [person_id]]
+    if keyed:
+        results.append(_result("dynamics", item, "ok", f"{keyed[0]} on {person_id}"))
+    else:
+        results.append(
+            _result(
+                "dynamics",
+                item,
+                "missing",
+                f"no alternate key on {person_id}: the sync upserts and finds records by it",
+                f"{POWER_APPS.format(table=name)} > Keys > New key on {person_id}; wait until it shows Active",
+            )
+        )
+    return results
+
+
+def _column(
+    table: TableMetadata,
+    name: str,
+    *,
+    purpose: str,
+    hint: str,
+    types: tuple[str, ...] = (),
+    choice: bool = False,
+    lookup: bool = False,
+    lookup_to: str | None = None,
+    updates: bool = False,
+    creates: bool = False,
+    options: dict[int, str] | None = None,
+) -> CheckResult:
+    """One column's line: the first thing wrong with it, or ok."""
+    item = f"{table.logical_name}.{name}"
+    column = table.columns.get(name)
+    if column is None:
+        return _result("dynamics", item, "missing", f"no such column ({purpose})", hint)
+    problem = _column_problem(column, types, choice, lookup or lookup_to is not None, lookup_to, updates, creates)
+    if problem is not None:
+        return _result("dynamics", item, "fail", f"{problem} ({purpose})", _fix_for(problem, table.logical_name))
+    if choice and not (column.options or options):
+        return _result(
+            "dynamics",
+            item,
+            "missing",
+            f"the choice column has no options ({purpose})",
+            f"add its choices in {POWER_APPS.format(table=table.logical_name)} > Columns > {name}",
+        )
+    return _result("dynamics", item, "ok", f"{column.type} ({purpose})")
+
+
+def _column_problem(
+    column: ColumnMetadata,
+    types: tuple[str, ...],
+    choice: bool,
+    lookup: bool,
+    lookup_to: str | None,
+    updates: bool,
+    creates: bool,
+) -> str | None:
+    if types and column.type not in types:
+        return f"is a {column.type} column, not {' or '.join(types)}"
+    if choice and column.type not in OPTION_SET_CASTS:
+        return f"is a {column.type} column, not a choice (transform choice)"
+    if lookup and column.type not in LOOKUP_TYPES:
+        return f"is a {column.type} column, not a lookup"
+    if lookup_to is not None and column.targets and lookup_to not in column.targets:
+        return f"looks up {', '.join(column.targets)}, not {lookup_to}"
+    if creates and not column.valid_for_create:
+        return "cannot be set on create, and the sync creates records"
+    if updates and not column.valid_for_update:
+        return "is read-only, and the sync writes it"
+    return None
+
+
+def _fix_for(problem: str, table: str) -> str:
+    if "the sync" in problem:
+        return "map a writable column, or make the field flow to_marketo only (SYNC_MAPPING_FILE)"
+    return f"map a column of the right type in SYNC_MAPPING_FILE, or fix the column in {POWER_APPS.format(table=table)}"
+
+
+# --- Marketo ------------------------------------------------------------------------------------------------------
+
+# The link fields the sync keeps on persons, with the type to create them with.
+_LINK_FIELD_TYPES = {
+    "marketo_type": "String",
+    "marketo_is_deleted": "Boolean",
+    "marketo_created_date": "Datetime",
+    "marketo_sync_to_dynamics": "Boolean",
+}
+_WRITTEN_LINK_FIELDS = ("marketo_type", "marketo_is_deleted", "marketo_created_date")
+
+
+@dataclass
+class FieldUse:
+    """Why the sync needs one Marketo field (a field can serve several entities)."""
+
+    purposes: list[str] = field(default_factory=list)
+    written: bool = False
+    link_type: str | None = None  # link fields: the type to create them with
+
+
+def marketo_field_uses(mapping: MappingConfig) -> dict[str, FieldUse]:
+    uses: dict[str, FieldUse] = {}
+
+    def use(name: str, purpose: str, *, written: bool, link_type: str | None = None) -> None:
+        entry = uses.setdefault(name, FieldUse(link_type=link_type))
+        if purpose not in entry.purposes:
+            entry.purposes.append(purpose)
+        entry.written = entry.written or written
+
+    for entity in mapping.ordered_entities():
+        for mapped in entity.fields:
+            written = entity.field_direction(mapped) in ("both", "to_marketo")
+            use(mapped.marketo, f"{entity.name}.{mapped.dynamics}", written=written)
+    links = mapping.link_fields
+    for attribute, data_type in _LINK_FIELD_TYPES.items():
+        written = attribute in _WRITTEN_LINK_FIELDS
+        use(getattr(links, attribute), "link field", written=written, link_type=data_type)
+    for entity in mapping.ordered_entities():
+        use(entity.marketo_id_field, f"link field: the Dynamics {entity.name} id", written=True, link_type="String")
+    return uses
+
+
+def marketo_results(mapping: MappingConfig, facts: MarketoFacts, daily_budget: int) -> list[CheckResult]:
+    if facts.problem is not None:
+        return [_failed("marketo", facts.problem)]
+    results = [_result("marketo", "access", "ok", "token granted; describe answered")]
+    for name, use in marketo_field_uses(mapping).items():
+        results.append(_marketo_field(name, use, facts))
+    results += list(_searchable(mapping, facts))
+    results.append(_usage(facts, daily_budget))
+    return results
+
+
+def _marketo_field(name: str, use: FieldUse, facts: MarketoFacts) -> CheckResult:
+    item = f"field {name}"
+    purpose = ", ".join(use.purposes)
+    described = facts.fields.get(name)
+    if described is None:
+        if use.link_type is not None:
+            hint = f"Admin > Field Management > New Custom Field: type {use.link_type}, API name {name}"
+        else:
+            hint = f"create the field in Admin > Field Management, {MAPPING_HINT}"
+        return _result("marketo", item, "missing", f"no person field with this API name ({purpose})", hint)
+    if use.written and not described.updateable:
+        return _result(
+            "marketo",
+            item,
+            "fail",
+            f"read-only for the API, and the sync writes it ({purpose})",
+            "map a writable field, or make the field flow to_dynamics only (SYNC_MAPPING_FILE)",
+        )
+    return _result("marketo", item, "ok", f"{described.data_type} ({purpose})")
+
+
+def _searchable(mapping: MappingConfig, facts: MarketoFacts) -> Iterator[CheckResult]:
+    names = [*dict.fromkeys([e.marketo_id_field for e in mapping.ordered_entities()] + [MATCHED_BY_EMAIL])]
+    for name in names:
+        if name not in facts.fields:
+            continue  # reported missing above
+        item = f"search by {name}"
+        if facts.searchable is None:
+            yield _result("marketo", item, "info", "not verified: describe2 is not available on this instance")
+        elif [name] in facts.searchable:
+            yield _result("marketo", item, "ok", "searchable (the sync finds persons by it)")
+        else:
+            yield _result(
+                "marketo",
+                item,
+                "missing",
+                "not searchable: the sync cannot find persons by it",
+                f"ask Adobe Marketo Support to make {name} searchable (indexed) for the REST API",
+            )
+
+
+def _usage(facts: MarketoFacts, daily_budget: int) -> CheckResult:
+    if facts.used_today is None:
+        return _result("marketo", "daily usage", "info", f"not available ({facts.usage_problem or 'no answer'})")
+    over = " (over the budget)" if facts.used_today >= daily_budget else ""
+    return _result(
+        "marketo",
+        "daily usage",
+        "info",
+        f"{facts.used_today:,} API calls so far today (all users), MARKETO_DAILY_CALL_BUDGET is {daily_budget:,}{over}",
+    )
+
+
+# --- Azure Table Storage ------------------------------------------------------------------------------------------
+
+
+def storage_results(facts: StorageFacts) -> list[CheckResult]:
+    if facts.problem is not None:
+        return [_result("storage", "state tables", "fail", facts.problem.message, facts.problem.hint)]
+    return [_result("storage", "state tables", "ok", f"{len(facts.tables)} tables ready: {', '.join(facts.tables)}")]
