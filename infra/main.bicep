@@ -105,6 +105,15 @@ param marketoDailyCallBudget int = 40000
 @maxValue(9)
 param marketoMaxConcurrency int = 4
 
+@description('DYNAMICS_PAGE_SIZE: records per Dataverse page (5000 is the most Dataverse serves).')
+@minValue(1)
+@maxValue(5000)
+param dynamicsPageSize int = 5000
+
+@description('SYNC_BULK_IMPORT_THRESHOLD: a full-sync page with at least this many new Marketo persons uses Bulk Import.')
+@minValue(1)
+param syncBulkImportThreshold int = 1000
+
 @description('SYNC_MAPPING_FILE: field mapping file inside the deployed package, e.g. /home/site/wwwroot/mapping.yaml. Empty: the packaged default mapping.')
 param syncMappingFile string = ''
 
@@ -356,6 +365,8 @@ var syncAppSettings = {
   MARKETO_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${marketoClientSecretSecret.properties.secretUri})'
   MARKETO_DAILY_CALL_BUDGET: string(marketoDailyCallBudget)
   MARKETO_MAX_CONCURRENCY: string(marketoMaxConcurrency)
+  DYNAMICS_PAGE_SIZE: string(dynamicsPageSize)
+  SYNC_BULK_IMPORT_THRESHOLD: string(syncBulkImportThreshold)
   SYNC_SCHEDULE_LEAD: syncScheduleLead
   SYNC_SCHEDULE_CONTACT: syncScheduleContact
   SYNC_CYCLE_TIME_BUDGET_SECONDS: string(syncCycleTimeBudgetSeconds)

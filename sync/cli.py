@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
@@ -125,6 +126,33 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     return report.exit_code
 
 
+def cmd_full(args: argparse.Namespace, console: Console) -> int:
+    """The full sync, in-process: start the job (or resume one) and drain its queue here with a progress display."""
+    from sync.engine.context import build_context
+    from sync.engine.fullsync import FullSyncConflict, FullSyncRejected, FullSyncRequest, start_full_sync
+    from sync.fulljob import run_job_locally
+    from sync.state.queue import WorkQueue
+
+    settings = _settings(args)
+    ctx = build_context(settings)
+    queue = WorkQueue.from_settings(settings)
+    if args.resume:
+        job_id = args.resume
+    else:
+        request = FullSyncRequest(
+            entities=args.entity or None, direction=args.direction, dry_run=args.dry_run, since=args.since
+        )
+        try:
+            job_id = start_full_sync(ctx, queue, request).job_id
+        except FullSyncRejected as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+        except FullSyncConflict as exc:
+            console.print(f"[red]{exc}[/]; resume it with --resume <job id>, or cancel it first")
+            return 1
+    return run_job_locally(ctx, queue, job_id, console)
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -155,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", parents=[common], help="verify the columns, fields and access the sync needs")
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=cmd_check)
+
+    full = commands.add_parser("full", parents=[common], help="the initial full sync, run here with a progress bar")
+    full.add_argument("--entity", action="append", help="an entity to sync (repeat; default: all)")
+    full.add_argument("--direction", choices=["both", "to_marketo", "to_dynamics"], default="both")
+    full.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
+    full.add_argument("--since", type=datetime.fromisoformat, help="oldest Marketo person to read (default: all)")
+    full.add_argument("--resume", metavar="JOB_ID", help="continue a job that was interrupted")
+    full.set_defaults(handler=cmd_full)
 
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "DYNAMICS_AUTHORITY", "Authority override; default https://login.microsoftonline.com/<tenant>.", default=None
     )
 
+    dynamics_page_size: Annotated[int, Field(ge=1, le=5000)] = _setting(
+        "DYNAMICS_PAGE_SIZE",
+        "Records per Dataverse page (odata.maxpagesize; 5000 is the most Dataverse serves).",
+        default=5000,
+    )
+
     # --- Marketo
     marketo_base_url: str = _setting("MARKETO_BASE_URL", "REST host, e.g. https://123-ABC-456.mktorest.com")
     marketo_client_id: str = _setting("MARKETO_CLIENT_ID", "Client id of the LaunchPoint custom service.")
@@ -117,6 +123,11 @@ class Settings(BaseSettings):
         return (init_settings, dotenv_settings, env_settings)
 
     # --- Engine
+    sync_bulk_import_threshold: Annotated[int, Field(ge=1)] = _setting(
+        "SYNC_BULK_IMPORT_THRESHOLD",
+        "A full-sync page with at least this many new Marketo persons creates them by Bulk Import instead of REST.",
+        default=1000,
+    )
     sync_cycle_time_budget_seconds: Annotated[int, Field(ge=10, le=3600)] = _setting(
         "SYNC_CYCLE_TIME_BUDGET_SECONDS",
         "Seconds an incremental cycle may run before it stops at a page boundary (keep below the function timeout).",

@@ -30,6 +30,7 @@ class SyncContext:
     state: StateStore
     mapping: MappingConfig
     time_budget: timedelta = timedelta(seconds=240)
+    bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
 
@@ -48,4 +49,5 @@ def build_context(settings: Settings, state: StateStore | None = None) -> SyncCo
         state=state or StateStore.from_settings(settings),
         mapping=load_mapping(settings.sync_mapping_file),
         time_budget=timedelta(seconds=settings.sync_cycle_time_budget_seconds),
+        bulk_import_threshold=settings.sync_bulk_import_threshold,
     )

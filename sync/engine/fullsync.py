@@ -127,7 +127,7 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     try:
         now = ctx.clock()
         token = initial_marketo_cursor(ctx.marketo, now).dump()  # changes from here on belong to the incremental sync
-        since = request.since or oldest_person_created(ctx)
+        since = request.since or oldest_person_created(ctx, now)
         for task in tasks:
             task.marketo_start = token
             if task.phase == "to_dynamics":
@@ -142,18 +142,25 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     return job
 
 
-def oldest_person_created(ctx: SyncContext, probes: int = 5) -> datetime:
-    """Where the Marketo extract starts: person ids grow with time, so the lowest ids are the oldest persons.
-    A few calls on the lowest id ranges find the oldest creation date; if they find nobody, every window since 2006
-    is read."""
-    for probe in range(probes):
-        ids = list(range(probe * 300 + 1, probe * 300 + 301))
-        people = ctx.marketo.get_leads("id", ids, ["id", "createdAt"])
-        dates = [p.values.get("createdAt") for p in people if p.values.get("createdAt")]
+def oldest_person_created(ctx: SyncContext, until: datetime) -> datetime:
+    """Where the Marketo extract starts. Person ids grow with time, so the lowest ids are the oldest persons: the
+    first id ranges give the oldest creation date. If they are empty, a few probes further out tell an empty Marketo
+    (nothing to read before `until`) from one whose early persons were deleted (then every window since 2006 is read;
+    pass `since` to narrow it)."""
+    fields = ["id", "createdAt"]
+    for start in range(1, 1501, 300):
+        dates = [
+            p.values.get("createdAt") for p in ctx.marketo.get_leads("id", list(range(start, start + 300)), fields)
+        ]
+        dates = [d for d in dates if d]
         if dates:
             oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
             return oldest.replace(second=0, microsecond=0)
-    return MARKETO_EPOCH
+    for exponent in range(3, 9):
+        start = 10**exponent
+        if ctx.marketo.get_leads("id", list(range(start, start + 300)), fields):
+            return MARKETO_EPOCH
+    return until
 
 
 def view_job(ctx: SyncContext, job_id: str) -> JobView | None:
@@ -344,7 +351,8 @@ def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: 
 
 # --- pages ------------------------------------------------------------------------------------------------------------
 def _builder(ctx: SyncContext, job: Job, task: Task) -> PairBuilder:
-    return PairBuilder(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run, direction=job.direction)  # type: ignore[arg-type]
+    entity = ctx.mapping.entity(task.entity)
+    return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)  # type: ignore[arg-type]
 
 
 def _process_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:

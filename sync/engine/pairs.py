@@ -43,7 +43,12 @@ def link_ref(link: Link) -> LinkRef:
 
 class PairBuilder:
     def __init__(
-        self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False, direction: Direction = "both"
+        self,
+        ctx: SyncContext,
+        entity: EntityMapping,
+        dry_run: bool = False,
+        direction: Direction = "both",
+        bulk: bool = False,
     ) -> None:
         self.ctx = ctx
         self.entity = entity
@@ -51,7 +56,7 @@ class PairBuilder:
         self.direction = direction
         self.links = ctx.state.links
         self.link_fields = ctx.mapping.link_fields
-        self.executor = Executor(ctx, entity, dry_run)
+        self.executor = Executor(ctx, entity, dry_run, bulk=bulk)
         self.counts: Counter[str] = Counter()
         self.conflicts: list[dict[str, Any]] = []
         self.plans: list[PairPlan] = []

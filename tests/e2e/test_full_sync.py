@@ -111,3 +111,106 @@ def test_http_functions_answer_every_status(world: World, monkeypatch) -> None:
     assert (
         call("sync_full_start", "POST", f"{base}/sync/full", b'{"entities": ["lead"]}').status_code == 202
     )  # released
+
+
+def emails_of_leads(world: World) -> list[str]:
+    """The e-mails of the leads that sync (seeded data has some with the sync filter off)."""
+    found = world.sales.query("lead", ["emailaddress1", "new_synctomkto"])
+    return [r.values["emailaddress1"] for r in found if r.values.get("new_synctomkto") is not False]
+
+
+def one_person_each(world: World, emails: list[str]) -> None:
+    for email in emails:
+        persons = world.mk_by_email(email)
+        assert len(persons) == 1, (email, persons)
+
+
+def test_a_duplicated_message_changes_nothing(world: World) -> None:
+    world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 12, "fast": True})
+    world.ctx.dynamics.page_size = 5
+    seen: list = []
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    world.drain(on_message=seen.append)
+    assert view_job(world.ctx, job_id).state == "succeeded"  # type: ignore[union-attr]
+    assert [d.message.page for d in seen] == [0, 1, 2]
+    before = view_job(world.ctx, job_id)
+    world.clear_request_logs()
+    for delivery in seen:  # every message delivered once more
+        world.queue.send(delivery.message)
+    world.drain()
+    assert world.dv_sync_calls() == 0 and world.mk_api_calls() == 0
+    assert view_job(world.ctx, job_id) == before
+    one_person_each(world, emails_of_leads(world))
+
+
+def test_changes_made_during_the_full_sync_reach_the_other_side_next_cycle(world: World) -> None:
+    world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 9, "fast": True})
+    world.ctx.dynamics.page_size = 3
+    first = next(iter(world.sales.query("lead", ["leadid", "emailaddress1"], top=1)))
+    changed: dict = {}
+
+    def change_once(delivery) -> None:
+        if delivery.message.page == 1 and not changed:  # the first page is synced; the job goes on
+            [person] = world.mk_by_email(first.values["emailaddress1"])
+            world.dv_update("lead", first.id, jobtitle="Changed in Dynamics")
+            world.mk_edit(person["id"], phone="555-0142")
+            changed["person"] = person["id"]
+
+    job_id = start(world, {"entities": ["lead"]})
+    world.drain(on_message=change_once)
+    assert view_job(world.ctx, job_id).state == "succeeded"  # type: ignore[union-attr]
+    world.cycle("lead")
+    assert world.mk_get(changed["person"])["title"] == "Changed in Dynamics"
+    assert world.dv_get("lead", first.id)["telephone1"] == "555-0142"
+
+
+def test_dry_run_reports_and_writes_nothing(world: World) -> None:
+    world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 6, "fast": True})
+    world.mk_form_fill(email="only@example.com", firstName="Only", syncToDynamics=True)
+    persons_before, leads_before = world.mk_count(), world.dv_count("lead")
+    job_id = start(world, {"entities": ["lead"], "dryRun": True})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded" and view.dry_run
+    by_direction = {t["direction"]: t for t in view.tasks}
+    assert by_direction["to_marketo"]["created"] == len(emails_of_leads(world))  # would create a person each
+    assert by_direction["to_dynamics"]["created"] == 1  # and one lead
+    assert (world.mk_count(), world.dv_count("lead")) == (persons_before, leads_before)
+    assert world.ctx.state.links.count("lead") == 0
+    assert world.ctx.state.watermarks.get("lead", "dynamics").cursor is None
+
+
+def test_many_creates_go_through_bulk_import_and_rejected_rows_become_record_errors(world: World) -> None:
+    world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 8, "fast": True})
+    bad = world.dv_create("lead", lastname="Bad", emailaddress1="not-an-email", companyname="X")
+    world.ctx.bulk_import_threshold = 5
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded"
+    endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
+    assert any("/bulk/v1/leads.json" in e for e in endpoints), endpoints
+    assert not any(e.startswith("POST /rest/v1/leads.json") for e in endpoints), endpoints
+    emails = [e for e in emails_of_leads(world) if e != "not-an-email"]
+    one_person_each(world, emails)
+    for email in emails:
+        assert world.mk_by_email(email)[0]["dynamicsLeadId"]
+    errors = list(world.ctx.state.errors.list("lead"))
+    assert [(e.system, e.record_id) for e in errors] == [("dynamics", bad)], errors
+    assert "Bulk Import" in errors[0].message
+
+
+def test_marketo_persons_are_read_by_bulk_extract_in_windows_of_31_days_at_most(world: World) -> None:
+    world.emulators.control(
+        "marketo", "POST", "/seed", json={"count": 30, "days": 75, "values": {"syncToDynamics": True}}
+    )
+    world.emulators.control("marketo", "POST", "/seed", json={"count": 10, "days": 75})
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert view.tasks[0]["read"] == 40 and view.tasks[0]["created"] == 30
+    assert world.dv_count("lead") == 30
+    endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
+    creates = sum(n for e, n in endpoints.items() if e.endswith("/bulk/v1/leads/export/create.json"))
+    assert creates >= 3  # 75 days: three windows or more

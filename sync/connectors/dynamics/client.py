@@ -111,7 +111,7 @@ class DataverseClient:
             settings.dynamics_client_id,
             credential,
             extra_ca=settings.sync_ca_bundle,
-            **kwargs,
+            **{"page_size": settings.dynamics_page_size, **kwargs},
         )
 
     def __repr__(self) -> str:
