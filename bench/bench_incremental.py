@@ -29,6 +29,7 @@ import pstats
 import random
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,12 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from dotenv import dotenv_values
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import engine_probe  # a helper next to this script: timers around the engine's phases
 
+from emulators.__main__ import READY_PREFIX
 from emulators.azurite import Azurite
 from sync.connectors.dynamics import DataverseClient
 from sync.connectors.marketo import MarketoClient
@@ -56,7 +59,7 @@ from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
 from sync.state.tables import service_client
-from tests.emulated import RunningEmulators, start_emulators
+from tests.emulated import REPO, RunningEmulators
 
 NATIVE_UPDATES_PER_HOUR = 10_000
 MARKETO_BATCH = 300
@@ -66,7 +69,33 @@ DV_IDENTITY_OPS = {"token", "discovery", "keys"}
 MK_WRITE_OPS = {"sync_leads", "delete_leads", "merge_leads", "import_leads"}
 
 
-# --- the systems ------------------------------------------------------------------------------------------------------
+# --- the systems ---------------------------------------------------------------------------------------------------
+def start_logged_emulators(directory: Path, *args: str, timeout: float = 60.0) -> RunningEmulators:
+    """tests.emulated.start_emulators, keeping the emulators' output in `directory`/emulators.log (to diagnose a
+    crash under load) instead of discarding it."""
+    env_file, log_file = directory / "emulators.env", directory / "emulators.log"
+    command = [sys.executable, "-m", "emulators", "--env-file", str(env_file), "--tls-dir", str(directory), *args]
+    with log_file.open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while READY_PREFIX not in log_file.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit("emulators did not start:\n" + log_file.read_text()[-4000:])
+        time.sleep(0.1)
+    settings = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+    return RunningEmulators(env_file=env_file, settings=settings, process=process)
+
+
+def emulators_gone(emulators: RunningEmulators, directory: Path) -> str | None:
+    """Why the emulators' process is no longer running (exit code and the end of its output), or None."""
+    code = emulators.process.poll()
+    if code is None:
+        return None
+    tail = (directory / "emulators.log").read_text()[-3000:]
+    return f"the emulators' process exited with code {code}; its last output:\n{tail}"
+
+
 @dataclass
 class Bench:
     emulators: RunningEmulators
@@ -570,7 +599,7 @@ def main() -> None:
     (tmp / "emulators").mkdir()
     print(f"bench_incremental: N={n:,} per side, {total:,} linked leads, profile={args.profile}, tmp={tmp}")
     azurite = Azurite().start()
-    emulators = start_emulators("--profile", "realistic", directory=tmp / "emulators")
+    emulators = start_logged_emulators(tmp / "emulators", "--profile", "realistic")
     try:
         env_file = emulators.sync_env_file(tmp, azurite.connection_string, "bench" + uuid.uuid4().hex[:8])
         settings = load_settings(env_file)
@@ -584,9 +613,9 @@ def main() -> None:
             extra_ca=settings.sync_ca_bundle,
         )
         bench = Bench(emulators, settings, state, sales, tmp)
-        bench.set_profile("fast")
         for name in ("dataverse", "marketo"):
-            bench.control(name, "POST", "/reset")
+            bench.control(name, "POST", "/reset")  # (Marketo's reset restores the start profile: switch after it)
+        bench.set_profile("fast")
         link_everything(bench, total + 1)  # one more lead, for warming up the timer's context
 
         # The timer's context, built from the settings as a worker process builds it, then warmed by one cycle that
@@ -612,6 +641,11 @@ def main() -> None:
                 )
             )
         summary_table(results, n, args.profile)
+    except Exception:
+        gone = emulators_gone(emulators, tmp / "emulators")
+        if gone:
+            print(f"!! {gone}")
+        raise
     finally:
         emulators.stop()
         azurite.stop()
