@@ -25,7 +25,7 @@ from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
 from sync.state import LeaseHeld, RunCounts, RunRecord, Watermark
 
-LOOKUP_THREADS = 16
+MARKETO_CHUNK = 1000  # Marketo-side changes handled between two looks at the clock
 
 
 class CycleReport(BaseModel):
@@ -92,7 +92,12 @@ class IncrementalCycle:
                 dynamics_complete = False
                 break
 
-        self.builder.run_batch(self.builder.marketo_batch(pending, changes, dynamics_complete))
+        remaining = sorted(pending)
+        while remaining:  # in chunks, so a huge backlog still stops at the time budget
+            chunk, remaining = set(remaining[:MARKETO_CHUNK]), remaining[MARKETO_CHUNK:]
+            self.builder.run_batch(self.builder.marketo_batch(chunk, changes, dynamics_complete))
+            if remaining and self.past_deadline():
+                return False  # the Marketo watermark stays: the next cycle reads these changes again (echo-safe)
         assert changes.cursor is not None
         self._advance(mk_mark, changes.cursor.dump())
         return dynamics_complete and changes.complete

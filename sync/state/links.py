@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 from sync.state.keys import encode_key
 
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
+KEYS_PER_QUERY = 14  # a filter holds at most 15 comparisons: the partition key and 14 row keys
 MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
 
 
@@ -145,16 +146,45 @@ class LinkStore:
             return None  # stale index row
         return link
 
-    def save(self, links: Iterable[Link]) -> int:
+    def save(self, links: Iterable[Link], indexed: Iterable[tuple[str, str]] = ()) -> int:
         """Write links and their snapshots; returns the number of transactions sent.
 
-        Authoritative D rows go first, then the M index rows. Relinking a record to a new counterpart leaves the
-        old counterpart's M row stale (ignored by lookups) until `delete` or a later save replaces it.
+        Authoritative D rows go first, then the M index rows. `indexed` names (dynamics id, marketo id) pairs whose
+        index row is already right (an existing link whose snapshot moved): only their D row is rewritten.
+        Relinking a record to a new counterpart leaves the old counterpart's M row stale (ignored by lookups) until
+        `delete` or a later save replaces it.
         """
         links = list(links)
+        known = set(indexed)
         d_ops = [("upsert", self._d_row(link)) for link in links]
-        m_ops = [("upsert", self._m_row(link)) for link in links]
+        m_ops = [("upsert", self._m_row(link)) for link in links if (link.dynamics_id, link.marketo_id) not in known]
         return submit_transactions(self._table, d_ops) + submit_transactions(self._table, m_ops)
+
+    def _query_keys(self, partition: str, keys: list[str]) -> Iterator[dict[str, Any]]:
+        """The rows of `partition` with these (encoded) row keys, KEYS_PER_QUERY to a query."""
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = keys[start : start + KEYS_PER_QUERY]
+            params = {"pk": partition, **{f"k{i}": key for i, key in enumerate(chunk)}}
+            ors = " or ".join(f"RowKey eq @k{i}" for i in range(len(chunk)))
+            # a space before ")": the SDK reads a parameter name up to the next space
+            yield from self._table.query_entities(f"PartitionKey eq @pk and ( {ors} )", parameters=params)
+
+    def get_many_by_dynamics_id(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
+        """dynamics id -> link, for the ids that have one: a query per 14 ids instead of a read per id."""
+        keys = list(dict.fromkeys(encode_key(i) for i in dynamics_ids))
+        found = (self._from_d_row(row) for row in self._query_keys(self._d_partition(entity), keys))
+        return {link.dynamics_id: link for link in found}
+
+    def get_many_by_marketo_id(self, entity: str, marketo_ids: Iterable[str]) -> dict[str, Link]:
+        """marketo id -> link (index rows, then the authoritative rows they point at; stale index rows skipped)."""
+        keys = list(dict.fromkeys(encode_key(i) for i in marketo_ids))
+        pointers = {row["MarketoId"]: row["DynamicsId"] for row in self._query_keys(self._m_partition(entity), keys)}
+        links = self.get_many_by_dynamics_id(entity, pointers.values())
+        return {
+            marketo_id: links[dynamics_id]
+            for marketo_id, dynamics_id in pointers.items()
+            if dynamics_id in links and links[dynamics_id].marketo_id == marketo_id
+        }
 
     def delete(self, links: Iterable[Link]) -> int:
         """Remove links (both rows); missing rows are ignored. Returns the number of delete calls."""

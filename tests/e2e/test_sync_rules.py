@@ -260,3 +260,24 @@ def test_cycle_stops_at_a_page_boundary_and_the_next_continues(world: World) -> 
     second = world.cycle("lead")
     assert second.complete and second.counts.created == 3
     assert world.mk_count() == 5
+
+
+def test_a_large_marketo_backlog_also_stops_at_the_time_budget(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.engine import cycle
+
+    start(world)
+    persons = [make_synced_lead(world, emailaddress1=f"m{i}@example.com")[1] for i in range(3)]
+    world.cycle("lead")  # the echoes of those creates come and go
+    for person_id in persons:
+        world.mk_edit(person_id, title="Changed in Marketo")
+    monkeypatch.setattr(cycle, "MARKETO_CHUNK", 1)
+    world.ctx.time_budget = timedelta(seconds=0)
+    mark = world.ctx.state.watermarks.get("lead", "marketo")
+    first = world.cycle("lead")
+    assert not first.complete and first.counts.updated == 1
+    assert world.ctx.state.watermarks.get("lead", "marketo").cursor == mark.cursor  # read again next time
+    world.ctx.time_budget = timedelta(minutes=4)
+    second = world.cycle("lead")
+    assert second.complete and second.counts.updated == 2
+    leads = [world.ctx.state.links.get_by_marketo_id("lead", str(p)).dynamics_id for p in persons]  # type: ignore[union-attr]
+    assert [world.dv_get("lead", lead)["jobtitle"] for lead in leads] == ["Changed in Marketo"] * 3

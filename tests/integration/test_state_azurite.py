@@ -117,6 +117,29 @@ class TestLinks:
         assert all(len({op[1]["PartitionKey"] for op in batch}) == 1 for batch in batches)
         assert sum(len(batch) for batch in batches) == 450
 
+    def test_many_lookups_either_way_in_few_queries(self, azurite: Azurite, table_prefix: str) -> None:
+        counter = CountingTransport()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        ids = [f"d/{i}#" for i in range(40)]
+        store.links.save([Link(entity="lead", dynamics_id=d, marketo_id=str(i)) for i, d in enumerate(ids)])
+        store.links.save([Link(entity="lead", dynamics_id=ids[0], marketo_id="999")])  # relinked: "0" is stale
+        counter.batches = 0
+        found = store.links.get_many_by_dynamics_id("lead", [*ids, "missing"])
+        assert set(found) == set(ids) and found[ids[5]].marketo_id == "5"
+        by_person = store.links.get_many_by_marketo_id("lead", [str(i) for i in range(40)] + ["999", "nope"])
+        assert (
+            "0" not in by_person and by_person["999"].dynamics_id == ids[0] and by_person["39"].dynamics_id == ids[39]
+        )
+
+    def test_saving_known_pairs_skips_their_index_rows(self, azurite: Azurite, table_prefix: str) -> None:
+        counter = CountingTransport()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        links = [Link(entity="lead", dynamics_id=f"d-{i}", marketo_id=str(i)) for i in range(150)]
+        assert store.links.save(links) == 4
+        moved = [link.model_copy(update={"snapshot": {"firstName": "x"}}) for link in links]
+        assert store.links.save(moved, indexed={(link.dynamics_id, link.marketo_id) for link in links}) == 2
+        assert store.links.get_by_marketo_id("lead", "149").snapshot == {"firstName": "x"}  # type: ignore[union-attr]
+
     def test_relink_leaves_stale_index_ignored(self, state: StateStore) -> None:
         state.links.save([Link(entity="lead", dynamics_id="d-1", marketo_id="1")])
         state.links.save([Link(entity="lead", dynamics_id="d-1", marketo_id="2")])
