@@ -24,6 +24,7 @@ class World:
     settings: Settings
     ctx: SyncContext
     sales: DataverseClient  # a salesperson's app: changes made by someone other than the sync
+    env_file: Path  # the sync's settings, for running `python -m sync` as a process
 
     @classmethod
     def build(cls, emulators: RunningEmulators, state: StateStore, tmp: Path, table_prefix: str, conn: str) -> World:
@@ -42,7 +43,7 @@ class World:
             SecretStr(app["client_secret"]),
             extra_ca=settings.sync_ca_bundle,
         )
-        return cls(emulators, settings, ctx, sales)
+        return cls(emulators, settings, ctx, sales, env_file)
 
     # --- the sync -------------------------------------------------------------------------------------------------
     @property
