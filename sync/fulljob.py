@@ -7,7 +7,6 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from sync.engine.context import SyncContext
 from sync.engine.fullsync import JobView, process_message, view_job
@@ -69,37 +68,14 @@ def run_job_locally(
         while (view := refresh()).state not in TERMINAL:
             if queue.drain(handle, visibility_timeout=visibility_timeout, on_error=failed) == 0:
                 time.sleep(1)  # a message in flight elsewhere (or left by a killed run) is not visible yet
-    table = Table(title=f"job {job_id}: {view.state}", title_justify="left")
-    for column in (
-        "entity",
-        "direction",
-        "state",
-        "pages",
-        "read",
-        "created",
-        "updated",
-        "unchanged",
-        "skipped",
-        "failed",
-        "API calls",
-    ):
-        table.add_column(column)
+    console.print(f"job {job_id}: [bold]{view.state}[/]")
     for t in view.tasks:
         calls = ", ".join(f"{k} {v}" for k, v in sorted(t["api_calls"].items()))
-        table.add_row(
-            t["entity"],
-            t["direction"],
-            t["state"],
-            str(t["pages_done"]),
-            str(t["read"]),
-            str(t["created"]),
-            str(t["updated"]),
-            str(t["unchanged"]),
-            str(t["skipped"]),
-            str(t["failed"]),
-            calls,
+        console.print(
+            f"  {t['entity']} {t['direction']}: {t['state']}, {t['pages_done']} pages, read {t['read']}, "
+            f"created {t['created']}, updated {t['updated']}, unchanged {t['unchanged']}, skipped {t['skipped']}, "
+            f"failed {t['failed']}; API calls: {calls}"
         )
-    console.print(table)
     if view.error:
         console.print(f"[red]{view.error}[/]")
     return 0 if view.state == "succeeded" else 1
