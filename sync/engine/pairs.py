@@ -233,20 +233,9 @@ class PairBuilder:
         if emails:
             for person in self.ctx.marketo.get_leads("email", list(emails), fields):
                 found_by_email.setdefault(str(person.values.get("email", "")).strip().casefold(), []).append(person)
-        for side in pending:
-            if side.id in batch_dupes:
-                inputs.append(PairInput(dynamics=side, match_error=batch_dupes[side.id]))
-                continue
-            email = side.values.get("email")
-            key = email.strip().casefold() if isinstance(email, str) else ""
-            match = pick(
-                f"e-mail {email}",
-                found_by_email.get(key, []) if key else [],
-                lambda p: str(p.id),
-                lambda p, side=side: self._person_owner(p, side.id),
-                "persons",
-            )
-            inputs.append(self._pair_for_match(side, match.found, match.error))
+        inputs.extend(
+            _match_by_email(pending, batch_dupes, found_by_email, self._person_owner, "persons", self._pair_for_match)
+        )
         return inputs
 
     def _person_owner(self, person: Any, dynamics_id: str) -> str | None:
@@ -299,20 +288,12 @@ class PairBuilder:
             else {}
         )
         found_by_email = {str(k).strip().casefold(): v for k, v in found.items()}
-        for side in pending:
-            if side.id in batch_dupes:
-                inputs.append(PairInput(marketo=side, match_error=batch_dupes[side.id]))
-                continue
-            email = side.values.get("email")
-            key = email.strip().casefold() if isinstance(email, str) else ""
-            match = pick(
-                f"e-mail {email}",
-                found_by_email.get(key, []) if key else [],
-                lambda r: str(r.id),
-                lambda r, side=side: self._dynamics_owner(r, side.id),
-                f"{self.entity.name}s",
+        what = f"{self.entity.name}s"
+        inputs.extend(
+            _match_by_email(
+                pending, batch_dupes, found_by_email, self._dynamics_owner, what, self._pair_for_dynamics_match
             )
-            inputs.append(self._pair_for_dynamics_match(side, match.found, match.error))
+        )
         return inputs
 
     def _dynamics_owner(self, record: Any, marketo_id: str) -> str | None:
@@ -524,6 +505,36 @@ class PairBuilder:
         self.conflicts.extend(outcome.conflicts)
         if self.dry_run:
             self.plans.extend(w.plan for w in works)
+
+
+def _match_by_email(
+    pending: Sequence[Any],
+    batch_dupes: dict[str, str],
+    found_by_email: dict[str, list[Any]],
+    owner_of: Any,
+    what: str,
+    pair_for: Any,
+) -> list[PairInput]:
+    """The e-mail step of matching, the same both ways: a record shares its address with an earlier one of the same
+    batch (error), or the other system holds exactly one free record with it (link), several (error) or none (create).
+    `pair_for(side, found, error)` builds the pair; `owner_of(candidate, side id)` names who already holds a candidate.
+    """
+    inputs: list[PairInput] = []
+    for side in pending:
+        if side.id in batch_dupes:
+            inputs.append(pair_for(side, None, batch_dupes[side.id]))
+            continue
+        email = side.values.get("email")
+        key = email.strip().casefold() if isinstance(email, str) else ""
+        match = pick(
+            f"e-mail {email}",
+            found_by_email.get(key, []) if key else [],
+            lambda candidate: str(candidate.id),
+            lambda candidate, side=side: owner_of(candidate, side.id),
+            what,
+        )
+        inputs.append(pair_for(side, match.found, match.error))
+    return inputs
 
 
 def _is_guid(value: str | None) -> bool:
