@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from emulators.process import RunningEmulators, start_emulators
 from sync.connectors.dynamics import DataverseClient
-from tests.emulated import RunningEmulators, start_emulators
 
 SELECT = ["firstname", "lastname", "emailaddress1", "companyname", "jobtitle", "modifiedon"]
 

@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from emulators.process import start_emulators
 from sync.connectors.http import build_session
-from tests.emulated import start_emulators
 
 PAGE = 5000
 

@@ -52,6 +52,7 @@ import engine_probe  # a helper next to this script: timers around the engine's 
 
 from emulators.__main__ import READY_PREFIX
 from emulators.azurite import Azurite
+from emulators.process import REPO, RunningEmulators
 from sync.connectors.dynamics import DataverseClient
 from sync.connectors.marketo import MarketoClient
 from sync.engine.context import SyncContext, build_context
@@ -59,7 +60,6 @@ from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
 from sync.state.tables import service_client
-from tests.emulated import REPO, RunningEmulators
 
 NATIVE_UPDATES_PER_HOUR = 10_000
 MARKETO_BATCH = 300

@@ -22,8 +22,8 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from emulators.process import RunningEmulators, start_emulators
 from sync.connectors.marketo import MarketoClient, PollPolicy, RetryPolicy
-from tests.emulated import RunningEmulators, start_emulators
 
 FIELDS = ["email", "firstName", "lastName", "company", "title", "dynamicsLeadId"]
 

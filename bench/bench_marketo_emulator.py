@@ -22,8 +22,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulators.marketo.seed import fast_persons
+from emulators.process import RunningEmulators, start_emulators
 from sync.connectors.http import build_session
-from tests.emulated import RunningEmulators, start_emulators
 
 
 class Client:
