@@ -128,8 +128,13 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
         now = ctx.clock()
         token = initial_marketo_cursor(ctx.marketo, now).dump()  # changes from here on belong to the incremental sync
         since = request.since or oldest_person_created(ctx, now)
+        unlinked = {name for name in names if not ctx.state.links.has_any(name)}
         for task in tasks:
             task.marketo_start = token
+            # a first sync of an entity finds no links: its pages need not look for them (see _process_page)
+            task.fresh = task.entity in unlinked and (
+                task.phase == "to_marketo" or len(phases_for(mapping.entity(task.entity), request.direction)) == 1
+            )
             if task.phase == "to_dynamics":
                 task.cursor = json.dumps({"window": since.isoformat(), "until": now.isoformat()})
         ctx.state.jobs.create(job, tasks)
@@ -262,7 +267,7 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
         ctx.state.jobs.update_job(job)
     calls_before = ctx.api_calls()
     try:
-        result = _process_page(ctx, job, task)
+        result = _process_page(ctx, job, task, first_delivery=dequeue_count == 1)
     except Exception as exc:
         if dequeue_count >= MAX_DEQUEUE_COUNT:  # the host moves it to the poison queue: record why, end the job
             log.exception(
@@ -355,20 +360,26 @@ def _builder(ctx: SyncContext, job: Job, task: Task) -> PairBuilder:
     return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)  # type: ignore[arg-type]
 
 
-def _process_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> PageResult:
+    """One page. A fresh task's page on its first delivery skips the link lookups: no link of the entity existed
+    when the job started and every page holds other records. A redelivered page (a crash after some of its writes)
+    looks them up; a duplicate message is still safe, as matching by the link fields finds what was created."""
+    no_links = task.fresh and first_delivery
     if task.phase == "to_marketo":
-        return _dynamics_page(ctx, job, task)
-    return _marketo_page(ctx, job, task)
+        return _dynamics_page(ctx, job, task, no_links)
+    return _marketo_page(ctx, job, task, no_links)
 
 
-def _dynamics_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
     builder = _builder(ctx, job, task)
     entity = builder.entity
     pages = ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
     page = next(iter(pages), None)
     if page is None:
         return PageResult(counts={}, cursor=task.cursor, finished=True)
-    works = builder.dynamics_batch(page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True)
+    works = builder.dynamics_batch(
+        page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
+    )
     builder.run_batch(works)
     return PageResult(
         counts={**counts_of(builder.counts).model_dump(), "read": len(page.records)},
@@ -378,7 +389,7 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
     )
 
 
-def _marketo_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
     """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
     message; later messages resume reading its file at the byte they stopped."""
     builder = _builder(ctx, job, task)
@@ -417,6 +428,7 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
             dynamics_complete=False,
             known_persons=persons,
             synced_since=synced_since,
+            assume_unlinked=no_links,
         )
         builder.run_batch(works)
     finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until

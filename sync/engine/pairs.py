@@ -33,7 +33,6 @@ from sync.engine.plan import (
 from sync.engine.records import OptionSets, dynamics_canonical, dynamics_select, marketo_canonical, marketo_fields
 from sync.mapping.model import Direction, EntityMapping
 from sync.state import Link
-from sync.state.links import KEYS_PER_QUERY
 
 LOOKUP_THREADS = 16
 
@@ -96,9 +95,9 @@ class PairBuilder:
         return self._batched_links(self.links.get_many_by_marketo_id, entity, ids)
 
     def _batched_links(self, lookup: Any, entity: str, ids: Iterable[str]) -> dict[str, Link]:
-        """Link lookups a few queries at a time, on several threads (Table Storage answers 14 keys per query)."""
+        """Link lookups as point reads spread over threads, a slice of ids each."""
         wanted = list(dict.fromkeys(ids))
-        step = KEYS_PER_QUERY * 4
+        step = max(1, -(-len(wanted) // LOOKUP_THREADS))
         found: dict[str, Link] = {}
         for part in self._parallel(
             lambda chunk: lookup(entity, chunk), [wanted[i : i + step] for i in range(0, len(wanted), step)]
@@ -332,9 +331,11 @@ class PairBuilder:
         changes: MarketoChangeSet,
         pending: set[str],
         fetch_counterparts: bool = False,
+        assume_unlinked: bool = False,
     ) -> list[PairWork]:
         """Pairs for Dynamics records. A linked person is rebuilt from the snapshot and this cycle's Marketo changes,
-        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new."""
+        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new. `assume_unlinked`
+        skips the link lookups (the caller knows none can exist); matching still runs."""
         works: list[PairWork] = []
         sides: list[DynamicsSide] = []
         for record in records:
@@ -343,7 +344,7 @@ class PairBuilder:
                 works.append(self._read_failure("dynamics", str(record.id).lower(), problem or "unreadable"))
             else:
                 sides.append(side)
-        by_id = self.links_by_dynamics_id(self.entity.name, [s.id for s in sides])
+        by_id = {} if assume_unlinked else self.links_by_dynamics_id(self.entity.name, [s.id for s in sides])
         links = [by_id.get(s.id) for s in sides]
         inputs: list[PairInput] = []
         unlinked: list[DynamicsSide] = []
@@ -430,6 +431,7 @@ class PairBuilder:
         dynamics_complete: bool,
         known_persons: Sequence[Any] = (),
         synced_since: datetime | None = None,
+        assume_unlinked: bool = False,
     ) -> list[PairWork]:
         """Pairs for Marketo persons. A linked record's Dynamics side is rebuilt from the snapshot, or read afresh when
         the Dynamics changes were not all read (`dynamics_complete` False). `known_persons` carry full values already
@@ -437,7 +439,7 @@ class PairBuilder:
         works: list[PairWork] = []
         known = {str(p.id): p for p in known_persons}
         ids = sorted(person_ids)
-        by_person = self.links_by_marketo_id(self.entity.name, ids)
+        by_person = {} if assume_unlinked else self.links_by_marketo_id(self.entity.name, ids)
         links = [by_person.get(pid) for pid in ids]
         linked = [(pid, link) for pid, link in zip(ids, links, strict=True) if link is not None]
         if synced_since is not None:

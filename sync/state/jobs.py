@@ -71,6 +71,7 @@ class Task(BaseModel):
     api_calls: dict[str, int] = Field(default_factory=dict)
     expected_records: int | None = None  # when known, for the ETA
     marketo_start: str | None = None  # the Marketo watermark taken when the job started
+    fresh: bool = False  # no link of this entity existed when the task was planned: a page read once finds none
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
@@ -230,6 +231,7 @@ class JobStore:
             "ApiCallsJson": json.dumps(task.api_calls, sort_keys=True),
             "ExpectedRecords": task.expected_records,
             "MarketoStart": task.marketo_start,
+            "Fresh": task.fresh,
             "StartedAt": task.started_at,
             "UpdatedAt": task.updated_at,
             "FinishedAt": task.finished_at,
@@ -251,6 +253,7 @@ class JobStore:
             api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
             expected_records=row.get("ExpectedRecords"),
             marketo_start=row.get("MarketoStart"),
+            fresh=row.get("Fresh", False),
             started_at=row.get("StartedAt"),
             updated_at=row.get("UpdatedAt"),
             finished_at=row.get("FinishedAt"),

@@ -117,7 +117,7 @@ class TestLinks:
         assert all(len({op[1]["PartitionKey"] for op in batch}) == 1 for batch in batches)
         assert sum(len(batch) for batch in batches) == 450
 
-    def test_many_lookups_either_way_in_few_queries(self, azurite: Azurite, table_prefix: str) -> None:
+    def test_many_lookups_either_way(self, azurite: Azurite, table_prefix: str) -> None:
         counter = CountingTransport()
         store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
         ids = [f"d/{i}#" for i in range(40)]

@@ -184,7 +184,7 @@ class BulkExporter:
                 if exc.code != "1029" or attempt == self.poll.queue_retries:
                     raise BulkJobFailedError(exc.code, exc.message, job_id=job_id) from None
                 self._sleep(delay)
-                delay = min(delay * 2, self.poll.maximum)
+                delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _wait(self, base: str, job_id: str) -> BulkJobStatus:
         delay = self.poll.initial
@@ -200,7 +200,7 @@ class BulkExporter:
                 message = f"export still {status.status} after {self.poll.timeout} s"
                 raise BulkJobFailedError(CODE_PROTOCOL, message, job_id=job_id)
             self._sleep(delay)
-            delay = min(delay * 2, self.poll.maximum)
+            delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _file(self, base: str, job_id: str, start_byte: int = 0) -> Iterator[bytes]:
         """The file's bytes from `start_byte`; on a dropped connection, resume from the last byte received (bounded)."""

@@ -29,8 +29,9 @@ UPLOAD_TIMEOUT = 300.0
 
 @dataclass(frozen=True)
 class PollPolicy:
-    initial: float = 2.0  # first wait between status polls; doubles up to `maximum`
-    maximum: float = 60.0
+    initial: float = 1.0  # first wait between status polls; grows by `factor` up to `maximum`
+    factor: float = 1.5  # gentle growth: a job is noticed soon after it ends, at a few calls more
+    maximum: float = 30.0
     timeout: float = 6 * 3600.0  # give up on a job after this long (it is reported, not dropped)
     queue_retries: int = 10  # tries to submit/enqueue while Marketo says its queue is full (1016 / 1029)
 
@@ -141,7 +142,7 @@ class BulkImporter:
                 if busy:
                     raise _QueueFull from None
                 self._sleep(delay)
-                delay = min(delay * 2, self.poll.maximum)
+                delay = min(delay * self.poll.factor, self.poll.maximum)
             except MarketoError as exc:
                 if isinstance(exc, SystemicError):
                     raise
@@ -175,7 +176,7 @@ class BulkImporter:
             if ended:
                 return
             self._sleep(delay)
-            delay = min(delay * 2, self.poll.maximum)
+            delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def status(self, job_id: str) -> BulkJobStatus:
         envelope = self._t.get("bulk_import_status", f"/bulk/v1/leads/batch/{job_id}.json")
