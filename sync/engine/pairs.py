@@ -89,21 +89,10 @@ class PairBuilder:
         return marketo_fields(self.entity, extra)
 
     def links_by_dynamics_id(self, entity: str, ids: Iterable[str]) -> dict[str, Link]:
-        return self._batched_links(self.links.get_many_by_dynamics_id, entity, ids)
+        return self.links.get_many_by_dynamics_id(entity, ids)
 
     def links_by_marketo_id(self, entity: str, ids: Iterable[str]) -> dict[str, Link]:
-        return self._batched_links(self.links.get_many_by_marketo_id, entity, ids)
-
-    def _batched_links(self, lookup: Any, entity: str, ids: Iterable[str]) -> dict[str, Link]:
-        """Link lookups as point reads spread over threads, a slice of ids each."""
-        wanted = list(dict.fromkeys(ids))
-        step = max(1, -(-len(wanted) // LOOKUP_THREADS))
-        found: dict[str, Link] = {}
-        for part in self._parallel(
-            lambda chunk: lookup(entity, chunk), [wanted[i : i + step] for i in range(0, len(wanted), step)]
-        ):
-            found.update(part)
-        return found
+        return self.links.get_many_by_marketo_id(entity, ids)
 
     def _parallel(self, fn: Any, items: Sequence[Any]) -> list[Any]:
         if len(items) <= 1:

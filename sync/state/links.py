@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
@@ -36,7 +37,11 @@ from pydantic import BaseModel, Field
 from sync.state.keys import encode_key
 
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
-MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
+MAX_SNAPSHOT_CHARS = 30_000
+SCAN_PAGE = 1000  # rows per page when a partition is read whole
+POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (measured on Azurite)
+SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always
+READ_THREADS = 16  # a string property holds 64 KiB (32K UTF-16 characters)
 
 
 class Link(BaseModel):
@@ -160,16 +165,60 @@ class LinkStore:
         return submit_transactions(self._table, d_ops) + submit_transactions(self._table, m_ops)
 
     def get_many_by_dynamics_id(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
-        """dynamics id -> link, for the ids that have one. Point reads: the one access path whose cost does not grow
-        with the partition (a filter ORing row keys scans the partition, in Azure and in Azurite alike); callers
-        spread large batches over threads."""
-        found = (self.get_by_dynamics_id(entity, i) for i in dict.fromkeys(dynamics_ids))
-        return {link.dynamics_id: link for link in found if link is not None}
+        """dynamics id -> link, for the ids that have one. Many ids: a scan of the partition in pages of 1,000, unless
+        the partition is too large for it to pay; otherwise point reads on threads (a filter ORing row keys would scan
+        the partition once per query, in Azure and in Azurite alike)."""
+        wanted = {encode_key(i): i for i in dict.fromkeys(dynamics_ids)}
+        rows = self._many(self._d_partition(entity), wanted)
+        return {link.dynamics_id: link for link in map(self._from_d_row, rows.values())}
 
     def get_many_by_marketo_id(self, entity: str, marketo_ids: Iterable[str]) -> dict[str, Link]:
         """marketo id -> link, for the ids that have one (stale index rows skipped)."""
-        found = ((i, self.get_by_marketo_id(entity, i)) for i in dict.fromkeys(marketo_ids))
-        return {marketo_id: link for marketo_id, link in found if link is not None}
+        wanted = {encode_key(i): i for i in dict.fromkeys(marketo_ids)}
+        pointers = {
+            row["MarketoId"]: row["DynamicsId"] for row in self._many(self._m_partition(entity), wanted).values()
+        }
+        links = self.get_many_by_dynamics_id(entity, pointers.values())
+        return {
+            marketo_id: links[dynamics_id]
+            for marketo_id, dynamics_id in pointers.items()
+            if dynamics_id in links and links[dynamics_id].marketo_id == marketo_id
+        }
+
+    def _many(self, partition: str, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Rows of `partition` by row key, for the keys in `wanted` that exist."""
+        if len(wanted) >= SCAN_AT_LEAST:
+            scanned = self._scan(partition, set(wanted), max_pages=len(wanted) // POINT_READS_PER_PAGE)
+            if scanned is not None:
+                return scanned
+
+        def read(key: str) -> dict[str, Any] | None:
+            try:
+                return dict(self._table.get_entity(partition, key))
+            except ResourceNotFoundError:
+                return None
+
+        keys = list(wanted)
+        if len(keys) <= 1:
+            found = [read(k) for k in keys]
+        else:
+            with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
+                found = list(pool.map(read, keys))
+        return {key: row for key, row in zip(keys, found, strict=True) if row is not None}
+
+    def _scan(self, partition: str, keys: set[str], max_pages: int) -> dict[str, dict[str, Any]] | None:
+        """The wanted rows by reading the whole partition, or None once it proves longer than `max_pages` pages."""
+        found: dict[str, dict[str, Any]] = {}
+        pages = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=SCAN_PAGE
+        ).by_page()
+        for number, page in enumerate(pages):
+            if number >= max_pages:
+                return None
+            for row in page:
+                if row["RowKey"] in keys:
+                    found[row["RowKey"]] = dict(row)
+        return found
 
     def delete(self, links: Iterable[Link]) -> int:
         """Remove links (both rows); missing rows are ignored. Returns the number of delete calls."""

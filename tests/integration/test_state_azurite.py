@@ -88,6 +88,14 @@ class CountingTransport:
             self.batches += 1
 
 
+class CountingRequests:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def __call__(self, request: object) -> None:
+        self.requests.append(request.http_request.url)  # type: ignore[attr-defined]
+
+
 class TestLinks:
     def test_lookup_either_way_with_snapshot(self, state: StateStore) -> None:
         link = Link(entity="lead", dynamics_id="d-1", marketo_id="101", snapshot={"email": "a@x.com", "score": 3})
@@ -130,6 +138,28 @@ class TestLinks:
         assert (
             "0" not in by_person and by_person["999"].dynamics_id == ids[0] and by_person["39"].dynamics_id == ids[39]
         )
+
+    @pytest.mark.parametrize("scan_page", [1000, 10])  # a partition read whole; one too long for that: point reads
+    def test_many_ids_scan_the_partition_when_it_pays(
+        self, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch, scan_page: int
+    ) -> None:
+        from sync.state import links as links_module
+
+        monkeypatch.setattr(links_module, "SCAN_PAGE", scan_page)
+        counter = CountingRequests()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        store.links.save([Link(entity="lead", dynamics_id=f"d-{i}", marketo_id=str(i)) for i in range(150)])
+        counter.requests.clear()
+        wanted = [f"d-{i}" for i in range(0, 150, 2)] + ["d-missing"]
+        found = store.links.get_many_by_dynamics_id("lead", wanted)
+        assert sorted(found) == sorted(wanted[:-1]) and found["d-148"].marketo_id == "148"
+        by_person = store.links.get_many_by_marketo_id("lead", [str(i) for i in range(100)])
+        assert len(by_person) == 100 and by_person["7"].dynamics_id == "d-7"
+        point_reads = sum(1 for url in counter.requests if "RowKey=" in url)
+        if scan_page == 1000:
+            assert point_reads == 0 and len(counter.requests) <= 4
+        else:
+            assert point_reads >= 76  # the scan gave up within its budget, then each id was read
 
     def test_saving_known_pairs_skips_their_index_rows(self, azurite: Azurite, table_prefix: str) -> None:
         counter = CountingTransport()
