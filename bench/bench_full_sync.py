@@ -210,6 +210,7 @@ class MessageTime:
     page_seconds: float  # inside _process_page (the rest is job/task reads, checkpoint, enqueue)
     outcome: str
     traced_peak: int | None = None  # tracemalloc's peak over this message, when it was traced
+    rss_kib: int = 0  # this process's RSS after the message
 
 
 @dataclass
@@ -257,6 +258,22 @@ class Run:
         return int(self.mk_log.get("api_calls", 0))
 
     @property
+    def tracing_overhead(self) -> float:
+        """Seconds the traced messages took beyond the mean of their untraced neighbours (an estimate)."""
+        extra = 0.0
+        for i, message in enumerate(self.messages):
+            if message.traced_peak is None:
+                continue
+            near = [
+                m.seconds
+                for m in self.messages[max(0, i - 1) : i + 2]
+                if m.traced_peak is None and m.phase == message.phase
+            ]
+            if near:
+                extra += max(0.0, message.seconds - sum(near) / len(near))
+        return extra
+
+    @property
     def per_hour(self) -> float:
         return self.records / self.wall * 3600 if self.wall else 0.0
 
@@ -270,10 +287,13 @@ class Run:
             "records": self.records,
             "profile": self.profile,
             "wall_s": round(self.wall, 2),
+            "tracing_overhead_s": round(self.tracing_overhead, 2),
             "job_state": self.job_state,
             "tasks": self.tasks,
             "messages": len(self.messages),
             "max_message_s": round(max((m.seconds for m in self.messages), default=0.0), 2),
+            "message_s": [round(m.seconds, 1) for m in self.messages],
+            "rss_after_message_mib": [round(m.rss_kib / 1024) for m in self.messages],
             "dataverse_calls": self.dv_calls,
             "dataverse_by_operation": self.dv_log.get("by_operation", {}),
             "marketo_calls": self.mk_calls,
@@ -396,11 +416,13 @@ def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: str, run:
                 tracemalloc.stop()
         took = time.perf_counter() - t0
         message = MessageTime(delivery.message.phase, delivery.message.page, took, page_seconds() - p0, outcome, peak)
+        message.rss_kib = rss_kib()[0]
         run.messages.append(message)
         if h.args.progress:
             print(
                 f"    [{time.perf_counter() - started:7.1f} s] {message.phase} page {message.page}: "
-                f"{took:6.1f} s ({outcome})" + (f" traced peak {peak / 2**20:.1f} MiB" if peak is not None else ""),
+                f"{took:6.1f} s ({outcome}) RSS {message.rss_kib / 1024:.0f} MiB"
+                + (f", traced peak {peak / 2**20:.1f} MiB" if peak is not None else ""),
                 flush=True,
             )
 
@@ -651,7 +673,16 @@ def print_run(run: Run) -> None:
         f"MiB (process lifetime); tracemalloc peak {run.traced_peak / 2**20:.1f} MiB "
         f"-> aim < {MEMORY_AIM_MIB} MB: {verdict(run.rss_peak_kib / 1024 < MEMORY_AIM_MIB)}"
     )
+    if run.messages:
+        step = max(1, len(run.messages) // 24)
+        trail = ", ".join(f"{m.rss_kib / 1024:.0f}" for m in run.messages[::step])
+        print(f"    RSS after every {'' if step == 1 else f'{step}th '}message (MiB): {trail}")
     if traced:
+        print(
+            f"    tracing made {len(traced)} message(s) ~{run.tracing_overhead:.0f} s slower than their neighbours; "
+            f"wall without it ~{run.wall - run.tracing_overhead:.0f} s "
+            f"(~{run.records / max(1.0, run.wall - run.tracing_overhead) * 3600:,.0f} records/hour)"
+        )
         peaks = ", ".join(f"{m.phase} page {m.page}: {m.traced_peak / 2**20:.1f}" for m in traced)  # type: ignore[operator]
         print(f"    tracemalloc peak per traced message (MiB, traced {len(traced)} of {len(times)}): {peaks}")
     if run.ceiling is not None:
