@@ -61,6 +61,7 @@ import full_sync_ceiling as ceiling
 from bench_incremental import Bench, emulators_gone, reset_peak_rss, rss_kib, start_logged_emulators
 
 from emulators.azurite import Azurite
+from emulators.process import RunningEmulators
 from sync.connectors.dynamics import DataverseClient
 from sync.engine import fullsync
 from sync.engine.context import SyncContext, build_context
@@ -68,7 +69,6 @@ from sync.settings import Settings, load_settings
 from sync.state import StateStore
 from sync.state.queue import Delivery, WorkQueue
 from sync.state.tables import service_client
-from tests.emulated import RunningEmulators
 
 NATIVE_PER_HOUR = 10_000  # the native sync's published rate, per object
 FUNCTION_TIMEOUT_S = 300  # Consumption plan
@@ -92,7 +92,8 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.connectors.marketo.client", "MarketoClient", "lead_export_rows", "    Marketo export file, row by row"),
     ("sync.engine.pairs", "PairBuilder", "dynamics_batch", "    pairs for a Dynamics page (dynamics_batch)"),
     ("sync.engine.pairs", "PairBuilder", "marketo_batch", "    pairs for Marketo persons (marketo_batch)"),
-    ("sync.engine.pairs", "PairBuilder", "_batched_links", "      link lookups in Table Storage (wall)"),
+    ("sync.engine.pairs", "PairBuilder", "links_by_dynamics_id", "      link lookups by Dynamics id (wall)"),
+    ("sync.engine.pairs", "PairBuilder", "links_by_marketo_id", "      link lookups by Marketo id (wall)"),
     ("sync.state.links", "LinkStore", "get_many_by_dynamics_id", "        get_many_by_dynamics_id (thread sum)"),
     ("sync.state.links", "LinkStore", "get_many_by_marketo_id", "        get_many_by_marketo_id (thread sum)"),
     ("sync.engine.pairs", "PairBuilder", "_linked_anywhere", "      persons linked by any entity"),

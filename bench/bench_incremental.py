@@ -71,7 +71,7 @@ MK_WRITE_OPS = {"sync_leads", "delete_leads", "merge_leads", "import_leads"}
 
 # --- the systems ---------------------------------------------------------------------------------------------------
 def start_logged_emulators(directory: Path, *args: str, timeout: float = 60.0) -> RunningEmulators:
-    """tests.emulated.start_emulators, keeping the emulators' output in `directory`/emulators.log (to diagnose a
+    """emulators.process.start_emulators, keeping the emulators' output in `directory`/emulators.log (to diagnose a
     crash under load) instead of discarding it."""
     env_file, log_file = directory / "emulators.env", directory / "emulators.log"
     command = [sys.executable, "-m", "emulators", "--env-file", str(env_file), "--tls-dir", str(directory), *args]

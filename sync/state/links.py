@@ -37,11 +37,12 @@ from pydantic import BaseModel, Field
 from sync.state.keys import encode_key
 
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
-MAX_SNAPSHOT_CHARS = 30_000
+MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
 SCAN_PAGE = 1000  # rows per page when a partition is read whole
 POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (measured on Azurite)
 SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always
-READ_THREADS = 16  # a string property holds 64 KiB (32K UTF-16 characters)
+READ_THREADS = 16  # point reads in flight at once
+WRITE_THREADS = 8  # transactions in flight at once
 
 
 class Link(BaseModel):
@@ -75,14 +76,20 @@ def _as_transaction_op(op: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
 
 
 def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    """Submit operations as entity-group transactions; returns how many transactions were sent."""
-    count = 0
-    for batch in chunked_transactions(operations):
+    """Submit operations as entity-group transactions, several at once (each is a round trip of its own; the table
+    serves them concurrently); returns how many were sent. All are attempted; the first failure is raised."""
+    batches = list(chunked_transactions(operations))
+    for batch in batches:
         if len(batch) > MAX_TRANSACTION_OPERATIONS or len({op[1]["PartitionKey"] for op in batch}) != 1:
             raise TransactionTooLarge("a transaction must hold at most 100 operations on one partition")
-        table.submit_transaction(batch)
-        count += 1
-    return count
+    if len(batches) == 1:
+        table.submit_transaction(batches[0])
+    elif batches:
+        with ThreadPoolExecutor(min(WRITE_THREADS, len(batches))) as pool:
+            futures = [pool.submit(table.submit_transaction, batch) for batch in batches]
+        for future in futures:
+            future.result()
+    return len(batches)
 
 
 class LinkStore:
