@@ -173,10 +173,13 @@ class PairBuilder:
         return {str(k).lower(): v for k, v in found.items()}
 
     # --- matching unlinked records ------------------------------------------------------------------------------
-    def _linked_anywhere(self, marketo_ids: list[str]) -> set[str]:
-        """The persons among these that some entity already links."""
+    def _linked_anywhere(self, marketo_ids: list[str], assume_unlinked: bool = False) -> set[str]:
+        """The persons among these that some entity already links. With `assume_unlinked` this entity's own links
+        are not read (its links, if any, are of other persons); entities without any link are not read either."""
         taken: set[str] = set()
         for other in self.ctx.mapping.entities.values():
+            if (assume_unlinked and other.name == self.entity.name) or not self.links.has_any(other.name):
+                continue
             taken |= set(self.links_by_marketo_id(other.name, [i for i in marketo_ids if i not in taken]))
         return taken
 
@@ -477,7 +480,7 @@ class PairBuilder:
                     works.append(self._read_failure("marketo", str(person.id), problem or "unreadable"))
                 elif side.sync_to_dynamics:
                     marked.append(side)
-            taken = self._linked_anywhere([side.id for side in marked])
+            taken = self._linked_anywhere([side.id for side in marked], assume_unlinked) if marked else set()
             candidates = [side for side in marked if side.id not in taken]
             if candidates:
                 inputs.extend(self._match_marketo(candidates))

@@ -214,3 +214,29 @@ def test_marketo_persons_are_read_by_bulk_extract_in_windows_of_31_days_at_most(
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
     creates = sum(n for e, n in endpoints.items() if e.endswith("/bulk/v1/leads/export/create.json"))
     assert creates >= 3  # 75 days: three windows or more
+
+
+def test_a_first_lead_sync_from_marketo_leaves_persons_linked_to_contacts_alone(world: World) -> None:
+    account = world.dv_create("account", name="Fabrikam")
+    contact = world.dv_create(
+        "contact",
+        lastname="Cole",
+        emailaddress1="cole@example.com",
+        **{"parentcustomerid_account@odata.bind": f"/accounts({account})"},
+    )
+    world.mk_form_fill(email="cole@example.com", firstName="Cole", syncToDynamics=True)
+    world.mk_form_fill(email="nova@example.com", firstName="Nova", syncToDynamics=True)
+    start(world, {"entities": ["contact"], "direction": "to_marketo"})
+    world.drain()
+    assert world.mk_by_email("cole@example.com")[0]["dynamicsContactId"] == contact
+    # no lead link exists yet: the lead job's pages skip their own entity's links, never the contacts'
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert world.dv_find("lead", "emailaddress1", "cole@example.com") == []
+    [nova] = world.dv_find("lead", "emailaddress1", "nova@example.com")
+    nova_id = str(world.mk_by_email("nova@example.com")[0]["id"])
+    link = world.ctx.state.links.get_by_marketo_id("lead", nova_id)
+    assert link is not None and link.dynamics_id == nova["leadid"]  # a one-way job writes nothing to Marketo
+    assert world.dv_count("lead") == 1

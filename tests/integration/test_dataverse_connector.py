@@ -194,6 +194,22 @@ def test_get_by_ids_and_find_by(dv, client) -> None:
     assert len(matches["ann@example.com"]) == 2 and matches["nobody@example.com"] == []
 
 
+def test_find_by_many_values_sends_its_chunks_concurrently_and_keeps_every_answer(dv, client) -> None:
+    ids = seed(dv, "lead", 250)
+    emails = {
+        str(r.values["emailaddress1"]).upper(): str(r.id) for r in client.get_by_ids("lead", ids, LEAD_COLUMNS).values()
+    }
+    assert len(emails) == 250  # the seed gives each lead its own address
+    missing = [f"nobody{n}@example.com" for n in range(60)]
+    before = client.calls["find_by"]
+    matches = client.find_by("lead", "emailaddress1", [*emails, *missing], ["lastname"])
+    assert client.calls["find_by"] - before == 4  # 310 values, 100 per In() query
+    assert {email: [str(r.id) for r in found] for email, found in matches.items() if found} == {
+        email: [record_id] for email, record_id in emails.items()
+    }
+    assert all(matches[m] == [] for m in missing)
+
+
 # --- change tracking -----------------------------------------------------------------------------------------------
 
 

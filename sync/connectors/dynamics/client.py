@@ -6,6 +6,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 5000
 IN_FILTER_MAX_VALUES = 100
 IN_FILTER_MAX_CHARS = 12_000  # Dataverse refuses URLs over ~32k characters; stay far below
+FIND_THREADS = 4  # lookup queries in flight at once
 _ORDERBY = re.compile(r"^\s*[A-Za-z_]\w*(\s+(asc|desc))?(\s*,\s*[A-Za-z_]\w*(\s+(asc|desc))?)*\s*$")
 
 
@@ -299,10 +301,18 @@ class DataverseClient:
         for value in result:
             by_folded.setdefault(str(value).casefold(), []).append(value)
         columns = list(dict.fromkeys([*select, column]))
-        for chunk in chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS):
-            records = self.query(
-                logical_name, columns, filter=in_filter(column, chunk), operation="find_by", annotations=annotations
-            )
+
+        def read(chunk: list[str]) -> list[DataverseRecord]:
+            filter_ = in_filter(column, chunk)
+            return list(self.query(logical_name, columns, filter=filter_, operation="find_by", annotations=annotations))
+
+        chunks = list(chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS))
+        if len(chunks) <= 1:
+            answers = [read(chunk) for chunk in chunks]
+        else:  # independent queries: several in flight (Dataverse serves 52 at once per user)
+            with ThreadPoolExecutor(max_workers=min(FIND_THREADS, len(chunks))) as pool:
+                answers = list(pool.map(read, chunks))
+        for records in answers:
             for record in records:
                 found = record.values.get(column)
                 for value in by_folded.get(str(found).casefold(), ()) if found is not None else ():

@@ -45,6 +45,7 @@ class Transport:
         self.timeout = timeout
         self.calls = calls
         self.retries: Counter[str] = Counter()
+        self._count_lock = threading.Lock()  # requests may be sent from several threads (find_by's chunks)
         self.dop_hint: int | None = None  # x-ms-dop-hint: the parallelism Dataverse recommends
         self._local = threading.local()  # the operation in flight on this thread, for counting urllib3's retries
 
@@ -122,18 +123,21 @@ class Transport:
         self, operation: str, method: str, url: str, body: bytes | None, headers: dict[str, str]
     ) -> requests.Response:
         self._local.operation = operation
-        self.calls[operation] += 1
+        with self._count_lock:
+            self.calls[operation] += 1
         return self.session.request(method, url, data=body, headers=headers, timeout=self.timeout)
 
     def count_retry(self, status: int | None) -> None:
         """Called by urllib3's Retry (DataverseRetry.on_retry) before each retry it makes: another request sent."""
         operation = getattr(self._local, "operation", "unknown")
-        self.calls[operation] += 1
-        self.retries[operation] += 1
+        with self._count_lock:
+            self.calls[operation] += 1
+            self.retries[operation] += 1
         log.info("dataverse %s: retrying after %s", operation, status or "a connection error")
 
     def _count_retry(self, operation: str) -> None:
-        self.retries[operation] += 1  # the new attempt counts itself in calls
+        with self._count_lock:
+            self.retries[operation] += 1  # the new attempt counts itself in calls
         log.info("dataverse %s: the response body was cut off; retrying", operation)
 
 

@@ -1,0 +1,31 @@
+"""The benchmarks time the engine by wrapping named functions: a rename in sync/ must not break them silently."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def probe_targets() -> list[tuple[str, str | None, str, str]]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        engine_probe = importlib.import_module("engine_probe")
+        bench_full_sync = importlib.import_module("bench_full_sync")
+    finally:
+        sys.path.remove(str(BENCH))
+    return [*engine_probe.TARGETS, *bench_full_sync.TARGETS]
+
+
+@pytest.mark.parametrize("target", probe_targets(), ids=lambda t: f"{t[0]}.{t[1] or ''}.{t[2]}")
+def test_every_probe_target_exists(target: tuple[str, str | None, str, str]) -> None:
+    module_name, class_name, attribute, _ = target
+    owner = importlib.import_module(module_name)
+    if class_name:
+        owner = getattr(owner, class_name)
+    inspect.getattr_static(owner, attribute)  # raises AttributeError when the target was renamed
