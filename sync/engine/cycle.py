@@ -25,7 +25,7 @@ from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
 from sync.state import LeaseHeld, RunCounts, RunRecord, Watermark
 
-MARKETO_CHUNK = 1000  # Marketo-side changes handled between two looks at the clock
+MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the clock (as a Dataverse page)
 
 
 class CycleReport(BaseModel):

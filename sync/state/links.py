@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from pydantic import BaseModel, Field
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from sync.state.keys import encode_key
 
@@ -43,6 +44,7 @@ POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (me
 SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always
 READ_THREADS = 16  # point reads in flight at once
 WRITE_THREADS = 8  # transactions in flight at once
+TRANSACTION_ATTEMPTS = 4
 
 
 class Link(BaseModel):
@@ -82,11 +84,24 @@ def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict
     for batch in batches:
         if len(batch) > MAX_TRANSACTION_OPERATIONS or len({op[1]["PartitionKey"] for op in batch}) != 1:
             raise TransactionTooLarge("a transaction must hold at most 100 operations on one partition")
+
+    def submit(batch: list[tuple[Any, ...]]) -> None:
+        # azure-core does not retry a POST whose connection dropped (a server closing an idle pooled connection);
+        # an entity-group transaction is atomic and its operations are upserts, so sending it again is safe
+        for attempt in Retrying(
+            retry=retry_if_exception_type((ServiceRequestError, ServiceResponseError)),
+            stop=stop_after_attempt(TRANSACTION_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.2, max=2),
+            reraise=True,
+        ):
+            with attempt:
+                table.submit_transaction(batch)
+
     if len(batches) == 1:
-        table.submit_transaction(batches[0])
+        submit(batches[0])
     elif batches:
         with ThreadPoolExecutor(min(WRITE_THREADS, len(batches))) as pool:
-            futures = [pool.submit(table.submit_transaction, batch) for batch in batches]
+            futures = [pool.submit(submit, batch) for batch in batches]
         for future in futures:
             future.result()
     return len(batches)
