@@ -118,7 +118,7 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.state.queue", "WorkQueue", "send", "WorkQueue.send"),
     ("sync.connectors.marketo.client", "MarketoClient", "get_leads", "MarketoClient.get_leads (anywhere)"),
     ("sync.connectors.marketo.client", "MarketoClient", "sync_leads", "MarketoClient.sync_leads (anywhere)"),
-    ("sync.connectors.dynamics.client", "DataverseClient", "find_by", "DataverseClient.find_by"),
+    ("sync.connectors.dynamics.client", "DataverseClient", "find_by_any", "DataverseClient.find_by_any (lookups)"),
     ("sync.connectors.dynamics.client", "DataverseClient", "get_by_ids", "DataverseClient.get_by_ids"),
     ("sync.connectors.dynamics.client", "DataverseClient", "upsert_multiple", "DataverseClient.upsert_multiple"),
     ("sync.connectors.dynamics.client", "DataverseClient", "_resolve_ids", "  ids read back by alternate key"),

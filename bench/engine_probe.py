@@ -115,7 +115,7 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.connectors.marketo.client", "MarketoClient", "sync_leads", "MarketoClient.sync_leads (anywhere)"),
     ("sync.connectors.dynamics.client", "DataverseClient", "update_multiple", "DataverseClient.update_multiple"),
     ("sync.connectors.dynamics.client", "DataverseClient", "get_by_ids", "DataverseClient.get_by_ids"),
-    ("sync.connectors.dynamics.client", "DataverseClient", "find_by", "DataverseClient.find_by"),
+    ("sync.connectors.dynamics.client", "DataverseClient", "find_by_any", "DataverseClient.find_by_any (lookups)"),
 ]
 
 

@@ -251,13 +251,15 @@ class PairBuilder:
         inputs: list[PairInput] = []
         select = self.select()
         named = self.fetch_dynamics(s.linked_dynamics_id for s in sides if _is_guid(s.linked_dynamics_id))
-        by_person = self.ctx.dynamics.find_by(
-            self.entity.table,
-            self.link_fields.dynamics_marketo_id,
-            [s.id for s in sides],
-            select,
-            annotations=self.annotations,
-        )
+        # by the link field, then by e-mail: both asked in the same queries; e-mail answers serve the unmatched only
+        link_column = self.link_fields.dynamics_marketo_id
+        email_column = next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
+        wanted: dict[str, list[str]] = {link_column: [s.id for s in sides]}
+        emails = list(group_by_email(sides, lambda s: s.values.get("email"))) if email_column else []
+        if email_column and emails:
+            wanted[email_column] = emails
+        found = self.ctx.dynamics.find_by_any(self.entity.table, wanted, select, annotations=self.annotations)
+        by_person = found[link_column]
         pending: list[MarketoSide] = []
         for side in sides:
             candidates = list(by_person.get(side.id, []))
@@ -271,14 +273,8 @@ class PairBuilder:
             match = pick(f"person {side.id}", candidates, lambda r: str(r.id), lambda _: None, f"{self.entity.name}s")
             inputs.append(self._pair_for_dynamics_match(side, match.found, match.error))
         batch_dupes = duplicates_within(pending)
-        emails = group_by_email(pending, lambda s: s.values.get("email"))
-        email_column = next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
-        found = (
-            self.ctx.dynamics.find_by(self.entity.table, email_column, list(emails), select)
-            if emails and email_column
-            else {}
-        )
-        found_by_email = {str(k).strip().casefold(): v for k, v in found.items()}
+        by_email = found.get(email_column, {}) if email_column else {}
+        found_by_email = {str(k).strip().casefold(): v for k, v in by_email.items()}
         what = f"{self.entity.name}s"
         inputs.extend(
             _match_by_email(

@@ -210,6 +210,26 @@ def test_find_by_many_values_sends_its_chunks_concurrently_and_keeps_every_answe
     assert all(matches[m] == [] for m in missing)
 
 
+def test_find_by_any_asks_for_two_columns_in_shared_queries(dv, client) -> None:
+    both = seed(dv, "lead", 1, emailaddress1="both@example.com", new_marketopersonid="77")[0]
+    by_key = seed(dv, "lead", 1, emailaddress1="other@example.com", new_marketopersonid="78")[0]
+    by_mail = seed(dv, "lead", 1, emailaddress1="Mail@Example.com")[0]
+    keys = [*[str(1000 + n) for n in range(148)], "78", "77"]  # 150 keys: two In() chunks, 77 in the second
+    emails = ["BOTH@example.com", "mail@example.com", "none@example.com"]
+    before = client.calls["find_by"]
+    found = client.find_by_any("lead", {"new_marketopersonid": keys, "emailaddress1": emails}, ["lastname"])
+    assert client.calls["find_by"] - before == 2  # chunk i of each column shares query i
+    # `both` answers both queries (its e-mail in chunk 0, its key in chunk 1) and is still listed once per match
+    hits = {
+        column: {v: [str(r.id) for r in rs] for v, rs in answers.items() if rs} for column, answers in found.items()
+    }
+    assert hits == {
+        "new_marketopersonid": {"77": [both], "78": [by_key]},
+        "emailaddress1": {"BOTH@example.com": [both], "mail@example.com": [by_mail]},
+    }
+    assert found["emailaddress1"]["none@example.com"] == [] and len(found["new_marketopersonid"]) == 150
+
+
 # --- change tracking -----------------------------------------------------------------------------------------------
 
 

@@ -295,28 +295,54 @@ class DataverseClient:
     ) -> dict[str, list[DataverseRecord]]:
         """value -> every record whose `column` equals it (case-insensitive, as Dataverse compares strings).
         Every requested value is a key; values without a match map to []."""
-        odata_identifier(column, table=logical_name)
-        result: dict[str, list[DataverseRecord]] = {value: [] for value in values}
-        by_folded: dict[str, list[str]] = {}
-        for value in result:
-            by_folded.setdefault(str(value).casefold(), []).append(value)
-        columns = list(dict.fromkeys([*select, column]))
+        return self.find_by_any(logical_name, {column: values}, select, annotations=annotations)[column]
 
-        def read(chunk: list[str]) -> list[DataverseRecord]:
-            filter_ = in_filter(column, chunk)
+    def find_by_any(
+        self,
+        logical_name: str,
+        values_by_column: Mapping[str, Sequence[str]],
+        select: list[str],
+        *,
+        annotations: bool = False,
+    ) -> dict[str, dict[str, list[DataverseRecord]]]:
+        """column -> value -> every record whose `column` equals it, as `find_by` for each column, but in shared
+        queries: the i-th In() chunk of every column ORed into one query (matching by two keys costs one lookup)."""
+        for column in values_by_column:
+            odata_identifier(column, table=logical_name)
+        result: dict[str, dict[str, list[DataverseRecord]]] = {}
+        folded: dict[str, dict[str, list[str]]] = {}
+        column_chunks: dict[str, list[list[str]]] = {}
+        max_chars = IN_FILTER_MAX_CHARS // max(1, len(values_by_column))
+        for column, values in values_by_column.items():
+            result[column] = {value: [] for value in values}
+            folded[column] = {}
+            for value in result[column]:
+                folded[column].setdefault(str(value).casefold(), []).append(value)
+            column_chunks[column] = list(chunks_by_length(list(folded[column]), IN_FILTER_MAX_VALUES, max_chars))
+        columns = list(dict.fromkeys([*select, *values_by_column]))
+        queries = [
+            " or ".join(in_filter(column, chunks[i]) for column, chunks in column_chunks.items() if i < len(chunks))
+            for i in range(max((len(c) for c in column_chunks.values()), default=0))
+        ]
+
+        def read(filter_: str) -> list[DataverseRecord]:
             return list(self.query(logical_name, columns, filter=filter_, operation="find_by", annotations=annotations))
 
-        chunks = list(chunks_by_length(list(by_folded), IN_FILTER_MAX_VALUES, IN_FILTER_MAX_CHARS))
-        if len(chunks) <= 1:
-            answers = [read(chunk) for chunk in chunks]
+        if len(queries) <= 1:
+            answers = [read(query) for query in queries]
         else:  # independent queries: several in flight (Dataverse serves 52 at once per user)
-            with ThreadPoolExecutor(max_workers=min(FIND_THREADS, len(chunks))) as pool:
-                answers = list(pool.map(read, chunks))
+            with ThreadPoolExecutor(max_workers=min(FIND_THREADS, len(queries))) as pool:
+                answers = list(pool.map(read, queries))
+        seen: set[tuple[str, str, str]] = set()
         for records in answers:
             for record in records:
-                found = record.values.get(column)
-                for value in by_folded.get(str(found).casefold(), ()) if found is not None else ():
-                    result[value].append(record)
+                for column, by_folded in folded.items():
+                    found = record.values.get(column)
+                    for value in by_folded.get(str(found).casefold(), ()) if found is not None else ():
+                        key = (column, value, str(record.id))
+                        if key not in seen:  # a record can answer two of the queries
+                            seen.add(key)
+                            result[column][value].append(record)
         return result
 
     # --- writes ---------------------------------------------------------------------------------------------
