@@ -6,8 +6,9 @@
 
 Phases of an entity, in order: `to_marketo` reads Dynamics through the initial change-tracking request (pages of up to
 5,000; the delta link that ends it becomes the incremental watermark, so nothing changed meanwhile is missed), and
-`to_dynamics` reads Marketo through Bulk Extract (windows of at most 31 days, a part of a file per message) for persons
-to create or link in Dynamics. The Marketo paging token is taken when the job starts.
+`to_dynamics` reads Marketo through Bulk Extract (windows of at most 31 days, a part of a file per message; the next
+window's export is queued while a window is read) for persons to create or link in Dynamics. The Marketo paging token
+is taken when the job starts.
 
 Delivery is at least once. A page's writes are idempotent (links are matched before anything is created, creates
 are upserts on the link fields), and a message whose page is already checkpointed changes nothing.
@@ -23,7 +24,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sync.connectors.marketo.models import MarketoPerson
+from sync.connectors.marketo import BulkJobFailedError
+from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.cycle import counts_of
@@ -389,6 +391,18 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pa
     )
 
 
+def _window_export(
+    ctx: SyncContext, fields: list[str], start: datetime, end: datetime, queued: str | None
+) -> BulkJobStatus:
+    """The finished export of a window: the one queued ahead for it, or, if none was or it failed, a new one."""
+    if queued:
+        try:
+            return ctx.marketo.wait_lead_export(queued)
+        except BulkJobFailedError as exc:
+            log.warning("the export queued ahead for %s failed (%s); exporting the window again", start, exc)
+    return ctx.marketo.start_lead_export(fields, start, end, "createdAt")
+
+
 def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
     """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
     message; later messages resume reading its file at the byte they stopped."""
@@ -402,9 +416,12 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     expected = None
     if not state.get("export"):
         fields = ["id", *builder.marketo_field_names()]
-        status = ctx.marketo.start_lead_export(fields, window, window_end, "createdAt")
+        status = _window_export(ctx, fields, window, window_end, state.pop("next_export", None))
         state.update(export=status.job_id, byte=0, header=None)
         expected = status.number_of_records
+        if window_end < until:  # the next window's export runs while this one is read (Marketo runs 2 at once)
+            next_end = min(window_end + EXTRACT_WINDOW, until)
+            state["next_export"] = ctx.marketo.queue_lead_export(fields, window_end, next_end, "createdAt")
     persons: list[MarketoPerson] = []
     end_byte = state["byte"]
     header = state.get("header")
@@ -416,7 +433,7 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
         if len(persons) >= ROWS_PER_MESSAGE:
             break
     else:  # the window is read to its end: the next message starts the next window
-        state = {"window": window_end.isoformat(), "until": state["until"]}
+        state = {"window": window_end.isoformat(), "until": state["until"], "next_export": state.get("next_export")}
         end_byte = None
     if end_byte is not None:
         state.update(byte=end_byte, header=header)

@@ -213,7 +213,12 @@ def test_marketo_persons_are_read_by_bulk_extract_in_windows_of_31_days_at_most(
     assert world.dv_count("lead") == 30
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
     creates = sum(n for e, n in endpoints.items() if e.endswith("/bulk/v1/leads/export/create.json"))
-    assert creates >= 3  # 75 days: three windows or more
+    assert creates == 3  # 75 days: three windows, one export each
+    log = world.emulators.control("marketo", "GET", "/requests?limit=1000").json()["entries"]
+    order = [e["endpoint"].rsplit("/", 1)[-1] for e in log if "/bulk/v1/leads/export" in e["endpoint"]]
+    steps = [step for step in order if step in ("create.json", "file.json")]
+    # each next window's export is created before the current window's file is read: the two overlap
+    assert steps == ["create.json", "create.json", "file.json", "create.json", "file.json", "file.json"], steps
 
 
 def test_a_first_lead_sync_from_marketo_leaves_persons_linked_to_contacts_alone(world: World) -> None:
@@ -240,3 +245,28 @@ def test_a_first_lead_sync_from_marketo_leaves_persons_linked_to_contacts_alone(
     link = world.ctx.state.links.get_by_marketo_id("lead", nova_id)
     assert link is not None and link.dynamics_id == nova["leadid"]  # a one-way job writes nothing to Marketo
     assert world.dv_count("lead") == 1
+
+
+def test_an_export_queued_ahead_that_fails_is_made_again_and_nothing_is_missed(world: World, monkeypatch) -> None:
+    world.emulators.control(
+        "marketo", "POST", "/seed", json={"count": 30, "days": 75, "values": {"syncToDynamics": True}}
+    )
+    marketo = world.ctx.marketo
+    queue_export = marketo.queue_lead_export
+    queued: list[str] = []
+
+    def second_one_fails(*args, **kwargs) -> str:
+        if len(queued) == 1:  # the first export queued ahead (for the second window)
+            world.emulators.control("marketo", "POST", "/faults", json={"export_fail": True})
+        queued.append(queue_export(*args, **kwargs))
+        return queued[-1]
+
+    monkeypatch.setattr(marketo, "queue_lead_export", second_one_fails)
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert view.tasks[0]["read"] == 30 and view.tasks[0]["created"] == 30
+    assert world.dv_count("lead") == 30
+    statuses = [marketo.exporter.jobs[i].status for i in range(len(marketo.exporter.jobs))]
+    assert len(queued) == 4 and statuses.count("Failed") == 1, (queued, statuses)

@@ -129,15 +129,23 @@ class BulkExporter:
 
     def finished_job(self, kind: str, body: dict[str, Any]) -> BulkJobStatus:
         """Create and enqueue an export, wait for it to complete; raise BulkJobFailedError if it does not."""
+        return self.wait_job(kind, self.queue_job(kind, body))
+
+    def queue_job(self, kind: str, body: dict[str, Any]) -> str:
+        """Create and enqueue an export without waiting for it (Marketo runs 2 at once and queues 10); its id."""
         base = f"/bulk/v1/{kind}/export"
         created = self._t.call(f"bulk_export_create_{kind}", "POST", f"{base}/create.json", json=body)
         job = export_status(first_result(created, f"{kind} export create"))
         self._enqueue(base, job.job_id)
-        status = self._wait(base, job.job_id)
+        return job.job_id
+
+    def wait_job(self, kind: str, job_id: str) -> BulkJobStatus:
+        """Wait for a queued export to complete; raise BulkJobFailedError if it does not."""
+        status = self._wait(f"/bulk/v1/{kind}/export", job_id)
         self.jobs.append(status)
         if not status.succeeded:
             raise BulkJobFailedError(
-                status.status.lower(), status.message or f"export job ended {status.status}", job_id=job.job_id
+                status.status.lower(), status.message or f"export job ended {status.status}", job_id=job_id
             )
         return status
 

@@ -202,8 +202,18 @@ class MarketoClient:
         self, fields: list[str], start: datetime, end: datetime, date_field: str = "createdAt"
     ) -> BulkJobStatus:
         """One export job over [start, end) (at most 31 days), run to completion. Read it with lead_export_rows."""
+        return self.wait_lead_export(self.queue_lead_export(fields, start, end, date_field))
+
+    def queue_lead_export(
+        self, fields: list[str], start: datetime, end: datetime, date_field: str = "createdAt"
+    ) -> str:
+        """Create and enqueue an export job over [start, end) (at most 31 days) without waiting; its id."""
         window = {date_field: {"startAt": marketo_datetime(start), "endAt": marketo_datetime(end)}}
-        return self.exporter.finished_job("leads", {"format": "CSV", "fields": list(fields), "filter": window})
+        return self.exporter.queue_job("leads", {"format": "CSV", "fields": list(fields), "filter": window})
+
+    def wait_lead_export(self, export_id: str) -> BulkJobStatus:
+        """Wait for a queued lead export to complete (BulkJobFailedError if it fails)."""
+        return self.exporter.wait_job("leads", export_id)
 
     def lead_export_rows(
         self, export_id: str, start_byte: int = 0, header: Sequence[str] | None = None
