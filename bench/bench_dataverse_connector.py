@@ -14,11 +14,14 @@ import argparse
 import gc
 import math
 import resource
+import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
 from emulators.process import RunningEmulators, start_emulators
 from sync.connectors.dynamics import DataverseClient

@@ -9,9 +9,12 @@ Prints numbers; asserts nothing about time.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script or with -m
 
 from emulators.process import start_emulators
 from sync.connectors.http import build_session

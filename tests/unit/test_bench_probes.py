@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +30,13 @@ def test_every_probe_target_exists(target: tuple[str, str | None, str, str]) -> 
     if class_name:
         owner = getattr(owner, class_name)
     inspect.getattr_static(owner, attribute)  # raises AttributeError when the target was renamed
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("bench_*.py")))
+def test_every_bench_script_starts(script: str) -> None:
+    """Each benchmark imports what it needs when run as a script, as the README says (`--help` starts nothing)."""
+    run = subprocess.run(
+        [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "usage:" in run.stdout
