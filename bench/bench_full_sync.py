@@ -126,28 +126,6 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
 ]
 
 
-def install_probe() -> engine_probe.Probe:
-    import importlib
-
-    probe = engine_probe.Probe()
-    for module_name, class_name, attribute, label in TARGETS:
-        module = importlib.import_module(module_name)
-        probe.wrap(getattr(module, class_name) if class_name else module, attribute, label)
-    return probe
-
-
-def phase_lines(phases: dict[str, engine_probe.Phase], wall: float) -> list[str]:
-    lines = []
-    for *_, label in TARGETS:
-        for name in (label, label + " [pages]"):
-            phase = phases.get(name)
-            if phase is None or phase.calls == 0:
-                continue
-            share = 100 * phase.seconds / wall if wall else 0.0
-            lines.append(f"  {name:<58} {phase.calls:>8,} calls {phase.seconds:>8.1f} s {share:6.1f}% of wall")
-    return lines
-
-
 # --- Azurite requests (Table Storage and the queue), counted at the Azure SDK's HTTP transport ------------------------
 class AzuriteCounter:
     def __init__(self, ports: dict[str, int]) -> None:
@@ -697,7 +675,7 @@ def print_run(run: Run) -> None:
         )
     if run.phases:
         print("  where the time went (inclusive; sums over threads can exceed the wall time):")
-        for line in phase_lines(run.phases, run.wall):
+        for line in engine_probe.phase_lines(run.phases, run.wall, TARGETS):
             print("  " + line)
     if run.profile_text:
         print("  cProfile (main thread):")
@@ -773,7 +751,7 @@ def main() -> None:
     emulators = start_logged_emulators(tmp / "emulators", "--profile", args.profile)
     counter = AzuriteCounter(azurite.ports)
     counter.install()
-    probe = None if args.no_phases else install_probe()
+    probe = None if args.no_phases else engine_probe.install(TARGETS)
     harness = Harness(args, emulators, azurite, tmp, probe, counter)
     runs: list[Run] = []
     try:
