@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import SecretStr
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -62,7 +60,7 @@ from bench_incremental import Bench, emulators_gone, reset_peak_rss, rss_kib, st
 
 from emulators.azurite import Azurite
 from emulators.process import RunningEmulators
-from sync.connectors.dynamics import DataverseClient
+from sync.demo import salesperson_client
 from sync.engine import fullsync
 from sync.engine.context import SyncContext, build_context
 from sync.settings import Settings, load_settings
@@ -319,14 +317,7 @@ class Harness:
             extra.write(f"SYNC_FULL_SYNC_QUEUE=q{prefix.lower()}\n")
         settings = load_settings(env_file)
         state = StateStore(service_client(self.azurite.connection_string), prefix=settings.sync_table_prefix)
-        app = self.control("dataverse", "GET", "/apps/salesperson")
-        sales = DataverseClient(
-            settings.dynamics_url,
-            settings.authority,
-            app["client_id"],
-            SecretStr(app["client_secret"]),
-            extra_ca=settings.sync_ca_bundle,
-        )
+        sales = salesperson_client(self.emulators, settings)
         return settings, state, Bench(self.emulators, settings, state, sales, directory)
 
     def limits(self) -> tuple[ceiling.MarketoLimits, ceiling.DataverseLimits]:

@@ -44,7 +44,6 @@ from typing import Any
 
 import requests
 from dotenv import dotenv_values
-from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,6 +54,7 @@ from emulators.azurite import Azurite
 from emulators.process import REPO, RunningEmulators
 from sync.connectors.dynamics import DataverseClient
 from sync.connectors.marketo import MarketoClient
+from sync.demo import salesperson_client
 from sync.engine.context import SyncContext, build_context
 from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
@@ -604,14 +604,7 @@ def main() -> None:
         env_file = emulators.sync_env_file(tmp, azurite.connection_string, "bench" + uuid.uuid4().hex[:8])
         settings = load_settings(env_file)
         state = StateStore(service_client(azurite.connection_string), prefix=settings.sync_table_prefix)
-        app = emulators.control("dataverse", "GET", "/apps/salesperson").json()
-        sales = DataverseClient(
-            settings.dynamics_url,
-            settings.authority,
-            app["client_id"],
-            SecretStr(app["client_secret"]),
-            extra_ca=settings.sync_ca_bundle,
-        )
+        sales = salesperson_client(emulators, settings)
         bench = Bench(emulators, settings, state, sales, tmp)
         for name in ("dataverse", "marketo"):
             bench.control(name, "POST", "/reset")  # (Marketo's reset restores the start profile: switch after it)

@@ -10,18 +10,35 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.rule import Rule
 
-from sync.settings import load_settings
+from sync.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sync.connectors.dynamics import DataverseClient
 
 DEMO_LEADS = 200
 DEMO_CONTACTS = 40
 DEMO_PERSONS = 60
+
+
+def salesperson_client(emulators: Any, settings: Settings) -> DataverseClient:
+    """Dataverse as the emulator's salesperson app sees it: changes made by someone other than the sync."""
+    from sync.connectors.dynamics import DataverseClient
+
+    app = emulators.control("dataverse", "GET", "/apps/salesperson").json()
+    return DataverseClient(
+        settings.dynamics_url,
+        settings.authority,
+        app["client_id"],
+        SecretStr(app["client_secret"]),
+        extra_ca=settings.sync_ca_bundle,
+    )
 
 
 def _step(console: Console, text: str) -> None:
@@ -49,7 +66,6 @@ def run_demo(console: Console, workdir: Path | None = None, leads: int = DEMO_LE
 
 def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
     from sync.cli import print_cycle
-    from sync.connectors.dynamics import DataverseClient
     from sync.engine.context import build_context
     from sync.engine.cycle import run_cycle
     from sync.engine.fullsync import FullSyncRequest, start_full_sync
@@ -60,14 +76,7 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
     settings = load_settings(env_file)
     ctx = build_context(settings)
     queue = WorkQueue.from_settings(settings)
-    salesperson = emulators.control("dataverse", "GET", "/apps/salesperson").json()
-    sales = DataverseClient(
-        settings.dynamics_url,
-        settings.authority,
-        salesperson["client_id"],
-        SecretStr(salesperson["client_secret"]),
-        extra_ca=settings.sync_ca_bundle,
-    )
+    sales = salesperson_client(emulators, settings)
 
     _step(console, "2. Demo data")
     emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": leads, "fast": True})

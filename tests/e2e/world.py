@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from sync.connectors.dynamics import DataverseClient
+from sync.demo import salesperson_client
 from sync.engine.context import SyncContext, build_context
 from sync.engine.cycle import CycleReport, run_cycle
 from sync.settings import Settings, load_settings
@@ -35,14 +34,7 @@ class World:
             extra.write(f"SYNC_FULL_SYNC_QUEUE=q{table_prefix.lower()}\n")
         settings = load_settings(env_file)
         ctx = build_context(settings, state)
-        app = emulators.control("dataverse", "GET", "/apps/salesperson").json()
-        sales = DataverseClient(
-            settings.dynamics_url,
-            settings.authority,
-            app["client_id"],
-            SecretStr(app["client_secret"]),
-            extra_ca=settings.sync_ca_bundle,
-        )
+        sales = salesperson_client(emulators, settings)
         return cls(emulators, settings, ctx, sales, env_file)
 
     # --- the sync -------------------------------------------------------------------------------------------------
