@@ -81,10 +81,12 @@ TRACE_EVERY = 8  # --tracemalloc sample: messages 1, 9, 17, ... are traced (the 
 # --- timers around the full sync's phases ----------------------------------------------------------------------------
 TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.engine.fullsync", None, "start_full_sync", "start_full_sync"),
-    ("sync.engine.fullsync", None, "oldest_person_created", "  oldest_person_created (Marketo probes)"),
+    ("sync.engine.fullsync", None, "oldest_persons", "  oldest_persons (Marketo probes)"),
     ("sync.engine.fullsync", None, "process_message", "process_message (every queue message)"),
     ("sync.engine.fullsync", None, "_process_page", "  the page (_process_page)"),
     ("sync.connectors.dynamics.client", "DataverseClient", "read_changes", "    Dataverse read_changes"),
+    ("sync.engine.fullsync", None, "rest_id_range", "    Marketo id range: REST or Bulk Extract?"),
+    ("sync.engine.fullsync", None, "_read_ids", "    Marketo REST reads by id"),
     ("sync.connectors.marketo.client", "MarketoClient", "start_lead_export", "    Marketo export: create+enqueue+wait"),
     ("sync.connectors.marketo.bulk_extract", "BulkExporter", "_wait", "      export status polls and sleeps"),
     ("sync.connectors.marketo.client", "MarketoClient", "lead_export_rows", "    Marketo export file, row by row"),
@@ -347,7 +349,7 @@ def seed_marketo(h: Harness, n: int, days: float) -> tuple[float, int]:
     step_days = days / steps if days > 0 else 0.0
     for i in range(steps):
         count = n // steps + (1 if i < n % steps else 0)
-        body = {"count": count, "fast": True, "days": 0, "activities": False, "values": {"syncToDynamics": True}}
+        body = {"count": count, "fast": True, "days": 0, "values": {"syncToDynamics": True}}  # with New Lead activities
         h.control("marketo", "POST", "/seed", json=body)
         if i < steps - 1 and step_days:
             h.control("marketo", "POST", "/clock/advance", json={"days": step_days})

@@ -249,12 +249,25 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
             f"({mk.bulk_running} at once); Dataverse {dv_time:.1f} s in all"
         ],
     )
+    by_id = {
+        "paging token + oldest-person probe": 2,
+        "newest New Lead (paging token + a page) + probe above it": 3,
+        "get_leads by id": math.ceil(n / mk.batch),
+    }
+    rest = Strategy(
+        "REST by id range + UpsertMultiple",
+        max(marketo_rest_seconds([(5, 1), (by_id["get_leads by id"], mk.batch)], mk), dv_time),
+        by_id,
+        dv_calls,
+        ["when the ids are dense and the newest New Lead activity is recent (else the export is the only way)"],
+    )
     assumptions = [
-        f"Marketo reads: a paging token, one probe for the oldest person, and per <= {mk.export_max_days}-day window "
-        "one export job (create, enqueue, one status poll, one file read); a one-way job writes nothing to Marketo",
+        f"Marketo reads, the cheaper of: per <= {mk.export_max_days}-day window one export job (create, enqueue, one "
+        f"status poll, one file read), or ceil(N/{mk.batch}) get_leads by id over a proved id range; both after a "
+        "paging token and one probe for the oldest person; a one-way job writes nothing to Marketo",
         f"Dataverse: ceil(N/{dv.write_chunk}) UpsertMultiple on the new_marketopersonid alternate key, "
         f"ceil(N/{DATAVERSE_IN_VALUES}) e-mail lookups for matching (In() filters of {DATAVERSE_IN_VALUES}); they "
         f"cannot bind under {dv.requests:,} / {dv.window_s:.0f} s and {dv.concurrency} concurrent",
         "a window's writes start when its export file is ready; perfect pipelining; servers' CPU time not counted",
     ]
-    return Ceiling("Marketo -> Dynamics", n, assumptions, [export])
+    return Ceiling("Marketo -> Dynamics", n, assumptions, [export, rest])

@@ -114,6 +114,10 @@ param dynamicsPageSize int = 5000
 @minValue(1)
 param syncBulkImportThreshold int = 1000
 
+@description('SYNC_BULK_EXTRACT_THRESHOLD: a full sync to Dynamics reads Marketo persons by REST when their ids span at most this many, by Bulk Extract otherwise (0: always Bulk Extract).')
+@minValue(0)
+param syncBulkExtractThreshold int = 25000
+
 @description('SYNC_MAPPING_FILE: field mapping file inside the deployed package, e.g. /home/site/wwwroot/mapping.yaml. Empty: the packaged default mapping.')
 param syncMappingFile string = ''
 
@@ -367,6 +371,7 @@ var syncAppSettings = {
   MARKETO_MAX_CONCURRENCY: string(marketoMaxConcurrency)
   DYNAMICS_PAGE_SIZE: string(dynamicsPageSize)
   SYNC_BULK_IMPORT_THRESHOLD: string(syncBulkImportThreshold)
+  SYNC_BULK_EXTRACT_THRESHOLD: string(syncBulkExtractThreshold)
   SYNC_SCHEDULE_LEAD: syncScheduleLead
   SYNC_SCHEDULE_CONTACT: syncScheduleContact
   SYNC_CYCLE_TIME_BUDGET_SECONDS: string(syncCycleTimeBudgetSeconds)

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         "A full-sync page with at least this many new Marketo persons creates them by Bulk Import instead of REST.",
         default=1000,
     )
+    sync_bulk_extract_threshold: Annotated[int, Field(ge=0)] = _setting(
+        "SYNC_BULK_EXTRACT_THRESHOLD",
+        "A full sync to Dynamics reads Marketo persons by REST (300 ids per call) when their ids span at most this "
+        "many, and by Bulk Extract otherwise; 0 always uses Bulk Extract.",
+        default=25000,
+    )
     sync_cycle_time_budget_seconds: Annotated[int, Field(ge=10, le=3600)] = _setting(
         "SYNC_CYCLE_TIME_BUDGET_SECONDS",
         "Seconds an incremental cycle may run before it stops at a page boundary (keep below the function timeout).",

@@ -31,6 +31,7 @@ class SyncContext:
     mapping: MappingConfig
     time_budget: timedelta = timedelta(seconds=240)
     bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
+    bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
 
@@ -50,4 +51,5 @@ def build_context(settings: Settings, state: StateStore | None = None) -> SyncCo
         mapping=load_mapping(settings.sync_mapping_file),
         time_budget=timedelta(seconds=settings.sync_cycle_time_budget_seconds),
         bulk_import_threshold=settings.sync_bulk_import_threshold,
+        bulk_extract_threshold=settings.sync_bulk_extract_threshold,
     )

@@ -6,9 +6,10 @@
 
 Phases of an entity, in order: `to_marketo` reads Dynamics through the initial change-tracking request (pages of up to
 5,000; the delta link that ends it becomes the incremental watermark, so nothing changed meanwhile is missed), and
-`to_dynamics` reads Marketo through Bulk Extract (windows of at most 31 days, a part of a file per message; the next
-window's export is queued while a window is read) for persons to create or link in Dynamics. The Marketo paging token
-is taken when the job starts.
+`to_dynamics` reads Marketo for persons to create or link in Dynamics: by REST, ids in order, when the id range is
+narrow and provable (see person_ids), else through Bulk Extract (windows of at most 31 days, a part of a file per
+message; the next window's export is queued while a window is read). The Marketo paging token is taken when the job
+starts.
 
 Delivery is at least once. A page's writes are idempotent (links are matched before anything is created, creates
 are upserts on the link fields), and a message whose page is already checkpointed changes nothing.
@@ -30,6 +31,7 @@ from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.cycle import counts_of
 from sync.engine.pairs import PairBuilder
+from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
 from sync.mapping.model import EntityMapping
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
 from sync.state.jobs import Phase
@@ -38,8 +40,8 @@ from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
 log = logging.getLogger(__name__)
 EXTRACT_WINDOW = timedelta(days=31)
 ROWS_PER_MESSAGE = 5000
-MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)
-PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")  # Marketo was founded in 2006: no person is older
+IDS_PER_MESSAGE = 16 * IDS_PER_CALL
+PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
 
 
 class FullSyncRejected(ValueError):
@@ -129,7 +131,11 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     try:
         now = ctx.clock()
         token = initial_marketo_cursor(ctx.marketo, now).dump()  # changes from here on belong to the incremental sync
-        since = request.since or oldest_person_created(ctx, now)
+        oldest = oldest_persons(ctx.marketo, now) if request.since is None else None
+        since = request.since or oldest.created  # type: ignore[union-attr]
+        read_from: dict[str, Any] = {"window": since.isoformat(), "until": now.isoformat()}
+        if oldest is not None and oldest.lowest_id is not None:
+            read_from["low"] = oldest.lowest_id  # the first message decides between REST by ids and Bulk Extract
         unlinked = {name for name in names if not ctx.state.links.has_any(name)}
         for task in tasks:
             task.marketo_start = token
@@ -138,7 +144,7 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
                 task.phase == "to_marketo" or len(phases_for(mapping.entity(task.entity), request.direction)) == 1
             )
             if task.phase == "to_dynamics":
-                task.cursor = json.dumps({"window": since.isoformat(), "until": now.isoformat()})
+                task.cursor = json.dumps(read_from)
         ctx.state.jobs.create(job, tasks)
         for name in names:
             first = next(t for t in tasks if t.entity == name)
@@ -147,27 +153,6 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
         ctx.state.jobs.release(job.job_id, names)
         raise
     return job
-
-
-def oldest_person_created(ctx: SyncContext, until: datetime) -> datetime:
-    """Where the Marketo extract starts. Person ids grow with time, so the lowest ids are the oldest persons: the
-    first id ranges give the oldest creation date. If they are empty, a few probes further out tell an empty Marketo
-    (nothing to read before `until`) from one whose early persons were deleted (then every window since 2006 is read;
-    pass `since` to narrow it)."""
-    fields = ["id", "createdAt"]
-    for start in range(1, 1501, 300):
-        dates = [
-            p.values.get("createdAt") for p in ctx.marketo.get_leads("id", list(range(start, start + 300)), fields)
-        ]
-        dates = [d for d in dates if d]
-        if dates:
-            oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
-            return oldest.replace(second=0, microsecond=0)
-    for exponent in range(3, 9):
-        start = 10**exponent
-        if ctx.marketo.get_leads("id", list(range(start, start + 300)), fields):
-            return MARKETO_EPOCH
-    return until
 
 
 def view_job(ctx: SyncContext, job_id: str) -> JobView | None:
@@ -404,18 +389,59 @@ def _window_export(
 
 
 def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
-    """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
-    message; later messages resume reading its file at the byte they stopped."""
+    """The next Marketo persons: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a Bulk Extract.
+    The phase's first message chooses which: REST when the id range is narrow and provable (person_ids)."""
     builder = _builder(ctx, job, task)
     state = json.loads(task.cursor or "{}")
+    fields = ["id", *builder.marketo_field_names()]
+    expected = None
+    if "low" in state:
+        oldest = OldestPersons(datetime.fromisoformat(state["window"]), state.pop("low"))
+        ids = rest_id_range(ctx.marketo, oldest, ctx.clock(), ctx.bulk_extract_threshold)
+        if ids is not None:
+            state = {"ids": [ids.start, ids.stop - 1], "until": state["until"]}
+            expected = len(ids)
+        log.info("full sync %s: Marketo persons read %s", task.entity, f"by REST, ids {ids}" if ids else "by export")
+    if "ids" in state:
+        persons, state, finished = _read_ids(ctx, state, fields)
+    else:
+        persons, state, finished, expected = _read_extract(ctx, state, fields)
+    if persons:
+        synced_since = job.created_at if job.direction == "both" else None  # merged by this job's first phase
+        works = builder.marketo_batch(
+            {str(p.id) for p in persons},
+            MarketoChangeSet(),
+            dynamics_complete=False,
+            known_persons=persons,
+            synced_since=synced_since,
+            assume_unlinked=no_links,
+        )
+        builder.run_batch(works)
+    counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
+    return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
+
+
+def _read_ids(ctx: SyncContext, state: dict[str, Any], fields: list[str]) -> tuple[list[MarketoPerson], dict, bool]:
+    """The next IDS_PER_MESSAGE ids of the range, 300 per call; deleted ids simply come back empty."""
+    first, last = state["ids"]
+    end = min(first + IDS_PER_MESSAGE - 1, last)
+    persons = ctx.marketo.get_leads("id", list(range(first, end + 1)), fields) if first <= last else []
+    state = {**state, "ids": [end + 1, last]}
+    return persons, state, end >= last
+
+
+def _read_extract(
+    ctx: SyncContext, state: dict[str, Any], fields: list[str]
+) -> tuple[list[MarketoPerson], dict, bool, int | None]:
+    """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
+    message; later messages resume reading its file at the byte they stopped."""
     window = datetime.fromisoformat(state["window"])
     until = datetime.fromisoformat(state["until"])
     if window >= until:
-        return PageResult(counts={}, cursor=task.cursor, finished=True)
+        return [], state, True, None
     window_end = min(window + EXTRACT_WINDOW, until)
     expected = None
     if not state.get("export"):
-        fields = ["id", *builder.marketo_field_names()]
         status = _window_export(ctx, fields, window, window_end, state.pop("next_export", None))
         state.update(export=status.job_id, byte=0, header=None)
         expected = status.number_of_records
@@ -437,17 +463,5 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
         end_byte = None
     if end_byte is not None:
         state.update(byte=end_byte, header=header)
-    if persons:
-        synced_since = job.created_at if job.direction == "both" else None  # merged by this job's first phase
-        works = builder.marketo_batch(
-            {str(p.id) for p in persons},
-            MarketoChangeSet(),
-            dynamics_complete=False,
-            known_persons=persons,
-            synced_since=synced_since,
-            assume_unlinked=no_links,
-        )
-        builder.run_batch(works)
     finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until
-    counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
-    return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
+    return persons, state, finished, expected

@@ -201,6 +201,7 @@ def test_many_creates_go_through_bulk_import_and_rejected_rows_become_record_err
 
 
 def test_marketo_persons_are_read_by_bulk_extract_in_windows_of_31_days_at_most(world: World) -> None:
+    world.ctx.bulk_extract_threshold = 0  # never by REST
     world.emulators.control(
         "marketo", "POST", "/seed", json={"count": 30, "days": 75, "values": {"syncToDynamics": True}}
     )
@@ -251,6 +252,7 @@ def test_an_export_queued_ahead_that_fails_is_made_again_and_nothing_is_missed(w
     world.emulators.control(
         "marketo", "POST", "/seed", json={"count": 30, "days": 75, "values": {"syncToDynamics": True}}
     )
+    world.ctx.bulk_extract_threshold = 0  # never by REST
     marketo = world.ctx.marketo
     queue_export = marketo.queue_lead_export
     queued: list[str] = []

@@ -1,0 +1,83 @@
+"""Where a full sync to Dynamics finds Marketo's persons: their id range, and whether REST can read all of it.
+
+Marketo's REST API cannot list every person, but person ids are handed out in creation order. The lowest ids give
+the oldest person (and the start of the range); the newest person's id is the highest lead id among the New Lead
+activities (type 12) from some recent time to now. When the range is narrow, reading it 300 ids per call costs a few
+calls and no Bulk Extract jobs, which queue for seconds to minutes each. When the highest id cannot be proved cheaply
+(no New Lead activity within a few looks back, a busy log, or a person above the id the activities gave), the
+full sync uses Bulk Extract, which needs no proof.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sync.connectors.marketo import MarketoClient
+
+NEW_LEAD = 12
+IDS_PER_CALL = 300
+MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)  # Marketo was founded in 2006: no person is older
+LOOK_BACK = (timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=92), timedelta(days=366))
+SEARCH_CALLS = 12  # at most this many activity calls to prove the highest id; past it, Bulk Extract is cheaper
+
+
+@dataclass(frozen=True)
+class OldestPersons:
+    created: datetime  # where a Bulk Extract by createdAt starts
+    lowest_id: int | None  # None when the first ids hold no person: the id range is unknown
+
+
+def oldest_persons(marketo: MarketoClient, until: datetime) -> OldestPersons:
+    """The lowest ids are the oldest persons. If they are empty, a few probes further out tell an empty Marketo
+    (nothing to read before `until`) from one whose early persons were deleted (then every window since 2006 is
+    read; pass `since` to narrow it)."""
+    fields = ["id", "createdAt"]
+    for start in range(1, 1501, IDS_PER_CALL):
+        found = marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields)
+        dates = [p.values.get("createdAt") for p in found]
+        dates = [d for d in dates if d]
+        if dates:
+            oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
+            return OldestPersons(oldest.replace(second=0, microsecond=0), min(p.id for p in found))
+    for exponent in range(3, 9):
+        start = 10**exponent
+        if marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields):
+            return OldestPersons(MARKETO_EPOCH, None)
+    return OldestPersons(until, None)
+
+
+def newest_person_id(marketo: MarketoClient, now: datetime, oldest: datetime, calls: int = SEARCH_CALLS) -> int | None:
+    """The highest lead id among the New Lead activities of the shortest look back that has any (each look back is
+    read to its end, so the newest person is in it). None when none has any, or proving it takes over `calls`."""
+    spent = 0
+    for back in LOOK_BACK:
+        since = now - back
+        token = marketo.get_paging_token(max(since, MARKETO_EPOCH))
+        spent += 1
+        highest: int | None = None
+        for page in marketo.activities(token, [NEW_LEAD]):  # pages until moreResult is false
+            spent += 1
+            for activity in page.activities:
+                highest = max(highest or 0, activity.lead_id)
+            if page.more_result and spent >= calls:
+                return None
+        if highest is not None:
+            return highest
+        if since <= oldest:  # every person was created inside this look back, and none left an activity
+            return None
+    return None
+
+
+def rest_id_range(marketo: MarketoClient, oldest: OldestPersons, now: datetime, max_ids: int) -> range | None:
+    """The ids to read by REST, or None for Bulk Extract. A person just above the proved highest id (one made
+    without a New Lead activity the search saw) means the proof is wrong: Bulk Extract then."""
+    if oldest.lowest_id is None or max_ids <= 0:
+        return None
+    highest = newest_person_id(marketo, now, oldest.created)
+    if highest is None or highest < oldest.lowest_id or highest - oldest.lowest_id + 1 > max_ids:
+        return None
+    above = list(range(highest + 1, highest + 1 + IDS_PER_CALL))
+    if marketo.get_leads("id", above, ["id"]):
+        return None
+    return range(oldest.lowest_id, highest + 1)

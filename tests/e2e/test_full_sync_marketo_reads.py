@@ -1,0 +1,108 @@
+"""How a full sync to Dynamics reads Marketo: by REST over a narrow, proven id range, else by Bulk Extract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sync.engine import fullsync
+from sync.engine.fullsync import view_job
+from tests.e2e.test_full_sync import start
+from tests.e2e.world import World
+
+EXPORT = "/bulk/v1/leads/export"
+
+
+def seed(world: World, count: int, days: float = 300, activities: bool = True, **values: Any) -> dict[str, int]:
+    body = {"count": count, "days": days, "activities": activities, "values": values}
+    return world.emulators.control("marketo", "POST", "/seed", json=body).json()
+
+
+def marketo_endpoints(world: World) -> dict[str, int]:
+    return world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
+
+
+def export_calls(world: World) -> int:
+    return sum(n for endpoint, n in marketo_endpoints(world).items() if EXPORT in endpoint)
+
+
+def run_to_dynamics(world: World) -> dict[str, Any]:
+    world.clear_request_logs()
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    return view.tasks[0]
+
+
+def assert_one_lead_per_synced_person(world: World, ids: range) -> None:
+    """Every surviving person marked syncToDynamics is one Dynamics lead, linked; no other person is."""
+    wanted = 0
+    for person_id in ids:
+        person = world.mk_get(person_id)
+        link = world.ctx.state.links.get_by_marketo_id("lead", str(person_id))
+        if person is None or not person.get("syncToDynamics"):
+            assert link is None, (person_id, link)
+            continue
+        wanted += 1
+        assert link is not None, person_id
+        [lead] = world.dv_find("lead", "emailaddress1", person["email"])
+        assert lead["leadid"] == link.dynamics_id and lead["lastname"] == person["lastName"]
+    assert world.dv_count("lead") == wanted
+
+
+def test_a_small_marketo_with_a_long_history_is_read_by_rest_and_no_export(world: World, monkeypatch) -> None:
+    synced = seed(world, 30, days=360, syncToDynamics=True)
+    others = seed(world, 10, days=360)
+    world.mk_delete(synced["firstId"] + 3)  # a gap in the ids: read as nothing
+    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 16)  # 40 ids: three messages
+    task = run_to_dynamics(world)
+    assert export_calls(world) == 0
+    assert task["read"] == 39 and task["created"] == 29 and task["pages_done"] == 3
+    assert task["expected_records"] == 40
+    by_id = [n for e, n in marketo_endpoints(world).items() if e.endswith("/rest/v1/leads.json")]
+    # 3 pages of 16 ids, plus the job start's oldest-person probe and the probe above the newest id
+    assert sum(by_id) == 3 + 1 + 1, marketo_endpoints(world)
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], others["lastId"] + 2))
+
+
+def test_an_id_range_wider_than_the_threshold_is_read_by_bulk_extract(world: World) -> None:
+    synced = seed(world, 30, days=20, syncToDynamics=True)
+    world.ctx.bulk_extract_threshold = 29
+    task = run_to_dynamics(world)
+    assert export_calls(world) > 0
+    assert task["read"] == 30 and task["created"] == 30
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
+
+
+def test_a_person_above_the_newest_new_lead_activity_sends_the_read_to_bulk_extract(world: World) -> None:
+    synced = seed(world, 20, days=20, syncToDynamics=True)
+    quiet = seed(world, 5, days=20, activities=False, syncToDynamics=True)  # no New Lead activity: unproven
+    task = run_to_dynamics(world)
+    assert export_calls(world) > 0
+    assert task["read"] == 25 and task["created"] == 25
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], quiet["lastId"] + 2))
+
+
+def test_persons_without_any_new_lead_activity_are_read_by_bulk_extract(world: World) -> None:
+    synced = seed(world, 12, days=20, activities=False, syncToDynamics=True)
+    task = run_to_dynamics(world)
+    assert export_calls(world) > 0
+    assert task["read"] == 12 and task["created"] == 12
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
+
+
+def test_a_rest_read_message_delivered_twice_changes_nothing(world: World, monkeypatch) -> None:
+    synced = seed(world, 20, days=100, syncToDynamics=True)
+    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 8)
+    seen: list = []
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    world.drain(on_message=seen.append)
+    before = view_job(world.ctx, job_id)
+    assert before is not None and before.state == "succeeded" and before.tasks[0]["pages_done"] == 3
+    world.clear_request_logs()
+    for delivery in seen:
+        world.queue.send(delivery.message)
+    world.drain()
+    assert world.dv_sync_calls() == 0 and world.mk_api_calls() == 0
+    assert view_job(world.ctx, job_id) == before
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
