@@ -47,9 +47,12 @@ def oldest_persons(marketo: MarketoClient, until: datetime) -> OldestPersons:
     return OldestPersons(until, None)
 
 
-def newest_person_id(marketo: MarketoClient, now: datetime, oldest: datetime, calls: int = SEARCH_CALLS) -> int | None:
+def newest_person_id(
+    marketo: MarketoClient, now: datetime, oldest: datetime, calls: int = SEARCH_CALLS, enough: int | None = None
+) -> int | None:
     """The highest lead id among the New Lead activities of the shortest look back that has any (each look back is
-    read to its end, so the newest person is in it). None when none has any, or proving it takes over `calls`."""
+    read to its end, so the newest person is in it). None when none has any, or proving it takes over `calls`.
+    With `enough`, the first id at or above it is returned at once: the caller only needs to know it is that high."""
     spent = 0
     for back in LOOK_BACK:
         since = now - back
@@ -60,6 +63,8 @@ def newest_person_id(marketo: MarketoClient, now: datetime, oldest: datetime, ca
             spent += 1
             for activity in page.activities:
                 highest = max(highest or 0, activity.lead_id)
+            if enough is not None and highest is not None and highest >= enough:
+                return highest
             if page.more_result and spent >= calls:
                 return None
         if highest is not None:
@@ -74,7 +79,7 @@ def rest_id_range(marketo: MarketoClient, oldest: OldestPersons, now: datetime, 
     without a New Lead activity the search saw) means the proof is wrong: Bulk Extract then."""
     if oldest.lowest_id is None or max_ids <= 0:
         return None
-    highest = newest_person_id(marketo, now, oldest.created)
+    highest = newest_person_id(marketo, now, oldest.created, enough=oldest.lowest_id + max_ids)
     if highest is None or highest < oldest.lowest_id or highest - oldest.lowest_id + 1 > max_ids:
         return None
     above = list(range(highest + 1, highest + 1 + IDS_PER_CALL))

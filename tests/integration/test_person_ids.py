@@ -64,6 +64,9 @@ def test_a_busy_log_stops_the_search_at_its_call_budget(mkt: Marketo) -> None:
     assert newest_person_id(client, now(mkt), now(mkt), calls=2) is None
     assert activity_calls(client) == 2
     assert newest_person_id(mkt.client(), now(mkt), now(mkt)) == seeded["lastId"]
+    client = mkt.client()
+    assert 50 <= newest_person_id(client, now(mkt), now(mkt), enough=50) < seeded["lastId"]
+    assert activity_calls(client) == 2  # wide enough after the first page: the rest is not read
 
 
 @pytest.mark.parametrize(("max_ids", "expected"), [(40, range(1, 41)), (39, None), (0, None)])
