@@ -188,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     full.add_argument("--entity", action="append", help="an entity to sync (repeat; default: all)")
     full.add_argument("--direction", choices=["both", "to_marketo", "to_dynamics"], default="both")
     full.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
-    full.add_argument("--since", type=datetime.fromisoformat, help="oldest Marketo person to read (default: all)")
+    full.add_argument(
+        "--since",
+        type=datetime.fromisoformat,
+        help="oldest Marketo person to read, by Bulk Extract from that date (default: all)",
+    )
     full.add_argument("--resume", metavar="JOB_ID", help="continue a job that was interrupted")
     full.set_defaults(handler=cmd_full)
 

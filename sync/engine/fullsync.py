@@ -58,7 +58,9 @@ class FullSyncRequest(BaseModel):
     entities: list[str] | None = None
     direction: Literal["both", "to_marketo", "to_dynamics"] = "both"
     dry_run: bool = Field(default=False, alias="dryRun")
-    since: datetime | None = Field(default=None, description="oldest Marketo person to read (default: all)")
+    since: datetime | None = Field(
+        default=None, description="oldest Marketo person to read, by Bulk Extract from that date (default: all)"
+    )
 
     @field_validator("since")
     @classmethod
