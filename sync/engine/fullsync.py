@@ -133,11 +133,8 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     try:
         now = ctx.clock()
         token = initial_marketo_cursor(ctx.marketo, now).dump()  # changes from here on belong to the incremental sync
-        oldest = oldest_persons(ctx.marketo, now) if request.since is None else None
-        since = request.since or oldest.created  # type: ignore[union-attr]
-        read_from: dict[str, Any] = {"window": since.isoformat(), "until": now.isoformat()}
-        if oldest is not None and oldest.lowest_id is not None:
-            read_from["low"] = oldest.lowest_id  # the first message decides between REST by ids and Bulk Extract
+        reads_marketo = any(t.phase == "to_dynamics" for t in tasks)
+        marketo_cursor = _marketo_read_cursor(ctx, request.since, now) if reads_marketo else None
         unlinked = {name for name in names if not ctx.state.links.has_any(name)}
         for task in tasks:
             task.marketo_start = token
@@ -146,7 +143,7 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
                 task.phase == "to_marketo" or len(phases_for(mapping.entity(task.entity), request.direction)) == 1
             )
             if task.phase == "to_dynamics":
-                task.cursor = json.dumps(read_from)
+                task.cursor = marketo_cursor
         ctx.state.jobs.create(job, tasks)
         for name in names:
             first = next(t for t in tasks if t.entity == name)
@@ -155,6 +152,18 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
         ctx.state.jobs.release(job.job_id, names)
         raise
     return job
+
+
+def _marketo_read_cursor(ctx: SyncContext, since: datetime | None, now: datetime) -> str:
+    """Where the to_dynamics phase starts: the extract window from `since` or the oldest person, and the lowest id,
+    with which the phase's first message decides between REST by ids and Bulk Extract (never with `since`)."""
+    if since is not None:
+        return json.dumps({"window": since.isoformat(), "until": now.isoformat()})
+    oldest = oldest_persons(ctx.marketo, now)
+    cursor: dict[str, Any] = {"window": oldest.created.isoformat(), "until": now.isoformat()}
+    if oldest.lowest_id is not None:
+        cursor["low"] = oldest.lowest_id
+    return json.dumps(cursor)
 
 
 def view_job(ctx: SyncContext, job_id: str) -> JobView | None:
