@@ -7,7 +7,7 @@ import json
 import azure.functions as func
 
 from sync import api
-from sync.engine.fullsync import view_job
+from sync.engine.fullsync import JobView, view_job
 from tests.e2e.world import World
 
 
@@ -16,6 +16,15 @@ def start(world: World, body: dict | None = None) -> str:
     assert response.status == 202, response.body
     assert response.headers["Location"] == response.body["statusUrl"]
     return str(response.body["jobId"])
+
+
+def run_job(world: World, body: dict | None = None) -> JobView:
+    """Start a job through the HTTP function, drain its queue, and see it succeed."""
+    job_id = start(world, body)
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    return view
 
 
 def seed_both_systems(world: World) -> dict[str, str]:
@@ -42,10 +51,7 @@ def seed_both_systems(world: World) -> dict[str, str]:
 
 def test_full_sync_links_creates_and_hands_over_to_the_incremental_sync(world: World) -> None:
     leads = seed_both_systems(world)
-    job_id = start(world)
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
+    view = run_job(world)
     # exactly one person per address, the existing ones linked
     for i in range(7):
         [person] = world.mk_by_email(f"lead{i}@example.com")
@@ -168,10 +174,8 @@ def test_dry_run_reports_and_writes_nothing(world: World) -> None:
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 6, "fast": True})
     world.mk_form_fill(email="only@example.com", firstName="Only", syncToDynamics=True)
     persons_before, leads_before = world.mk_count(), world.dv_count("lead")
-    job_id = start(world, {"entities": ["lead"], "dryRun": True})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded" and view.dry_run
+    view = run_job(world, {"entities": ["lead"], "dryRun": True})
+    assert view.dry_run
     by_direction = {t["direction"]: t for t in view.tasks}
     assert by_direction["to_marketo"]["created"] == len(emails_of_leads(world))  # would create a person each
     assert by_direction["to_dynamics"]["created"] == 1  # and one lead
@@ -184,10 +188,7 @@ def test_many_creates_go_through_bulk_import_and_rejected_rows_become_record_err
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 8, "fast": True})
     bad = world.dv_create("lead", lastname="Bad", emailaddress1="not-an-email", companyname="X")
     world.ctx.bulk_import_threshold = 5
-    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded"
+    run_job(world, {"entities": ["lead"], "direction": "to_marketo"})
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
     assert any("/bulk/v1/leads.json" in e for e in endpoints), endpoints
     assert not any(e.startswith("POST /rest/v1/leads.json") for e in endpoints), endpoints
@@ -206,10 +207,7 @@ def test_marketo_persons_are_read_by_bulk_extract_in_windows_of_31_days_at_most(
         "marketo", "POST", "/seed", json={"count": 30, "days": 75, "values": {"syncToDynamics": True}}
     )
     world.emulators.control("marketo", "POST", "/seed", json={"count": 10, "days": 75})
-    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
+    view = run_job(world, {"entities": ["lead"], "direction": "to_dynamics"})
     assert view.tasks[0]["read"] == 40 and view.tasks[0]["created"] == 30
     assert world.dv_count("lead") == 30
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
@@ -236,10 +234,7 @@ def test_a_first_lead_sync_from_marketo_leaves_persons_linked_to_contacts_alone(
     world.drain()
     assert world.mk_by_email("cole@example.com")[0]["dynamicsContactId"] == contact
     # no lead link exists yet: the lead job's pages skip their own entity's links, never the contacts'
-    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
+    run_job(world, {"entities": ["lead"], "direction": "to_dynamics"})
     assert world.dv_find("lead", "emailaddress1", "cole@example.com") == []
     [nova] = world.dv_find("lead", "emailaddress1", "nova@example.com")
     nova_id = str(world.mk_by_email("nova@example.com")[0]["id"])
@@ -264,10 +259,7 @@ def test_an_export_queued_ahead_that_fails_is_made_again_and_nothing_is_missed(w
         return queued[-1]
 
     monkeypatch.setattr(marketo, "queue_lead_export", second_one_fails)
-    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
+    view = run_job(world, {"entities": ["lead"], "direction": "to_dynamics"})
     assert view.tasks[0]["read"] == 30 and view.tasks[0]["created"] == 30
     assert world.dv_count("lead") == 30
     statuses = [marketo.exporter.jobs[i].status for i in range(len(marketo.exporter.jobs))]

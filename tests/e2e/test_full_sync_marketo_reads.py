@@ -6,7 +6,7 @@ from typing import Any
 
 from sync.engine import fullsync
 from sync.engine.fullsync import view_job
-from tests.e2e.test_full_sync import start
+from tests.e2e.test_full_sync import run_job, start
 from tests.e2e.world import World
 
 EXPORT = "/bulk/v1/leads/export"
@@ -27,11 +27,7 @@ def export_calls(world: World) -> int:
 
 def run_to_dynamics(world: World) -> dict[str, Any]:
     world.clear_request_logs()
-    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
-    return view.tasks[0]
+    return run_job(world, {"entities": ["lead"], "direction": "to_dynamics"}).tasks[0]
 
 
 def assert_one_lead_per_synced_person(world: World, ids: range) -> None:
