@@ -37,7 +37,6 @@ import math
 import pstats
 import random
 import resource
-import shutil
 import sys
 import tempfile
 import threading
@@ -56,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import engine_probe  # helpers next to this script
 import full_sync_ceiling as ceiling
-from bench_incremental import Bench, emulators_gone, reset_peak_rss, rss_kib, start_logged_emulators
+from bench_incremental import Bench, bench_services, reset_peak_rss, rss_kib
 
 from emulators.azurite import Azurite
 from emulators.process import RunningEmulators
@@ -738,32 +737,19 @@ def main() -> None:
         raise SystemExit(f"unknown directions {unknown}: use {', '.join(DIRECTIONS)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-full-sync-"))
-    (tmp / "emulators").mkdir()
     print(f"bench_full_sync: N={sizes}, directions={directions}, profile={args.profile}, tmp={tmp}", flush=True)
-    azurite = Azurite().start()
-    emulators = start_logged_emulators(tmp / "emulators", "--profile", args.profile)
-    counter = AzuriteCounter(azurite.ports)
-    counter.install()
-    probe = None if args.no_phases else engine_probe.install(TARGETS)
-    harness = Harness(args, emulators, azurite, tmp, probe, counter)
-    runs: list[Run] = []
-    try:
+    with bench_services(tmp, args.profile, args.keep) as (azurite, emulators):
+        counter = AzuriteCounter(azurite.ports)
+        counter.install()
+        probe = None if args.no_phases else engine_probe.install(TARGETS)
+        harness = Harness(args, emulators, azurite, tmp, probe, counter)
+        runs: list[Run] = []
         for n in sizes:
             for direction in directions:
                 runs.append(measure(harness, n, direction))
                 if args.json:
                     args.json.write_text(json.dumps([r.summary() for r in runs], indent=1, default=str))
         summary_table(runs)
-    except Exception:
-        gone = emulators_gone(emulators, tmp / "emulators")
-        if gone:
-            print(f"!! {gone}")
-        raise
-    finally:
-        emulators.stop()
-        azurite.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

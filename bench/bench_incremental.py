@@ -36,7 +36,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -94,6 +96,27 @@ def emulators_gone(emulators: RunningEmulators, directory: Path) -> str | None:
         return None
     tail = (directory / "emulators.log").read_text()[-3000:]
     return f"the emulators' process exited with code {code}; its last output:\n{tail}"
+
+
+@contextmanager
+def bench_services(tmp: Path, profile: str, keep: bool) -> Iterator[tuple[Azurite, RunningEmulators]]:
+    """Azurite and the emulators (logging to tmp/emulators) for one bench run. If the run fails, says whether the
+    emulators died under it; always stops both and, unless `keep`, removes tmp."""
+    (tmp / "emulators").mkdir()
+    azurite = Azurite().start()
+    emulators = start_logged_emulators(tmp / "emulators", "--profile", profile)
+    try:
+        yield azurite, emulators
+    except Exception:
+        gone = emulators_gone(emulators, tmp / "emulators")
+        if gone:
+            print(f"!! {gone}")
+        raise
+    finally:
+        emulators.stop()
+        azurite.stop()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass
@@ -596,11 +619,8 @@ def main() -> None:
     total = 2 * n if "distinct" in variants else n
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-incremental-"))
-    (tmp / "emulators").mkdir()
     print(f"bench_incremental: N={n:,} per side, {total:,} linked leads, profile={args.profile}, tmp={tmp}")
-    azurite = Azurite().start()
-    emulators = start_logged_emulators(tmp / "emulators", "--profile", "realistic")
-    try:
+    with bench_services(tmp, "realistic", args.keep) as (azurite, emulators):
         env_file = emulators.sync_env_file(tmp, azurite.connection_string, "bench" + uuid.uuid4().hex[:8])
         settings = load_settings(env_file)
         state = StateStore(service_client(azurite.connection_string), prefix=settings.sync_table_prefix)
@@ -634,16 +654,6 @@ def main() -> None:
                 )
             )
         summary_table(results, n, args.profile)
-    except Exception:
-        gone = emulators_gone(emulators, tmp / "emulators")
-        if gone:
-            print(f"!! {gone}")
-        raise
-    finally:
-        emulators.stop()
-        azurite.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
