@@ -30,7 +30,7 @@ def _base_url(req: func.HttpRequest) -> str:
 @app.function_name("sync_status")
 @app.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(collect_status(runtime.state()).model_dump_json())
+    return _json(collect_status(runtime.state(), runtime.stream_names()).model_dump_json())
 
 
 @app.function_name("sync_errors")
@@ -55,16 +55,21 @@ def _log_cycle(entity: str) -> None:
     logging.info(message)
 
 
-@app.function_name("sync_lead")
-@app.timer_trigger(schedule="%SYNC_SCHEDULE_LEAD%", arg_name="timer", run_on_startup=False, use_monitor=True)
-def sync_lead(timer: func.TimerRequest) -> None:
-    _log_cycle("lead")
+def _register_timer(stream: str) -> None:
+    """One timer per stream of the mapping; its schedule is the app setting SYNC_SCHEDULE_<STREAM>."""
+
+    def run(timer: func.TimerRequest) -> None:
+        _log_cycle(stream)
+
+    run.__name__ = f"sync_{stream}"
+    trigger = app.timer_trigger(
+        schedule=f"%{runtime.schedule_setting(stream)}%", arg_name="timer", run_on_startup=False, use_monitor=True
+    )
+    app.function_name(f"sync_{stream}")(trigger(run))
 
 
-@app.function_name("sync_contact")
-@app.timer_trigger(schedule="%SYNC_SCHEDULE_CONTACT%", arg_name="timer", run_on_startup=False, use_monitor=True)
-def sync_contact(timer: func.TimerRequest) -> None:
-    _log_cycle("contact")
+for _stream in runtime.stream_names():
+    _register_timer(_stream)
 
 
 @app.function_name("sync_full_start")

@@ -121,6 +121,15 @@ param syncBulkExtractThreshold int = 25000
 @description('SYNC_MAPPING_FILE: field mapping file inside the deployed package, e.g. /home/site/wwwroot/mapping.yaml. Empty: the packaged default mapping.')
 param syncMappingFile string = ''
 
+@description('SYNC_SCHEDULE_SYSTEMUSER: NCRONTAB schedule of the users -> sales persons sync.')
+param syncScheduleSystemuser string = '0 */1 * * * *'
+
+@description('SYNC_SCHEDULE_TEAM: NCRONTAB schedule of the teams -> sales persons sync.')
+param syncScheduleTeam string = '0 */1 * * * *'
+
+@description('SYNC_SCHEDULE_ACCOUNT: NCRONTAB schedule of the accounts -> companies sync.')
+param syncScheduleAccount string = '0 */1 * * * *'
+
 @description('SYNC_SCHEDULE_LEAD: NCRONTAB schedule of the lead incremental sync.')
 param syncScheduleLead string = '0 */1 * * * *'
 
@@ -372,6 +381,9 @@ var syncAppSettings = {
   DYNAMICS_PAGE_SIZE: string(dynamicsPageSize)
   SYNC_BULK_IMPORT_THRESHOLD: string(syncBulkImportThreshold)
   SYNC_BULK_EXTRACT_THRESHOLD: string(syncBulkExtractThreshold)
+  SYNC_SCHEDULE_SYSTEMUSER: syncScheduleSystemuser
+  SYNC_SCHEDULE_TEAM: syncScheduleTeam
+  SYNC_SCHEDULE_ACCOUNT: syncScheduleAccount
   SYNC_SCHEDULE_LEAD: syncScheduleLead
   SYNC_SCHEDULE_CONTACT: syncScheduleContact
   SYNC_CYCLE_TIME_BUDGET_SECONDS: string(syncCycleTimeBudgetSeconds)

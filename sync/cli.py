@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sync.engine.cycle import CycleReport
-from sync.mapping.model import MappingError
+from sync.mapping.model import MappingError, load_mapping
 from sync.settings import Settings, SettingsError, load_settings
 from sync.state import StateStore
 from sync.status import collect_status
@@ -29,7 +29,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    report = collect_status(_state(args))
+    settings = _settings(args)
+    report = collect_status(StateStore.from_settings(settings), stream_names(settings))
     if args.json:
         console.print_json(report.model_dump_json())
         return 0
@@ -54,7 +55,14 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  {cursor.system} watermark: {'set' if cursor.has_cursor else 'none'} (advanced {when})")
         if entity.lease_holder:
             console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
+        newest = next((run for run in entity.last_runs if run.skipped_reasons), None)
+        for reason, count in (newest.skipped_reasons if newest else {}).items():
+            console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
     return 0
+
+
+def stream_names(settings: Settings) -> list[str]:
+    return [stream.name for stream in load_mapping(settings.sync_mapping_file).ordered_entities()]
 
 
 def cmd_errors(args: argparse.Namespace, console: Console) -> int:
@@ -176,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     errors.set_defaults(handler=cmd_errors)
 
     run = commands.add_parser("run", parents=[common], help="one incremental cycle, as the timers run it")
-    run.add_argument("--entity", default="all", help="lead, contact or all (default)")
+    run.add_argument("--entity", default="all", help="a stream of the mapping (e.g. account, lead) or all (default)")
     run.add_argument("--dry-run", action="store_true", help="plan and print, write nothing")
     run.set_defaults(handler=cmd_run)
 
@@ -185,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=cmd_check)
 
     full = commands.add_parser("full", parents=[common], help="the initial full sync, run here with a progress bar")
-    full.add_argument("--entity", action="append", help="an entity to sync (repeat; default: all)")
+    full.add_argument("--entity", action="append", help="a stream to sync (repeat; default: all, in dependency order)")
     full.add_argument("--direction", choices=["both", "to_marketo", "to_dynamics"], default="both")
     full.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
     full.add_argument(

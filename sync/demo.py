@@ -141,7 +141,7 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         console.print(f"{label} cycle: {writes} writes; API calls {calls}")
 
     _step(console, "7. Status, as `python -m sync status` shows it")
-    for entity in collect_status(ctx.state).entities:
+    for entity in collect_status(ctx.state, [e.name for e in ctx.mapping.ordered_entities()]).entities:
         last = entity.last_runs[0] if entity.last_runs else None
         console.print(
             f"{entity.entity}: {len(entity.cursors)} watermarks, {entity.error_count} record errors, "

@@ -102,7 +102,19 @@ class Settings(BaseSettings):
         "SYNC_MAPPING_FILE", "Field mapping file (JSON or YAML); the packaged default is used when unset.", default=None
     )
 
-    # --- Timers: read by the Functions host through %NAME% bindings; validated here so a typo fails early.
+    # --- Timers: one per stream of the mapping, SYNC_SCHEDULE_<STREAM>, read by the Functions host through %NAME%
+    # bindings; validated here so a typo fails early. A stream a custom mapping adds needs its own app setting.
+    sync_schedule_systemuser: str = _setting(
+        "SYNC_SCHEDULE_SYSTEMUSER",
+        "NCRONTAB schedule of the users -> sales persons sync.",
+        default=NCRONTAB_EVERY_MINUTE,
+    )
+    sync_schedule_team: str = _setting(
+        "SYNC_SCHEDULE_TEAM", "NCRONTAB schedule of the teams -> sales persons sync.", default=NCRONTAB_EVERY_MINUTE
+    )
+    sync_schedule_account: str = _setting(
+        "SYNC_SCHEDULE_ACCOUNT", "NCRONTAB schedule of the accounts -> companies sync.", default=NCRONTAB_EVERY_MINUTE
+    )
     sync_schedule_lead: str = _setting(
         "SYNC_SCHEDULE_LEAD", "NCRONTAB schedule of the lead incremental sync.", default=NCRONTAB_EVERY_MINUTE
     )
@@ -160,7 +172,13 @@ class Settings(BaseSettings):
             raise ValueError(f"file not found: {value}")
         return value
 
-    @field_validator("sync_schedule_lead", "sync_schedule_contact")
+    @field_validator(
+        "sync_schedule_systemuser",
+        "sync_schedule_team",
+        "sync_schedule_account",
+        "sync_schedule_lead",
+        "sync_schedule_contact",
+    )
     @classmethod
     def _ncrontab(cls, value: str) -> str:
         if len(value.split()) != 6:

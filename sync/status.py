@@ -9,8 +9,6 @@ from pydantic import BaseModel
 
 from sync.state import RunRecord, StateStore
 
-DEFAULT_ENTITIES = ("lead", "contact")
-
 
 class CursorStatus(BaseModel):
     system: str
@@ -31,7 +29,8 @@ class StatusReport(BaseModel):
     entities: list[EntityStatus]
 
 
-def collect_status(state: StateStore, entities: Iterable[str] = DEFAULT_ENTITIES, runs: int = 5) -> StatusReport:
+def collect_status(state: StateStore, entities: Iterable[str], runs: int = 5) -> StatusReport:
+    """Every stream of the mapping (in its order), and any other entity the state still has watermarks of."""
     watermarks = state.watermarks.list()
     names = list(dict.fromkeys([*entities, *(w.entity for w in watermarks)]))
     report = []

@@ -33,7 +33,7 @@ def run_check(settings: Settings, *, now: datetime | None = None) -> CheckReport
     results = evaluate(
         mapping,
         gather_dataverse(settings, mapping),
-        gather_marketo(settings, now or datetime.now(UTC)),
+        gather_marketo(settings, now or datetime.now(UTC), mapping),
         gather_storage(settings),
         daily_budget=settings.marketo_daily_call_budget,
     )
@@ -63,7 +63,7 @@ def gather_dataverse(settings: Settings, mapping: MappingConfig) -> DataverseFac
     return facts
 
 
-def gather_marketo(settings: Settings, now: datetime) -> MarketoFacts:
+def gather_marketo(settings: Settings, now: datetime, mapping: MappingConfig | None = None) -> MarketoFacts:
     facts = MarketoFacts()
     with MarketoClient.from_settings(settings, retry=MARKETO_RETRY, timeout=30.0) as client:
         try:
@@ -77,6 +77,14 @@ def gather_marketo(settings: Settings, now: datetime) -> MarketoFacts:
         except MarketoError as exc:
             return MarketoFacts(problem=explain_marketo(exc))
         facts.fields = {f.name: f for f in fields}
+        for stream in mapping.ordered_entities() if mapping else []:
+            if not stream.is_persons and stream.marketo_object not in facts.objects:
+                try:
+                    facts.objects[stream.marketo_object] = client.crm(stream.marketo_object).describe()
+                except MarketoError as exc:
+                    if exc.systemic:
+                        return MarketoFacts(problem=explain_marketo(exc))
+                    facts.objects[stream.marketo_object] = None  # e.g. 1018 CRM enabled, or no such custom object
         try:
             today = marketo_day(now)
             facts.used_today = sum(day.total for day in client.usage() if day.date == today)

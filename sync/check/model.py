@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from sync.connectors.dynamics.models import TableMetadata
-from sync.connectors.marketo.models import LeadField
+from sync.connectors.marketo.models import LeadField, ObjectDescription
 
 Status = Literal["ok", "missing", "fail", "info"]
 CheckedSystem = Literal["dynamics", "marketo", "storage"]
@@ -68,6 +68,7 @@ class MarketoFacts:
     fields: dict[str, LeadField] = field(default_factory=dict)  # by REST API name
     searchable: list[list[str]] | None = None  # describe2's searchable field sets; None when only describe answered
     used_today: int | None = None  # calls of every API user so far in Marketo's day (stats/usage)
+    objects: dict[str, ObjectDescription | None] = field(default_factory=dict)  # CRM objects; None: not there
     usage_problem: str | None = None
 
 

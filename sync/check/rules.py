@@ -78,7 +78,30 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
     )
     for mapped in entity.fields:
         results.append(_mapped_column(table, entity, mapped, facts.option_sets))
-    results += _link_columns(table, mapping.link_fields, create=entity.create_in_dynamics)
+    for reference in entity.references:
+        targets = [mapping.entity(t).table for t in reference.targets]
+        results.append(
+            _column(
+                table,
+                reference.column,
+                purpose=f"a reference to {' or '.join(targets)}, written as Marketo {reference.marketo}",
+                hint=f"it is a lookup column: check the name in the references of {entity.name} (SYNC_MAPPING_FILE)",
+                lookup=True,
+            )
+        )
+    for rule in entity.filter:
+        results.append(
+            _column(
+                table,
+                rule.column,
+                purpose="the stream's filter",
+                hint=f"fix the filter of {entity.name} (SYNC_MAPPING_FILE)",
+            )
+        )
+    if entity.is_persons:
+        results += _link_columns(table, mapping.link_fields, create=entity.create_in_dynamics)
+    elif entity.sync_filter:
+        results.append(_sync_filter_column(table, mapping.link_fields))
     if entity.qualified_from is not None:
         source = mapping.entity(entity.qualified_from.entity).table
         results.append(
@@ -115,6 +138,18 @@ def _mapped_column(
     )
 
 
+def _sync_filter_column(table: TableMetadata, links: LinkFields) -> CheckResult:
+    name = table.logical_name
+    return _column(
+        table,
+        links.dynamics_sync_filter,
+        purpose="link column: which records sync to Marketo",
+        hint=f"add a 'Yes/No' column {links.dynamics_sync_filter} in {POWER_APPS.format(table=name)} > Columns, "
+        "or set sync_filter: false on the stream (SYNC_MAPPING_FILE)",
+        types=("Boolean",),
+    )
+
+
 def _link_columns(table: TableMetadata, links: LinkFields, *, create: bool) -> list[CheckResult]:
     name = table.logical_name
     person_id = links.dynamics_marketo_id
@@ -128,13 +163,7 @@ def _link_columns(table: TableMetadata, links: LinkFields, *, create: bool) -> l
             updates=True,
             creates=create,
         ),
-        _column(
-            table,
-            links.dynamics_sync_filter,
-            purpose="link column: which records sync to Marketo",
-            hint=f"add a 'Yes/No' column {links.dynamics_sync_filter} in {POWER_APPS.format(table=name)} > Columns",
-            types=("Boolean",),
-        ),
+        _sync_filter_column(table, links),
     ]
     item = f"{name} alternate key"
     keyed = [k.name for k in table.keys if k.columns == [person_id]]
@@ -246,15 +275,16 @@ def marketo_field_uses(mapping: MappingConfig) -> dict[str, FieldUse]:
             entry.purposes.append(purpose)
         entry.written = entry.written or written
 
-    for entity in mapping.ordered_entities():
-        for mapped in entity.fields:
+    persons = mapping.person_streams()
+    for entity in persons:
+        for mapped in entity.synced_fields:
             written = entity.field_direction(mapped) in ("both", "to_marketo")
             use(mapped.marketo, f"{entity.name}.{mapped.dynamics}", written=written)
     links = mapping.link_fields
     for attribute, data_type in _LINK_FIELD_TYPES.items():
         written = attribute in _WRITTEN_LINK_FIELDS
         use(getattr(links, attribute), "link field", written=written, link_type=data_type)
-    for entity in mapping.ordered_entities():
+    for entity in persons:
         use(entity.marketo_id_field, f"link field: the Dynamics {entity.name} id", written=True, link_type="String")
     return uses
 
@@ -266,7 +296,53 @@ def marketo_results(mapping: MappingConfig, facts: MarketoFacts, daily_budget: i
     for name, use in marketo_field_uses(mapping).items():
         results.append(_marketo_field(name, use, facts))
     results += list(_searchable(mapping, facts))
+    for stream in mapping.ordered_entities():
+        if not stream.is_persons:
+            results += _crm_object(stream, facts)
     results.append(_usage(facts, daily_budget))
+    return results
+
+
+def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]:
+    """A one-way stream's Marketo object: it exists, its key is its dedupe field, every mapped field is there."""
+    target = stream.marketo_object
+    described = facts.objects.get(target)
+    if described is None:
+        custom = target.startswith("customobjects/")
+        hint = (
+            "a Marketo admin creates and approves the custom object type (Admin > Marketo Custom Objects)"
+            if custom
+            else "turn Marketo's native CRM sync off for this instance (1018 CRM enabled), or remove the stream"
+        )
+        return [
+            _result("marketo", f"object {target}", "missing", f"Marketo has no {target} (stream {stream.name})", hint)
+        ]
+    results = [_result("marketo", f"object {target}", "ok", f"exists (stream {stream.name})")]
+    fields = {f.name: f for f in described.fields}
+    key = stream.key_field
+    if [key] != described.dedupe_fields and key not in described.dedupe_fields:
+        results.append(
+            _result(
+                "marketo",
+                f"{target}.{key}",
+                "fail",
+                f"is not the dedupe field of {target} ({', '.join(described.dedupe_fields) or 'none'})",
+                f"set marketo_key of {stream.name} to the object's dedupe field (SYNC_MAPPING_FILE)",
+            )
+        )
+    for mapped in stream.synced_fields:
+        item = f"{target}.{mapped.marketo}"
+        found = fields.get(mapped.marketo)
+        if found is None:
+            results.append(
+                _result("marketo", item, "missing", f"no such field ({stream.name}.{mapped.dynamics})", MAPPING_HINT)
+            )
+        elif not found.updateable:
+            results.append(
+                _result("marketo", item, "fail", f"read-only, and the sync writes it ({stream.name})", MAPPING_HINT)
+            )
+        else:
+            results.append(_result("marketo", item, "ok", f"{found.data_type} ({stream.name}.{mapped.dynamics})"))
     return results
 
 
@@ -292,7 +368,7 @@ def _marketo_field(name: str, use: FieldUse, facts: MarketoFacts) -> CheckResult
 
 
 def _searchable(mapping: MappingConfig, facts: MarketoFacts) -> Iterator[CheckResult]:
-    names = [*dict.fromkeys([e.marketo_id_field for e in mapping.ordered_entities()] + [MATCHED_BY_EMAIL])]
+    names = [*dict.fromkeys([e.marketo_id_field for e in mapping.person_streams()] + [MATCHED_BY_EMAIL])]
     for name in names:
         if name not in facts.fields:
             continue  # reported missing above

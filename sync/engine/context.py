@@ -34,6 +34,9 @@ class SyncContext:
     bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
+    # reference targets found excluded by their stream's filter (application users, access teams), kept for the
+    # life of the context so that resolving them costs one Dataverse read, not one per cycle
+    excluded_targets: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def api_calls(self) -> dict[str, int]:
         return {"dynamics": self.dynamics.calls.total(), "marketo": self.marketo.calls.total()}

@@ -1,4 +1,7 @@
-"""One incremental cycle of one entity: what a timer runs.
+"""One incremental cycle of one stream: what a timer runs. `run_cycle` is the same for every stream (lease, run
+history, report); the stream's adapter does the reading and writing: persons (two-way, below) or one-way CRM objects.
+
+Persons:
 
     lease -> Marketo changes since its watermark (compacted per person)
           -> Dynamics changes page by page; per page: pairs -> plans -> bulk writes -> commit -> Dynamics watermark
@@ -20,6 +23,8 @@ from pydantic import BaseModel, Field
 
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
+from sync.engine.crm_plan import CrmPlan
+from sync.engine.crm_stream import CrmBatches
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
@@ -37,15 +42,17 @@ class CycleReport(BaseModel):
     api_calls: dict[str, int] = Field(default_factory=dict)
     complete: bool = True
     error: str | None = None
-    plans: list[PairPlan] = Field(default_factory=list)  # kept for dry runs
+    plans: list[PairPlan | CrmPlan] = Field(default_factory=list)  # kept for dry runs
+    skipped_reasons: dict[str, int] = Field(default_factory=dict)
 
 
-class IncrementalCycle:
+class _Cycle:
+    """What every stream's cycle shares: the time budget and the watermark's advance."""
+
     def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
         self.ctx = ctx
         self.entity = entity
         self.dry_run = dry_run
-        self.builder = PairBuilder(ctx, entity, dry_run)
         self._deadline: datetime | None = None
 
     def past_deadline(self) -> bool:
@@ -55,6 +62,81 @@ class IncrementalCycle:
         if self.dry_run:
             return mark
         return self.ctx.state.watermarks.advance(mark, cursor)
+
+    def run(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def counts(self) -> Counter[str]:
+        raise NotImplementedError
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        return []
+
+    @property
+    def plans(self) -> list[PairPlan | CrmPlan]:
+        return []
+
+    @property
+    def skipped_reasons(self) -> dict[str, int]:
+        return {}
+
+
+class OneWayCycle(_Cycle):
+    """A one-way stream: the rows whose errors are retried, then Dataverse changes page by page, each page planned,
+    written and committed before the watermark moves past it. Idle, it costs one Dataverse call and no Marketo call."""
+
+    def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
+        super().__init__(ctx, entity, dry_run)
+        self.batches = CrmBatches(ctx, entity, dry_run)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self.batches.counts
+
+    @property
+    def plans(self) -> list[PairPlan | CrmPlan]:
+        return list(self.batches.plans)
+
+    @property
+    def skipped_reasons(self) -> dict[str, int]:
+        return dict(self.batches.skipped.most_common())
+
+    def run(self) -> bool:
+        self._deadline = self.ctx.clock() + self.ctx.time_budget
+        state, name = self.ctx.state, self.entity.name
+        retry = sorted({e.record_id for e in state.errors.list(name) if e.system == "dynamics"})
+        self.batches.retried = set(retry)
+        if retry:  # records that failed before are read again and go first; one gone since is a delete
+            found = self.batches.fetch(retry)
+            self.batches.run(list(found.values()), [i for i in retry if i not in found])
+        mark = state.watermarks.get(name, "dynamics")
+        pages = self.ctx.dynamics.read_changes(self.entity.table, self.batches.select(), mark.cursor, annotations=True)
+        for page in pages:
+            self.batches.run(page.records, page.deleted_ids)
+            mark = self._advance(mark, page.cursor)
+            if not page.is_last and self.past_deadline():
+                return False
+        return True
+
+
+class IncrementalCycle(_Cycle):
+    def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
+        super().__init__(ctx, entity, dry_run)
+        self.builder = PairBuilder(ctx, entity, dry_run)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self.builder.counts
+
+    @property
+    def conflicts(self) -> list[dict[str, Any]]:
+        return self.builder.conflicts
+
+    @property
+    def plans(self) -> list[PairPlan | CrmPlan]:
+        return list(self.builder.plans)
 
     # --- the cycle ----------------------------------------------------------------------------------------------
     def run(self) -> bool:
@@ -123,12 +205,12 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.outcome, report.error = "skipped", str(held)
         return report
     calls_before = ctx.api_calls()
-    cycle = IncrementalCycle(ctx, entity, dry_run)
+    cycle: _Cycle = IncrementalCycle(ctx, entity, dry_run) if entity.is_persons else OneWayCycle(ctx, entity, dry_run)
     if not dry_run:
         ctx.state.runs.record(run)
     try:
         report.complete = cycle.run()
-        failed = cycle.builder.counts.get("failed", 0)
+        failed = cycle.counts.get("failed", 0)
         report.outcome = "succeeded" if report.complete and not failed else "partial"
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
@@ -137,21 +219,17 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         ctx.state.leases.release(lease)
     after = ctx.api_calls()
     report.api_calls = {system: after[system] - calls_before[system] for system in after}
-    report.counts = RunCounts(
-        read=sum(cycle.builder.counts.values()),
-        **{
-            k: cycle.builder.counts.get(k, 0)
-            for k in ("created", "updated", "deleted", "unchanged", "skipped", "failed")
-        },
-    )
-    report.conflicts = cycle.builder.conflicts
-    report.plans = cycle.builder.plans
+    report.counts = counts_of(cycle.counts)
+    report.conflicts = cycle.conflicts
+    report.plans = cycle.plans
+    report.skipped_reasons = cycle.skipped_reasons
     if not dry_run:
         run.ended_at = ctx.clock()
         run.counts = report.counts
         run.api_calls = report.api_calls
         run.outcome = report.outcome
         run.error = report.error
-        run.conflicts = cycle.builder.conflicts[:50]
+        run.conflicts = cycle.conflicts[:50]
+        run.skipped_reasons = report.skipped_reasons
         ctx.state.runs.record(run)
     return report

@@ -11,6 +11,10 @@ narrow and provable (see person_ids), else through Bulk Extract (windows of at m
 message; the next window's export is queued while a window is read). The Marketo paging token is taken when the job
 starts.
 
+Streams run in dependency order: a stream's first message is sent once every stream of the job it points at has
+finished (sales persons, then companies, then persons), so that its references find their targets linked. A one-way
+stream has only the `to_marketo` phase, run by the CRM adapter (crm_stream).
+
 Delivery is at least once. A page's writes are idempotent (links are matched before anything is created, creates
 are upserts on the link fields), and a message whose page is already checkpointed changes nothing.
 """
@@ -29,10 +33,11 @@ from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
+from sync.engine.crm_stream import CrmBatches
 from sync.engine.cycle import counts_of
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
-from sync.mapping.model import EntityMapping
+from sync.mapping.model import EntityMapping, MappingConfig
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
 from sync.state.jobs import Phase
 from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
@@ -144,14 +149,45 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
             )
             if task.phase == "to_dynamics":
                 task.cursor = marketo_cursor
+        for name in _ready(mapping, names, finished=set(), started=set()):
+            next(t for t in tasks if t.entity == name).next_enqueued = True  # its first message goes now
         ctx.state.jobs.create(job, tasks)
-        for name in names:
+        for name in _ready(mapping, names, finished=set(), started=set()):
             first = next(t for t in tasks if t.entity == name)
             queue.send(WorkMessage(job=job.job_id, entity=name, phase=first.phase, page=0))
     except Exception:
         ctx.state.jobs.release(job.job_id, names)
         raise
     return job
+
+
+def _start_ready(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[Task]) -> None:
+    """Send the first message of each stream whose dependencies in the job have all finished (a failed one counts:
+    its dependents still run, and their references to what it did not sync wait as record errors). In a cancelled
+    job they are cancelled instead."""
+    terminal = ("succeeded", "failed", "cancelled")
+    finished = {name for name in job.entities if all(t.state in terminal for t in tasks if t.entity == name)}
+    started = {t.entity for t in tasks if t.state not in ("queued",) or t.pages_done or t.next_enqueued}
+    for name in _ready(ctx.mapping, job.entities, finished, started):
+        first = next(t for t in tasks if t.entity == name)
+        if job.cancel_requested:
+            _finish_task(ctx, first, "cancelled", None, queue)
+            continue
+        queue.send(WorkMessage(job=job.job_id, entity=name, phase=first.phase, page=0))
+        first.next_enqueued = True
+        with contextlib.suppress(CheckpointConflict):
+            ctx.state.jobs.save_task(first)
+
+
+def _ready(mapping: MappingConfig, names: list[str], finished: set[str], started: set[str]) -> list[str]:
+    """The job's streams that may start now: not started, and every stream of the job they point at finished."""
+    return [
+        name
+        for name in names
+        if name not in started
+        and name not in finished
+        and all(dep in finished for dep in mapping.entity(name).depends_on() if dep in names)
+    ]
 
 
 def _marketo_read_cursor(ctx: SyncContext, since: datetime | None, now: datetime) -> str:
@@ -257,7 +293,7 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
     if message.page > task.pages_done:
         return f"page {message.page} of {task.entity}/{task.phase} is ahead of its checkpoint: ignored"
     if job.cancel_requested:
-        _finish_task(ctx, task, "cancelled", None)
+        _finish_task(ctx, task, "cancelled", None, queue)
         return f"{task.entity}/{task.phase} cancelled"
 
     if job.state == "queued":
@@ -271,7 +307,7 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
             log.exception(
                 "full sync %s %s/%s page %s failed for good", job.job_id, task.entity, task.phase, task.pages_done
             )
-            _finish_task(ctx, task, "failed", f"page {task.pages_done}: {type(exc).__name__}: {exc}")
+            _finish_task(ctx, task, "failed", f"page {task.pages_done}: {type(exc).__name__}: {exc}", queue)
         raise
     after = ctx.api_calls()
     task.api_calls = {s: task.api_calls.get(s, 0) + after[s] - calls_before[s] for s in after}
@@ -292,7 +328,7 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
         return f"{task.entity}/{task.phase} page {message.page} done"
     if task.phase == "to_marketo" and result.delta_link and not job.dry_run:
         _set_watermark_if_unset(ctx, task.entity, "dynamics", result.delta_link)
-    _finish_task(ctx, task, "succeeded", None)
+    _finish_task(ctx, task, "succeeded", None, queue)
     _start_next_phase(ctx, queue, job, tasks, task)
     return f"{task.entity}/{task.phase} finished after {task.pages_done} pages"
 
@@ -312,8 +348,9 @@ def _start_next_phase(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[
         queue.send(WorkMessage(job=job.job_id, entity=following.entity, phase=following.phase, page=0))
 
 
-def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None) -> None:
-    """End a task; when it was the job's last, end the job, hand the watermarks over and release the entities."""
+def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None, queue: WorkQueue) -> None:
+    """End a task; when it was its entity's last, hand the watermarks over, release the entity and start the streams
+    that were waiting for it; when it was the job's last, end the job."""
     fresh = ctx.state.jobs.get_task(task.job_id, task.entity, task.phase)
     fresh.state = state  # type: ignore[assignment]
     fresh.error = error
@@ -335,6 +372,8 @@ def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None) ->
         if not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
             _set_watermark_if_unset(ctx, task.entity, "marketo", fresh.marketo_start)
         ctx.state.jobs.release(job.job_id, [task.entity])
+        _start_ready(ctx, queue, job, tasks)
+        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks):
         states = {t.state for t in tasks}
         job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"  # type: ignore[assignment]
@@ -368,7 +407,25 @@ def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) 
     return _marketo_page(ctx, job, task, no_links)
 
 
+def _one_way_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
+    """A page of a one-way stream, through the CRM adapter (the same batches as its incremental cycle)."""
+    batches = CrmBatches(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run)
+    pages = ctx.dynamics.read_changes(batches.stream.table, batches.select(), task.cursor, annotations=True)
+    page = next(iter(pages), None)
+    if page is None:
+        return PageResult(counts={}, cursor=task.cursor, finished=True)
+    batches.run(page.records)
+    return PageResult(
+        counts={**counts_of(batches.counts).model_dump(), "read": len(page.records)},
+        cursor=page.cursor,
+        finished=page.is_last,
+        delta_link=page.cursor if page.is_last else None,
+    )
+
+
 def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
+    if not ctx.mapping.entity(task.entity).is_persons:
+        return _one_way_page(ctx, job, task)
     builder = _builder(ctx, job, task)
     entity = builder.entity
     pages = ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)

@@ -6,7 +6,10 @@ For each field, with d = Dynamics' value, m = Marketo's value and s = the snapsh
 - d equals s: only Marketo changed, so m flows to Dynamics;  m equals s: only Dynamics changed, so d flows to Marketo;
 - both changed, differently: a conflict, resolved by the field's winner (or the entity's), and reported.
 One-way fields: a change of the source side flows (on first link, a non-blank source value); the target's own edits
-stay until the source changes again. The snapshot then holds the source's value.
+stay until the source changes again. The snapshot then holds the source's value. A `never_blank` field (a person's
+company link: Marketo cannot take a person out of a company) does not flow when the source turns blank.
+A person linked to a company (externalCompanyId on either side) takes its company fields from that company: Marketo
+refuses them through Sync Leads (1021), so they are neither written nor read back, and their snapshot stays.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-from sync.mapping.model import EntityMapping, System
+from sync.mapping.model import MARKETO_COMPANY_FIELDS, EntityMapping, System
 from sync.mapping.transforms import Canonical, same
 
 _MISSING = object()
@@ -49,16 +52,22 @@ def merge_pair(
     """Merge one pair. `dynamics`/`marketo` are current canonical values by field key; None: the record does not exist
     on that side yet (everything flows to it that its direction allows)."""
     result = PairMerge()
-    for field in entity.fields:
+    owned_by_company = has_company(entity, dynamics, marketo, snapshot)
+    for field in entity.synced_fields:
         key = field.key
         direction = entity.field_direction(field)
         d = dynamics.get(key) if dynamics is not None else None
         m = marketo.get(key) if marketo is not None else None
+        unresolved = field.transform == "reference" and key not in (dynamics or {}) and key not in (marketo or {})
+        if unresolved or (owned_by_company and field.marketo in MARKETO_COMPANY_FIELDS):
+            if snapshot is not None and key in snapshot:
+                result.snapshot[key] = snapshot[key]
+            continue
 
         if dynamics is None or marketo is None:  # a create: copy what may flow to the new side
             source, value = ("marketo", m) if dynamics is None else ("dynamics", d)
             allowed = direction in ("both", "to_dynamics" if source == "marketo" else "to_marketo")
-            if allowed:
+            if allowed and not (field.never_blank and value is None):
                 if value is not None:
                     (result.to_dynamics if source == "marketo" else result.to_marketo)[key] = value
                 result.snapshot[key] = value
@@ -70,6 +79,9 @@ def merge_pair(
             continue
         if direction != "both":  # one way: the source's change flows; the target's own edits stay until it changes
             source_value, target = (d, result.to_marketo) if direction == "to_marketo" else (m, result.to_dynamics)
+            if field.never_blank and source_value is None:  # the target keeps what it has
+                result.snapshot[key] = m if direction == "to_marketo" else d
+                continue
             if base is _MISSING:
                 source_changed = source_value is not None
             else:
@@ -105,12 +117,27 @@ def merge_pair(
     return result
 
 
+COMPANY_LINK = "externalCompanyId"
+
+
+def has_company(
+    entity: EntityMapping,
+    dynamics: Mapping[str, Canonical] | None,
+    marketo: Mapping[str, Canonical] | None,
+    snapshot: Mapping[str, Canonical] | None,
+) -> bool:
+    """Whether the person is (or is about to be) linked to a Marketo company."""
+    if not entity.is_persons or not any(r.marketo == COMPANY_LINK for r in entity.references):
+        return False
+    return any(side is not None and side.get(COMPANY_LINK) for side in (dynamics, marketo, snapshot))
+
+
 def differs_from_snapshot(
     entity: EntityMapping, values: Mapping[str, Canonical], snapshot: Mapping[str, Canonical]
 ) -> bool:
     """Whether any mapped field in `values` differs from the snapshot (False: an echo of our own write, or a change
     to fields we do not sync)."""
-    for field in entity.fields:
+    for field in entity.synced_fields:
         if field.key in values and (
             field.key not in snapshot or not same(field, values[field.key], snapshot[field.key])
         ):

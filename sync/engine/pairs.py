@@ -18,6 +18,7 @@ from typing import Any
 from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
 from sync.engine.execute import BatchOutcome, Executor, PairWork
+from sync.engine.filters import filter_columns
 from sync.engine.matching import duplicates_within, group_by_email, pick
 from sync.engine.plan import (
     PAUSED,
@@ -30,7 +31,15 @@ from sync.engine.plan import (
     plan_pair,
     restrict_plan,
 )
-from sync.engine.records import OptionSets, dynamics_canonical, dynamics_select, marketo_canonical, marketo_fields
+from sync.engine.records import (
+    OptionSets,
+    dynamics_canonical,
+    dynamics_select,
+    marketo_canonical,
+    marketo_fields,
+    option_sets,
+)
+from sync.engine.references import ReferenceResolver, Resolved
 from sync.mapping.model import Direction, EntityMapping
 from sync.state import Link
 
@@ -62,23 +71,21 @@ class PairBuilder:
         self.plans: list[PairPlan] = []
         self.retried: set[tuple[str, str]] = set()
         self.retry_persons: set[str] = set()
-        self.annotations = any(f.transform == "lookup_name" for f in entity.fields)
+        self.annotations = any(f.transform in ("lookup_name", "reference") for f in entity.synced_fields)
         self._options: OptionSets | None = None
+        self.references = ReferenceResolver(ctx, entity)
+        self._resolved: dict[tuple[str, tuple[Any, ...]], tuple[dict[str, Any] | None, str | None]] = {}
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @property
     def options(self) -> OptionSets:
         if self._options is None:
-            self._options = {
-                f.dynamics: self.ctx.dynamics.option_set(self.entity.table, f.dynamics)
-                for f in self.entity.fields
-                if f.transform == "choice"
-            }
+            self._options = option_sets(self.ctx.dynamics, self.entity)
         return self._options
 
     def select(self) -> list[str]:
         extra = [self.entity.primary_key, "createdon", self.link_fields.dynamics_marketo_id]
-        extra.append(self.link_fields.dynamics_sync_filter)
+        extra.extend(filter_columns(self.entity, self.ctx.mapping))
         if self.entity.qualified_from:
             extra.append(f"_{self.entity.qualified_from.column}_value")
         return dynamics_select(self.entity, tuple(extra))
@@ -94,6 +101,22 @@ class PairBuilder:
     def links_by_marketo_id(self, entity: str, ids: Iterable[str]) -> dict[str, Link]:
         return self.links.get_many_by_marketo_id(entity, ids)
 
+    def _reference_key(self, record: Any) -> tuple[str, tuple[Any, ...]]:
+        values = record.values
+        return str(record.id).lower(), tuple(values.get(f"_{r.column}_value") for r in self.entity.references)
+
+    def resolve_references(self, records: Sequence[Any]) -> None:
+        """Resolve the references of these rows in one batch (see references.py); `_dynamics_side` reads them."""
+        if not self.entity.references:
+            return
+        todo = [r for r in records if self._reference_key(r) not in self._resolved]
+        resolved: Resolved = self.references.resolve(todo)
+        for record in todo:
+            row_id = str(record.id).lower()
+            waiting = resolved.waiting.get(row_id)
+            text = waiting.text if waiting is not None else None
+            self._resolved[self._reference_key(record)] = (resolved.values.get(row_id), text)
+
     def _parallel(self, fn: Any, items: Sequence[Any]) -> list[Any]:
         if len(items) <= 1:
             return [fn(item) for item in items]
@@ -105,16 +128,26 @@ class PairBuilder:
         values, problems = dynamics_canonical(
             self.entity, record.values, self.options, getattr(record, "annotations", None)
         )
+        if self.entity.references:
+            if self._reference_key(record) not in self._resolved:
+                self.resolve_references([record])
+            references, waiting = self._resolved[self._reference_key(record)]
+            if waiting is not None:
+                problems.append(waiting)
+            values.update(references or {})
         if problems:
             return None, "; ".join(problems)
         raw = record.values
         marketo_id = raw.get(self.link_fields.dynamics_marketo_id)
+        sync_filter = raw.get(self.link_fields.dynamics_sync_filter)
+        if any(rule.rejects(raw.get(rule.column)) for rule in self.entity.filter):
+            sync_filter = False  # the stream's own rules pause a row as new_synctomkto No does
         return (
             DynamicsSide(
                 id=str(record.id).lower(),
                 values=values,
                 created_on=raw.get("createdon"),
-                sync_filter=raw.get(self.link_fields.dynamics_sync_filter),
+                sync_filter=sync_filter,
                 marketo_id=str(marketo_id) if marketo_id not in (None, "") else None,
             ),
             None,
@@ -138,7 +171,7 @@ class PairBuilder:
         )
 
     def _snapshot_values(self, link: Link) -> dict[str, Any]:
-        return {f.key: link.snapshot.get(f.key) for f in self.entity.fields if f.key in link.snapshot}
+        return {f.key: link.snapshot.get(f.key) for f in self.entity.synced_fields if f.key in link.snapshot}
 
     def _dynamics_from_snapshot(self, link: Link) -> DynamicsSide:
         paused = bool(link.snapshot.get(PAUSED))
@@ -177,14 +210,14 @@ class PairBuilder:
         """The persons among these that some entity already links. With `assume_unlinked` this entity's own links
         are not read (its links, if any, are of other persons); entities without any link are not read either."""
         taken: set[str] = set()
-        for other in self.ctx.mapping.entities.values():
+        for other in self.ctx.mapping.person_streams():
             if (assume_unlinked and other.name == self.entity.name) or not self.links.has_any(other.name):
                 continue
             taken |= set(self.links_by_marketo_id(other.name, [i for i in marketo_ids if i not in taken]))
         return taken
 
     def _linked_elsewhere(self, marketo_id: str) -> str | None:
-        for other in self.ctx.mapping.entities.values():
+        for other in self.ctx.mapping.person_streams():
             link = self.links.get_by_marketo_id(other.name, marketo_id)
             if link is not None:
                 return f"{other.name} {link.dynamics_id}"
@@ -230,7 +263,7 @@ class PairBuilder:
         return inputs
 
     def _person_owner(self, person: Any, dynamics_id: str) -> str | None:
-        for other in self.ctx.mapping.entities.values():
+        for other in self.ctx.mapping.person_streams():
             value = person.values.get(other.marketo_id_field)
             if value not in (None, "") and str(value).lower() != dynamics_id:
                 return f"{other.name} {value}"
@@ -259,6 +292,9 @@ class PairBuilder:
         if email_column and emails:
             wanted[email_column] = emails
         found = self.ctx.dynamics.find_by_any(self.entity.table, wanted, select, annotations=self.annotations)
+        self.resolve_references(
+            [*named.values(), *(r for column in found.values() for rows in column.values() for r in rows)]
+        )
         by_person = found[link_column]
         pending: list[MarketoSide] = []
         for side in sides:
@@ -326,6 +362,7 @@ class PairBuilder:
         skips the link lookups (the caller knows none can exist); matching still runs."""
         works: list[PairWork] = []
         sides: list[DynamicsSide] = []
+        self.resolve_references(records)
         for record in records:
             side, problem = self._dynamics_side(record)
             if side is None:
@@ -438,6 +475,7 @@ class PairBuilder:
         refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
         refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self.retry_persons}
         current = self.fetch_dynamics(refetch_dynamics)
+        self.resolve_references(list(current.values()))
         wanted = {pid for pid, _ in linked if pid in (changes.new | self.retry_persons) and pid not in known}
         full_persons = {**self.fetch_persons(wanted), **known}
         inputs: list[PairInput] = []

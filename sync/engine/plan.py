@@ -233,7 +233,7 @@ def restrict_plan(plan: PairPlan, direction: Direction, entity: EntityMapping) -
     else:
         plan.update_marketo, plan.delete_marketo, plan.needs_dynamics_id = None, False, False
     if dropped and plan.save_snapshot is not None:
-        names = {f.dynamics if to_marketo else f.marketo: f.key for f in entity.fields}
+        names = {f.dynamics if to_marketo else f.marketo: f.key for f in entity.synced_fields}
         plan.save_snapshot = {k: v for k, v in plan.save_snapshot.items() if k not in {names.get(c) for c in dropped}}
     if plan.outcome == "updated" and not plan.writes:
         plan.outcome = "unchanged"

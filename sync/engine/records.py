@@ -12,13 +12,18 @@ FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 OptionSets = Mapping[str, Mapping[int, str]]  # Dataverse column -> option value -> label
 
 
+def option_sets(dynamics: Any, entity: EntityMapping) -> OptionSets:
+    """The labels of every choice column the entity maps (one metadata read each, cached by the client)."""
+    return {f.dynamics: dynamics.option_set(entity.table, f.dynamics) for f in entity.fields if f.transform == "choice"}
+
+
 def dynamics_select(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
     """The columns to read from Dataverse for an entity."""
-    return list(dict.fromkeys([*(f.dynamics_read_column for f in entity.fields), *extra]))
+    return list(dict.fromkeys([*(f.dynamics_read_column for f in entity.synced_fields), *extra]))
 
 
 def marketo_fields(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
-    return list(dict.fromkeys([*(f.marketo for f in entity.fields), *extra]))
+    return list(dict.fromkeys([*(f.marketo for f in entity.synced_fields), *extra]))
 
 
 def dynamics_canonical(
@@ -27,7 +32,8 @@ def dynamics_canonical(
     options: OptionSets,
     annotations: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, Canonical], list[str]]:
-    """Canonical values of a Dataverse row (only the mapped fields present in `raw`), and one message per bad field."""
+    """Canonical values of a Dataverse row (only the mapped fields present in `raw`), and one message per bad field.
+    References are not among them: their values come from the link state (see references.py)."""
     values: dict[str, Canonical] = {}
     problems: list[str] = []
     for field in entity.fields:
@@ -50,7 +56,7 @@ def dynamics_canonical(
 def marketo_canonical(entity: EntityMapping, raw: Mapping[str, Any]) -> tuple[dict[str, Canonical], list[str]]:
     values: dict[str, Canonical] = {}
     problems: list[str] = []
-    for field in entity.fields:
+    for field in entity.synced_fields:
         if field.marketo not in raw:
             continue
         try:

@@ -1,12 +1,18 @@
-"""The field mapping: which entities sync, which fields, which way, and who wins a conflict.
+"""The mapping: the streams (entities) that sync, their fields, references, filters, direction and conflict winner.
 
-Loaded from YAML or JSON (the packaged default.yaml, or SYNC_MAPPING_FILE) and validated; a bad mapping fails at
-start with a MappingError naming the file, the entity and the field.
+A stream is a declaration: its Dataverse table, its Marketo target (persons, a CRM object or a custom object), its
+key on each side, its fields with transforms, its direction, its sync filter and its references to other streams (a
+lookup column that becomes the other stream's Marketo key). The engine runs every stream the same way; the order of
+streams comes from their references (see streams.py). Loaded from YAML or JSON (the packaged default.yaml, or
+SYNC_MAPPING_FILE) and validated; a bad mapping fails at start with a MappingError naming the file, the stream and
+the field.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +21,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Direction = Literal["both", "to_marketo", "to_dynamics"]
 System = Literal["dynamics", "marketo"]
-Transform = Literal["text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name"]
+Transform = Literal[
+    "text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name", "reference"
+]
+OnDelete = Literal["keep", "delete"]
+TeamOwnerPolicy = Literal["team", "administrator", "sales_person"]
+CRM_OBJECTS = ("companies", "salespersons", "opportunities", "opportunities/roles")
+CUSTOM_OBJECT = re.compile(r"^customobjects/[A-Za-z][A-Za-z0-9_]*$")
+# The Marketo key that holds a Dataverse row's id, per CRM object (Adobe's recipe for a non-native CRM).
+DEFAULT_MARKETO_KEYS = {
+    "companies": "externalCompanyId",
+    "salespersons": "externalSalesPersonId",
+    "opportunities": "externalOpportunityId",
+}
+# Person fields Marketo takes from the person's company once it has one (Sync Leads refuses them then: 1021).
+MARKETO_COMPANY_FIELDS = frozenset(
+    {
+        "company",
+        "site",
+        "billingStreet",
+        "billingCity",
+        "billingState",
+        "billingCountry",
+        "billingPostalCode",
+        "website",
+        "mainPhone",
+        "annualRevenue",
+        "numberOfEmployees",
+        "industry",
+        "sicCode",
+    }
+)
 
 DEFAULT_MAPPING_FILE = Path(__file__).with_name("default.yaml")
 
@@ -34,6 +70,7 @@ class FieldMapping(_Strict):
     direction: Direction = "both"
     transform: Transform = "text"
     winner: System | None = Field(default=None, description="overrides the entity's conflict winner for this field")
+    never_blank: bool = Field(default=False, description="a blank source value is not written (e.g. a company link)")
 
     @property
     def key(self) -> str:
@@ -43,12 +80,78 @@ class FieldMapping(_Strict):
     @property
     def dynamics_read_column(self) -> str:
         """The column to $select: lookups are read as _<name>_value."""
-        return f"_{self.dynamics}_value" if self.transform == "lookup_name" else self.dynamics
+        return f"_{self.dynamics}_value" if self.transform in ("lookup_name", "reference") else self.dynamics
 
     @model_validator(mode="after")
     def _check(self) -> FieldMapping:
         if self.transform == "lookup_name" and self.direction != "to_marketo":
             raise ValueError("a lookup_name field can only flow to_marketo (a display name cannot be written back)")
+        if self.transform == "reference" and self.direction != "to_marketo":
+            raise ValueError("a reference can only flow to_marketo (declare it under references)")
+        return self
+
+
+class Reference(_Strict):
+    """A lookup column that becomes another stream's Marketo key: e.g. a contact's parentcustomerid ->
+    externalCompanyId. The lookup's target table picks the stream; a target no listed stream syncs writes nothing."""
+
+    column: str = Field(min_length=1, description="the lookup column, e.g. parentcustomerid or ownerid")
+    marketo: str = Field(min_length=1, description="the Marketo field written, e.g. externalCompanyId")
+    targets: list[str] = Field(min_length=1, description="the streams it may point at, e.g. [systemuser, team]")
+
+    def as_field(self) -> FieldMapping:
+        # Marketo cannot take a person out of a company, so a company link is never blanked.
+        never_blank = self.marketo == "externalCompanyId"
+        return FieldMapping(
+            dynamics=self.column,
+            marketo=self.marketo,
+            direction="to_marketo",
+            transform="reference",
+            never_blank=never_blank,
+        )
+
+
+class FilterRule(_Strict):
+    """Rows whose column holds one of `not_in` (or none of `in`) do not sync: skipped, and a linked row's Marketo
+    record is kept as it is (not updated, not deleted), as the native sync does with new_synctomkto."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    column: str = Field(min_length=1)
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+    reason: str = Field(default="", description="what the operator reads for a skipped row")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> FilterRule:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError(f"filter on {self.column!r}: give exactly one of 'in' and 'not_in'")
+        return self
+
+    def rejects(self, value: Any) -> bool:
+        if isinstance(value, str) and value == "":
+            value = None
+        if self.in_ is not None:
+            return value not in self.in_
+        return value in (self.not_in or [])
+
+    def describe(self) -> str:
+        return self.reason or (
+            f"{self.column} is not one of {self.in_}" if self.in_ is not None else f"{self.column} is {self.not_in}"
+        )
+
+
+class OwnerPolicy(_Strict):
+    """What a record owned by a team points at in Marketo (externalSalesPersonId)."""
+
+    teams: TeamOwnerPolicy = Field(
+        default="team", description="team: the team's own sales person; administrator: its admin's; sales_person"
+    )
+    sales_person: str | None = Field(default=None, description="with teams: sales_person, the externalSalesPersonId")
+
+    @model_validator(mode="after")
+    def _check(self) -> OwnerPolicy:
+        if self.teams == "sales_person" and not self.sales_person:
+            raise ValueError("teams: sales_person needs sales_person: <externalSalesPersonId>")
         return self
 
 
@@ -74,37 +177,89 @@ class Qualification(_Strict):
 
 
 class EntityMapping(_Strict):
+    """One stream: a Dataverse table and its Marketo target, keys, fields, references, filter and direction."""
+
     name: str = ""
     table: str = Field(min_length=1)
-    marketo_object: Literal["persons"] = "persons"
-    marketo_id_field: str = Field(min_length=1, description="Marketo person field holding this record's Dynamics id")
-    person_type: str = Field(min_length=1, description='the value of the Marketo type field, e.g. "Lead"')
+    marketo_object: str = Field(
+        default="persons", description="persons, companies, salespersons, opportunities, or customobjects/<apiName>"
+    )
+    marketo_key: str = Field(default="", description="CRM objects: the Marketo dedupe field holding the row's id")
+    marketo_id_field: str = Field(default="", description="persons: the Marketo field holding the Dynamics id")
+    person_type: str = Field(default="", description='persons: the value of the Marketo type field, e.g. "Lead"')
     direction: Direction = "both"
-    conflict_winner: System
+    conflict_winner: System | None = None
     create_in_dynamics: bool = False
-    order: int = 100
+    sync_filter: bool = Field(default=True, description="the table has the new_synctomkto column")
+    filter: list[FilterRule] = Field(default_factory=list)
+    references: list[Reference] = Field(default_factory=list)
+    on_delete: OnDelete = Field(default="keep", description="CRM objects: what a deleted row does to its record")
     required_defaults: dict[str, str] = Field(default_factory=dict)
     qualified_from: Qualification | None = None
-    fields: list[FieldMapping] = Field(min_length=1)
+    fields: list[FieldMapping] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_target(self) -> EntityMapping:
+        target = self.marketo_object
+        if target == "persons":
+            if not self.marketo_id_field or not self.person_type:
+                raise ValueError("a persons stream needs marketo_id_field and person_type")
+            if self.direction == "both" and self.conflict_winner is None:
+                raise ValueError("a two-way stream needs conflict_winner: dynamics or marketo")
+        elif target in CRM_OBJECTS or CUSTOM_OBJECT.match(target):
+            if self.direction != "to_marketo":
+                raise ValueError(f"{target} sync one way: set direction: to_marketo")
+            if self.create_in_dynamics or self.qualified_from:
+                raise ValueError(f"{target}: create_in_dynamics and qualified_from are for persons")
+            if not self.marketo_key and target not in DEFAULT_MARKETO_KEYS:
+                raise ValueError(f"{target}: give marketo_key, the Marketo field that holds the row's id")
+        else:
+            known = ", ".join(["persons", *CRM_OBJECTS, "customobjects/<apiName>"])
+            raise ValueError(f"marketo_object {target!r} is not one of {known}")
+        if not self.fields and not self.references:
+            raise ValueError("a stream needs at least one field")
+        return self
+
+    @property
+    def is_persons(self) -> bool:
+        return self.marketo_object == "persons"
+
+    @property
+    def key_field(self) -> str:
+        """CRM objects: the Marketo field keyed on the Dataverse id (externalCompanyId for companies, ...)."""
+        return self.marketo_key or DEFAULT_MARKETO_KEYS.get(self.marketo_object, "")
 
     @property
     def primary_key(self) -> str:
         return f"{self.table}id"
+
+    @property
+    def synced_fields(self) -> list[FieldMapping]:
+        """The mapped fields and, after them, the references as one-way fields (their values are resolved)."""
+        return [*self.fields, *(r.as_field() for r in self.references)]
 
     def field_direction(self, field: FieldMapping) -> Direction:
         """A one-way entity makes every field one-way."""
         return field.direction if self.direction == "both" else self.direction
 
     def winner_for(self, field: FieldMapping) -> System:
-        return field.winner or self.conflict_winner
+        return field.winner or self.conflict_winner or "dynamics"
 
     def field(self, key: str) -> FieldMapping:
-        return next(f for f in self.fields if f.key == key)
+        return next(f for f in self.synced_fields if f.key == key)
+
+    def depends_on(self) -> list[str]:
+        """The streams this one must follow: its references' targets, and the stream it is qualified from."""
+        names = [t for r in self.references for t in r.targets]
+        if self.qualified_from:
+            names.append(self.qualified_from.entity)
+        return [n for n in dict.fromkeys(names) if n != self.name]
 
 
 class MappingConfig(_Strict):
     link_fields: LinkFields = Field(default_factory=LinkFields)
     deletes: DeletePolicy = Field(default_factory=DeletePolicy)
+    owners: OwnerPolicy = Field(default_factory=OwnerPolicy)
     entities: dict[str, EntityMapping]
 
     def entity(self, name: str) -> EntityMapping:
@@ -114,26 +269,62 @@ class MappingConfig(_Strict):
             raise MappingError(f"unknown entity {name!r}; configured: {', '.join(self.entities)}") from None
 
     def ordered_entities(self) -> list[EntityMapping]:
-        return sorted(self.entities.values(), key=lambda e: (e.order, e.name))
+        """Every stream after the streams it points at (declaration order otherwise)."""
+        return [self.entities[name] for name in dependency_order(self.entities)]
+
+    def person_streams(self) -> list[EntityMapping]:
+        return [e for e in self.ordered_entities() if e.is_persons]
+
+    def stream_for_table(self, table: str) -> EntityMapping | None:
+        return next((e for e in self.entities.values() if e.table == table), None)
 
 
-def _check_entity(entity: EntityMapping, links: LinkFields) -> None:
+def dependency_order(streams: Mapping[str, EntityMapping]) -> list[str]:
+    """A topological order of the streams by their references (ties keep declaration order). A cycle is a
+    MappingError naming the streams on it."""
+    done: list[str] = []
+    state: dict[str, str] = {}  # name -> "visiting" | "done"
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            loop = [*path[path.index(name) :], name]
+            raise MappingError(f"a cycle of references between streams: {' -> '.join(loop)}")
+        state[name] = "visiting"
+        for target in streams[name].depends_on():
+            if target in streams:
+                visit(target, [*path, name])
+        state[name] = "done"
+        done.append(name)
+
+    for name in streams:
+        visit(name, [])
+    return done
+
+
+def _check_entity(entity: EntityMapping, config: MappingConfig) -> None:
+    links = config.link_fields
     seen_marketo: set[str] = set()
     seen_dynamics: set[str] = set()
-    reserved_marketo = {
-        links.marketo_type,
-        links.marketo_is_deleted,
-        links.marketo_created_date,
-        links.marketo_sync_to_dynamics,
-        entity.marketo_id_field,
-        "id",
-    }
-    reserved_dynamics = {links.dynamics_marketo_id, links.dynamics_sync_filter, f"{entity.table}id"}
-    for field in entity.fields:
+    if entity.is_persons:
+        reserved_marketo = {
+            links.marketo_type,
+            links.marketo_is_deleted,
+            links.marketo_created_date,
+            links.marketo_sync_to_dynamics,
+            entity.marketo_id_field,
+            "id",
+        }
+        reserved_dynamics = {links.dynamics_marketo_id, links.dynamics_sync_filter, f"{entity.table}id"}
+    else:
+        reserved_marketo = {entity.key_field, "id", "marketoGUID"}
+        reserved_dynamics = {links.dynamics_sync_filter, f"{entity.table}id"}
+    for field in entity.synced_fields:
         where = f"entity {entity.name!r}, field {field.dynamics!r}"
         if field.marketo in seen_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is mapped twice")
-        if field.dynamics in seen_dynamics:
+        if field.dynamics in seen_dynamics and field.transform != "reference":  # a lookup may also give a name
             raise MappingError(f"{where}: Dynamics column {field.dynamics!r} is mapped twice")
         if field.marketo in reserved_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is a link field the sync maintains")
@@ -144,6 +335,16 @@ def _check_entity(entity: EntityMapping, links: LinkFields) -> None:
     for column in entity.required_defaults:
         if column not in seen_dynamics:
             raise MappingError(f"entity {entity.name!r}, field {column!r}: a required default for an unmapped column")
+    for reference in entity.references:
+        where = f"entity {entity.name!r}, reference {reference.column!r}"
+        for target in reference.targets:
+            stream = config.entities.get(target)
+            if stream is None:
+                raise MappingError(f"{where}: unknown stream {target!r}; configured: {', '.join(config.entities)}")
+            if stream.is_persons and reference.marketo != "leadId":
+                raise MappingError(f"{where}: {target!r} is a persons stream; only leadId can point at a person")
+    if entity.qualified_from and entity.qualified_from.entity not in config.entities:
+        raise MappingError(f"entity {entity.name!r}, qualified_from: unknown entity {entity.qualified_from.entity!r}")
 
 
 def _describe_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
@@ -180,11 +381,8 @@ def parse_mapping(raw: Any, source: str = "<mapping>") -> MappingConfig:
         raise MappingError(f"{source}: {_describe_validation_error(exc, raw)}") from None
     try:
         for entity in config.entities.values():
-            _check_entity(entity, config.link_fields)
-            if entity.qualified_from and entity.qualified_from.entity not in config.entities:
-                raise MappingError(
-                    f"entity {entity.name!r}, qualified_from: unknown entity {entity.qualified_from.entity!r}"
-                )
+            _check_entity(entity, config)
+        dependency_order(config.entities)
     except MappingError as exc:
         raise MappingError(f"{source}: {exc}") from None
     return config

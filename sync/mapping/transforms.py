@@ -71,6 +71,8 @@ def _common(field: FieldMapping, value: Any, side: str) -> Canonical:
     match field.transform:
         case "text" | "choice" | "lookup_name":
             return str(value)
+        case "reference":  # another stream's key: a Dataverse GUID, compared as Dataverse spells it
+            return str(value).strip().lower() or None
         case "trim" | "email":
             return str(value).strip() or None
         case "datetime":
@@ -124,6 +126,8 @@ def to_dynamics(field: FieldMapping, value: Canonical, options: Mapping[int, str
         raise TransformError(f"Dynamics {field.dynamics}: unknown option label {value!r} (known: {known})")
     if field.transform == "lookup_name":
         raise TransformError(f"Dynamics {field.dynamics}: a lookup's display name cannot be written")
+    if field.transform == "reference":
+        raise TransformError(f"Dynamics {field.dynamics}: a reference flows to Marketo only")
     return value
 
 

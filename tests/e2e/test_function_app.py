@@ -21,7 +21,7 @@ HTTP_ROUTES = {
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
 }
-TIMERS = {"sync_lead": "%SYNC_SCHEDULE_LEAD%", "sync_contact": "%SYNC_SCHEDULE_CONTACT%"}
+TIMERS = {f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%" for s in ("systemuser", "team", "account", "lead", "contact")}
 
 
 def _functions() -> dict[str, func.Function]:

@@ -119,6 +119,14 @@ class World:
         response.raise_for_status()
         return response.json()
 
+    def mk_crm(self, object_name: str, key: str, values: list[str], fields: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Marketo CRM records by their key (through the public API), as {key value: record values}."""
+        found = self.ctx.marketo.crm(object_name).query(key, values, list(fields))
+        return {str(r.values.get(key)).lower(): r.values for r in found}
+
+    def dv_query(self, table: str, select: list[str], filter: str | None = None) -> list[dict[str, Any]]:
+        return [{**r.values, "id": r.id} for r in self.sales.query(table, select, filter)]
+
     def mk_by_email(self, email: str) -> list[dict[str, Any]]:
         return list(self.emulators.control("marketo", "GET", "/persons", params={"email": email}).json()["persons"])
 

@@ -23,7 +23,7 @@ from sync.connectors.marketo import (
     MarketoError,
     TransientError,
 )
-from sync.connectors.marketo.models import LeadField
+from sync.connectors.marketo.models import LeadField, ObjectDescription, ObjectField
 from sync.mapping import load_mapping
 from sync.settings import load_settings
 
@@ -47,24 +47,42 @@ def healthy_dataverse() -> DataverseFacts:
         _col("new_marketopersonid"),
         _col("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"}),
     ]
-    lead_only = [_col("companyname"), _col("leadsourcecode", "Picklist", options=LEAD_SOURCE)]
+    owner = _col("ownerid", "Owner", targets=["systemuser", "team"])
+    lead_only = [
+        _col("companyname"),
+        _col("leadsourcecode", "Picklist", options=LEAD_SOURCE),
+        _col("parentaccountid", "Lookup", targets=["account"]),
+        owner,
+    ]
     contact_only = [
         _col("parentcustomerid", "Customer", targets=["account", "contact"]),
         _col("originatingleadid", "Lookup", targets=["lead"]),
+        owner,
     ]
     key = [AlternateKey(name="new_marketopersonid_key", columns=["new_marketopersonid"])]
 
-    def table(name: str, columns: list[ColumnMetadata]) -> TableMetadata:
+    def table(name: str, columns: list[ColumnMetadata], shared: list[ColumnMetadata] = common) -> TableMetadata:
         return TableMetadata(
             logical_name=name,
             entity_set_name=f"{name}s",
             primary_id_attribute=f"{name}id",
             change_tracking=True,
-            columns={c.name: c for c in [*common, *columns]},
-            keys=key,
+            columns={c.name: c for c in [*shared, *columns]},
+            keys=key if shared is common else [],
         )
 
-    return DataverseFacts(tables={"lead": table("lead", lead_only), "contact": table("contact", contact_only)})
+    one_way = {}
+    for name in ("systemuser", "team", "account"):
+        stream = MAPPING.entity(name)
+        columns = [_col(f.dynamics, "Picklist" if f.transform == "choice" else "String") for f in stream.fields]
+        columns += [_col(rule.column) for rule in stream.filter]
+        columns += [owner] if stream.references else []
+        columns += [_col("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"})] if stream.sync_filter else []
+        options = {c.name: c.model_copy(update={"options": {1: "Accounting"}}) for c in columns if c.type == "Picklist"}
+        one_way[name] = table(name, [options.get(c.name, c) for c in columns], shared=[])
+    return DataverseFacts(
+        tables={"lead": table("lead", lead_only), "contact": table("contact", contact_only), **one_way}
+    )
 
 
 def healthy_marketo() -> MarketoFacts:
@@ -84,10 +102,25 @@ def healthy_marketo() -> MarketoFacts:
         "dynamicsContactId": "string",
         "id": "integer",
     }
+    types |= {"externalCompanyId": "string", "externalSalesPersonId": "string"}
     fields = {name: LeadField(name=name, display_name=name, data_type=t) for name, t in types.items()}
     fields["id"] = fields["id"].model_copy(update={"updateable": False})
     searchable = [["id"], ["email"], ["dynamicsLeadId"], ["dynamicsContactId"], ["dynamicsType"]]
-    return MarketoFacts(fields=fields, searchable=searchable, used_today=1_234)
+    objects: dict[str, ObjectDescription | None] = {}
+    for stream in MAPPING.ordered_entities():
+        if not stream.is_persons:
+            names = [stream.key_field, *(f.marketo for f in stream.synced_fields)]
+            described = objects.get(stream.marketo_object)
+            known = [f.name for f in described.fields] if described else []
+            objects[stream.marketo_object] = ObjectDescription(
+                name=stream.marketo_object,
+                id_field="id",
+                dedupe_fields=[stream.key_field],
+                searchable_fields=[[stream.key_field]],
+                relationships=[],
+                fields=[ObjectField(name=n, data_type="string") for n in dict.fromkeys([*known, *names])],
+            )
+    return MarketoFacts(fields=fields, searchable=searchable, used_today=1_234, objects=objects)
 
 
 def healthy_storage() -> StorageFacts:

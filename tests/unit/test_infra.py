@@ -489,9 +489,9 @@ def test_every_model_setting_has_a_known_fate() -> None:
 
 def test_a_setting_added_to_the_model_but_not_the_template_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     real = settings_model.setting_names()
-    monkeypatch.setattr(settings_model, "setting_names", lambda: real | {"SYNC_SCHEDULE_ACCOUNT"})
+    monkeypatch.setattr(settings_model, "setting_names", lambda: real | {"SYNC_SCHEDULE_INVOICE"})
     assert settings_drift(_template()) == [
-        "SYNC_SCHEDULE_ACCOUNT: the settings model reads it but infra/main.bicep does not set it"
+        "SYNC_SCHEDULE_INVOICE: the settings model reads it but infra/main.bicep does not set it"
     ]
 
 

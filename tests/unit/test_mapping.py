@@ -31,7 +31,8 @@ def test_default_mapping_has_the_native_fields_and_winners() -> None:
     assert contact.field("company").transform == "lookup_name" and contact.field("company").direction == "to_marketo"
     assert (lead.conflict_winner, contact.conflict_winner) == ("marketo", "dynamics")
     assert lead.required_defaults == {"lastname": "[not provided]", "companyname": "[not provided]"}
-    assert [e.name for e in mapping.ordered_entities()] == ["lead", "contact"]
+    assert [e.name for e in mapping.person_streams()] == ["lead", "contact"]
+    assert [e.name for e in mapping.ordered_entities()] == ["systemuser", "team", "account", "lead", "contact"]
     assert mapping.link_fields.dynamics_marketo_id == "new_marketopersonid"
 
 
@@ -91,8 +92,8 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
 
 
 def test_unknown_entity_is_named() -> None:
-    with pytest.raises(MappingError, match="unknown entity 'account'"):
-        load_mapping().entity("account")
+    with pytest.raises(MappingError, match="unknown entity 'invoice'"):
+        load_mapping().entity("invoice")
 
 
 TEXT = FieldMapping(dynamics="firstname", marketo="firstName")
