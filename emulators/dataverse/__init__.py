@@ -11,8 +11,12 @@ Web API: /api/data/v9.2/ (Bearer token with aud = DYNAMICS_URL; 401 when missing
 Test controls (JSON over HTTPS, no auth, not part of the Dataverse API), all under /_emulator:
   POST   /reset                       {"demo_records": N}? -> empty tables (apps, users kept); faults, log cleared
   POST   /seed                        {"table": "lead", "count": N, "values": {...}?, "as": "salesperson"?,
-                                      "fast": bool?}
-                                      Faker for N <= 1000, a table-driven generator above (1,000,000 rows in seconds)
+                                      "fast": bool?, "refs": {"parentcustomerid": "account",
+                                      "ownerid": ["systemuser", "team"]}?}
+                                      Faker for N <= 1000, a table-driven generator above (1,000,000 rows in seconds);
+                                      refs: row i's lookup points at the i-th stored row of the table(s), owners only
+                                      at enabled interactive users and non-access teams. Users: 1 in 10 an application
+                                      user, 1 in 10 disabled; teams: 3 owner, 1 access, 1 Entra group team in 5
   GET    /apps, /apps/<name>          app registrations: "sync" (the settings' app) and "salesperson" (another user):
                                       client_id, client_secret, systemuserid, certificate_pem (cert and key)
   GET    /requests?client=<app|id>    request log: total, by_operation, by_table_operation, by_client, batch_parts,

@@ -106,8 +106,18 @@ class DataverseEmulator:
         self._seed_directory()
         if demo_records:
             seeder = self.seeder()
-            for table in ("systemuser", "team", "account", "contact", "lead", "opportunity", "new_product"):
-                seeder.seed(table, demo_records)
+            owners: dict[str, str | list[str]] = {"ownerid": ["systemuser", "team"]}
+            demo: list[tuple[str, dict[str, str | list[str]] | None]] = [
+                ("systemuser", None),
+                ("team", None),
+                ("account", owners),
+                ("contact", {**owners, "parentcustomerid": "account"}),
+                ("lead", {**owners, "parentaccountid": "account"}),
+                ("opportunity", owners),
+                ("new_product", owners),
+            ]
+            for table, refs in demo:
+                seeder.seed(table, demo_records, refs=refs)
 
     def seeder(self, owner_id: str | None = None) -> Seeder:
         return Seeder(self.store, self.now_json(), owner_id or self.admin_user_id)

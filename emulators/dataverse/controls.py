@@ -135,8 +135,11 @@ def _seed(emulator: DataverseEmulator, payload: dict[str, Any]) -> Result:
         owner = app.systemuser_id
     started = time.monotonic()
     fast = payload.get("fast")
+    refs = payload.get("refs")
+    if refs is not None and not isinstance(refs, dict):
+        raise ControlError(400, 'refs must map lookup columns to tables, e.g. {"parentcustomerid": "account"}')
     ids = emulator.seeder(owner).seed(
-        table.logical_name, count, payload.get("values"), use_faker=None if fast is None else not fast
+        table.logical_name, count, payload.get("values"), use_faker=None if fast is None else not fast, refs=refs
     )
     return 200, {
         "table": table.logical_name,

@@ -137,3 +137,12 @@ def bad_request(message: str, code: str = "0x80040203") -> DataverseFault:
 
 def method_not_allowed(message: str) -> DataverseFault:
     return DataverseFault(405, "0x80060888", message)
+
+
+def cannot_assign_to_access_team() -> DataverseFault:
+    """CannotAssignToAccessTeam, from Dataverse's web service error codes."""
+    return DataverseFault(
+        400,
+        "0x80048340",
+        "You cannot assign a record to the access team. You can assign a record to the owner team.",
+    )

@@ -165,6 +165,7 @@ CONTACT_METHOD = {1: "Any", 2: "Email", 3: "Phone", 4: "Fax", 5: "Mail"}
 ACCOUNT_CATEGORY = {1: "Preferred Customer", 2: "Standard"}
 SALES_STAGE = {0: "Qualify", 1: "Develop", 2: "Propose", 3: "Close"}
 TEAM_TYPE = {0: "Owner", 1: "Access", 2: "Security Group", 3: "Office Group"}
+ACCESS_TEAM = 1  # teamtype of a team that shares records but cannot own them
 ACCESS_MODE = {0: "Read-Write", 1: "Administrative", 2: "Read", 3: "Support User", 4: "Non-interactive"}
 PRODUCT_CATEGORY = {100000000: "Hardware", 100000001: "Software", 100000002: "Services"}
 
@@ -229,6 +230,9 @@ def _common(primary_id: str, *, owner: bool = True, state: dict[int, str] | None
                 display_name="Owner",
             )
         )
+        # The server keeps these two in step with ownerid: one names the owner, the other is null.
+        columns.append(_lookup("owninguser", "systemuser", read_only=True))
+        columns.append(_lookup("owningteam", "team", read_only=True))
     if state is not None:
         columns.append(Column("statecode", "State", options=state, required="SystemRequired", default=0))
     return columns
@@ -423,6 +427,7 @@ def builtin_tables() -> dict[str, Table]:
             Column("description", "Memo", max_length=2000, display_name="Description"),
             Column("isdefault", "Boolean", default=False, display_name="Is Default"),
             _lookup("administratorid", "systemuser"),
+            Column("azureactivedirectoryobjectid", "Uniqueidentifier", display_name="Entra ID Object ID"),
         ],
         object_type_code=9,
     )

@@ -5,12 +5,14 @@ through the API by `owner_id`."""
 from __future__ import annotations
 
 import gc
-import itertools
 import random
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+from emulators.dataverse.schema import ACCESS_TEAM, Table
 from emulators.dataverse.store import Store
+from emulators.dataverse.writes import set_owning_columns
 
 Row = dict[str, Any]
 FAKER_LIMIT = 1000
@@ -286,6 +288,18 @@ _LAST_LOWER = [name.lower().replace("'", "") for name in _LAST]
 _DOMAINS = ("example.com", "example.org", "example.net", "contoso.example", "fabrikam.example")
 
 
+_TEAM_NAMES = ("Sales", "Marketing", "Inside Sales", "Field Sales", "Partners")
+NON_INTERACTIVE = 4  # systemuser.accessmode of application users
+
+
+def seedable_owner(table: str, row: Row) -> bool:
+    """A user or team seeded rows may be owned by: an enabled interactive user, or a team other than an access
+    team (which cannot own records)."""
+    if table == "team":
+        return row.get("teamtype") != ACCESS_TEAM
+    return not row.get("isdisabled") and row.get("accessmode") != NON_INTERACTIVE and not row.get("applicationid")
+
+
 def _sync_flag(i: int) -> bool | None:
     # Mostly opted in; some never set (null: the column was added after they existed); a few opted out.
     mod = i % 20
@@ -298,6 +312,7 @@ class Seeder:
         self.now = now
         self.owner_id = owner_id
         self._faker: Any = None
+        self._admins: list[str] | None = None
 
     def faker(self) -> Any:
         if self._faker is None:
@@ -308,8 +323,17 @@ class Seeder:
         return self._faker
 
     def seed(
-        self, logical_name: str, count: int, overrides: dict[str, Any] | None = None, *, use_faker: bool | None = None
+        self,
+        logical_name: str,
+        count: int,
+        overrides: dict[str, Any] | None = None,
+        *,
+        use_faker: bool | None = None,
+        refs: dict[str, str | list[str]] | None = None,
     ) -> list[str]:
+        """`refs` points lookups at rows already stored: {"parentcustomerid": "account"} gives row i the i-th
+        account (round robin); {"ownerid": ["systemuser", "team"]} spreads ownership over the users and teams that
+        can own records (enabled interactive users, owner and Entra group teams)."""
         builders: dict[str, Callable[[int, bool], Row]] = {
             "lead": self._lead,
             "contact": self._contact,
@@ -325,6 +349,7 @@ class Seeder:
         build = builders[logical_name]
         table = self.store[logical_name].table
         pk = table.primary_id
+        targets = {name: self._targets(table, name, wanted) for name, wanted in (refs or {}).items()}
         base = self._base(table.logical_name)
         new_id = self.store.new_id
         collect = gc.isenabled()
@@ -341,11 +366,38 @@ class Seeder:
                     rows.append(row)
             else:
                 rows = self._fast_rows(logical_name, build, base, count, overrides)
+            for name, candidates in targets.items():
+                attribute, size = f"_{name}_value", len(candidates)
+                for i, row in enumerate(rows):
+                    row[attribute], row["~" + name] = candidates[i % size]
+            if "ownerid" in targets:
+                for row in rows:
+                    set_owning_columns(row)
             self.store.bulk_load(logical_name, rows)
         finally:
             if collect:
                 gc.enable()
         return [row[pk] for row in rows]
+
+    def _targets(self, table: Table, name: str, wanted: str | list[str]) -> list[tuple[str, str]]:
+        """(id, table) of every stored row a seeded lookup may point at, in primary-key order per table."""
+        column = table.columns.get(name)
+        if column is None or not column.is_lookup or column.read_only:
+            raise ValueError(f"'{name}' is not a lookup column of {table.logical_name} that a seed can set")
+        tables = [wanted] if isinstance(wanted, str) else list(wanted)
+        candidates: list[tuple[str, str]] = []
+        for target in tables:
+            if target not in column.targets:
+                raise ValueError(
+                    f"{table.logical_name}.{name} cannot point at '{target}' (it points at {', '.join(column.targets)})"
+                )
+            rows = self.store[target].rows
+            for record_id in self.store[target].order:
+                if column.type != "Owner" or seedable_owner(target, rows[record_id]):
+                    candidates.append((record_id, target))
+        if not candidates:
+            raise ValueError(f"no {' or '.join(tables)} rows to point {table.logical_name}.{name} at: seed them first")
+        return candidates
 
     def _fast_rows(
         self,
@@ -397,6 +449,8 @@ class Seeder:
             if column in table.columns:
                 row[f"_{column}_value"] = self.owner_id
                 row["~" + column] = "systemuser"
+        if "ownerid" in table.columns:
+            set_owning_columns(row)
         if "statecode" in table.columns:
             row["statecode"], row["statuscode"] = 0, 1
         return row
@@ -505,19 +559,53 @@ class Seeder:
         return row
 
     def _user(self, i: int, faker: bool) -> Row:
+        """Of every 10 users: 8 interactive and enabled, 1 an application user (i % 10 == 8), 1 disabled (== 9)."""
         person = self._person(i, faker)
         domain = f"{person['firstname']}.{person['lastname']}{i}@contoso.example".lower().replace("'", "")
-        return {
+        row: Row = {
             "firstname": person["firstname"],
             "lastname": person["lastname"],
             "fullname": person["fullname"],
             "domainname": domain,
             "internalemailaddress": domain,
             "title": _TITLES[i % len(_TITLES)],
-            "isdisabled": False,
+            "jobtitle": _TITLES[i % len(_TITLES)],
+            "mobilephone": person["telephone1"],
+            "address1_telephone1": person["telephone1"],
+            "isdisabled": i % 10 == 9,
             "accessmode": 0,
         }
+        if i % 10 == 8:
+            row.update(
+                firstname="#",
+                lastname=f"Integration app {i + 1}",
+                fullname=f"# Integration app {i + 1}",
+                applicationid=str(uuid.uuid4()),
+                accessmode=NON_INTERACTIVE,
+            )
+            for column in ("title", "jobtitle", "mobilephone", "address1_telephone1"):
+                del row[column]
+        return row
 
     def _team(self, i: int, faker: bool) -> Row:
-        names = itertools.cycle(("Sales", "Marketing", "Inside Sales", "Field Sales", "Partners"))
-        return {"name": f"{next(itertools.islice(names, i % 5, None))} Team {i + 1}", "teamtype": 0, "isdefault": False}
+        """Of every 5 teams: 3 owner teams, 1 access team (i % 5 == 3), 1 Entra security group team (== 4)."""
+        name = f"{_TEAM_NAMES[i % len(_TEAM_NAMES)]} Team {i + 1}"
+        teamtype = {3: 1, 4: 2}.get(i % 5, 0)
+        row: Row = {
+            "name": name,
+            "teamtype": teamtype,
+            "isdefault": False,
+            "emailaddress": f"{name.lower().replace(' ', '.')}@contoso.example",
+        }
+        if teamtype == 2:
+            row["azureactivedirectoryobjectid"] = str(uuid.uuid4())
+        admins = self._administrators()
+        row["_administratorid_value"], row["~administratorid"] = admins[i % len(admins)], "systemuser"
+        return row
+
+    def _administrators(self) -> list[str]:
+        users = self.store["systemuser"].rows
+        if self._admins is None:
+            order = self.store["systemuser"].order
+            self._admins = [uid for uid in order if seedable_owner("systemuser", users[uid])] or [self.owner_id]
+        return self._admins

@@ -783,6 +783,9 @@ class WebApi:
             raise errors.version_mismatch()
         with self.store.transaction():
             self.store.delete(table.logical_name, row[table.primary_id])
+            related = row.get("_relatedconnectionid_value") if table.logical_name == "connection" else None
+            if related is not None:
+                self.store.delete("connection", related)  # a connection and its reciprocal go together
         return ApiResponse.empty(204, operation="Delete", table=table.logical_name, records=1)
 
     def property_request(

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from emulators.dataverse import errors
 from emulators.dataverse.odata import format_datetime, parse_datetime, parse_guid, parse_key_segment
-from emulators.dataverse.schema import DEFAULT_STATUS_FOR_STATE, STRING_TYPES, Column, Table
+from emulators.dataverse.schema import ACCESS_TEAM, DEFAULT_STATUS_FOR_STATE, STRING_TYPES, Column, Table
 
 Row = dict[str, Any]
 INT32 = (-(2**31), 2**31 - 1)
@@ -182,6 +182,8 @@ def _bind(ctx: WriteContext, table: Table, row: Row, nav: str, value: Any) -> No
             f"The entity with the name '{ref_table.logical_name}' cannot be bound to the navigation property "
             f"'{nav}' of type '{table.type_name}'.",
         )  # (unverified) text
+    if column.type == "Owner" and ref_table.logical_name == "team" and ref_row.get("teamtype") == ACCESS_TEAM:
+        raise errors.cannot_assign_to_access_team()
     row[column.attribute] = ref_row[ref_table.primary_id]
     row["~" + column.name] = ref_table.logical_name
 
@@ -248,6 +250,8 @@ def finish_row(ctx: WriteContext, table: Table, old: Row | None, row: Row, touch
             row["_createdby_value"] = ctx.caller_user_id
             row["~createdby"] = "systemuser"
     apply_state_rules(table, old, row, touched)
+    if "ownerid" in table.columns:
+        set_owning_columns(row)
     for column in table.system_required:
         if row.get(column.attribute) is None:
             raise errors.required_missing(column.name, table.logical_name)
@@ -258,6 +262,14 @@ def finish_row(ctx: WriteContext, table: Table, old: Row | None, row: Row, touch
     if "modifiedby" in table.columns:
         row["_modifiedby_value"] = ctx.caller_user_id
         row["~modifiedby"] = "systemuser"
+
+
+def set_owning_columns(row: Row) -> None:
+    """owninguser or owningteam names the owner, the other is null, as Dataverse keeps them."""
+    owner, kind = row.get("_ownerid_value"), row.get("~ownerid", "systemuser")
+    user, team = (owner, None) if kind == "systemuser" else (None, owner)
+    row["_owninguser_value"], row["_owningteam_value"] = user, team
+    row["~owninguser"], row["~owningteam"] = "systemuser", "team"
 
 
 def check_keys(find_by_key: Callable[[str, tuple[Any, ...]], str | None], table: Table, row: Row) -> None:

@@ -19,13 +19,14 @@ Test controls (JSON in and out, under `/_emulator`; not part of the Marketo API,
 | POST /act/edit | {"id"or"email", "values", "source"?}: a marketer edits a person (Source "Person detail page") |
 | POST /act/delete, /act/merge | {"id"}, {"winner", "losers"}: a marketer deletes or merges persons in the UI |
 | POST /act/visit | {"id"or"email", "count"} or {"random": N}: Visit Webpage activities (noise) |
-| GET /persons?email=..|field=..&value=.., GET /persons/{id} | persons as stored (uncounted assertions) |
+| GET /persons?email=..|field=..&value=.., GET /persons/{id} | persons as shown, linked company's fields included |
 | GET, POST, DELETE /faults | {"rates": {"606": 0.2}}, {"spec": "marketo:606=0.2"}, {"next": ["606","drop"]}, |
 | | {"expire_tokens": true}, {"latency_ms": 20}, {"seed": 1}, {"clear": true} |
 | POST /tokens/expire | every issued token expires now (next call: 602) |
 | POST /schema/fields, DELETE /schema/fields/{name} | an admin adds or removes a custom person field |
 | POST /schema/customobjects | define a custom object type (see crm.py) |
-| GET, DELETE /requests | the request log: total, api_calls (identity excluded), by_endpoint, by_code, entries |
+| GET, DELETE /requests | the request log: total, api_calls (identity excluded), by_endpoint, by_code, |
+| | by_object ("companies.sync", "salespersons.delete", "product_c.query", "leads.sync", ...), entries |
 | POST /clock/advance | {"seconds"|"minutes"|"hours"|"days"}: move the emulator's clock forward |
 | POST /usage | {"used": N}: calls already made today (reach the daily quota quickly) |
 | GET /stats | counts of persons, activities, CRM records; calls used today |

@@ -96,7 +96,8 @@ def _delete(name: str | None) -> Any:
         body = call.json_object()
         records = input_records(call, body)
         store = _store(call, name)
-        return {"result": call.state.crm.delete(store, records, body.get("deleteBy") or "dedupeFields")}
+        deleted = call.state.crm.delete(store, records, body.get("deleteBy") or "dedupeFields", call.state.persons)
+        return {"result": deleted}
 
     return handler
 

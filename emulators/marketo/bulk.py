@@ -478,9 +478,12 @@ class BulkJobs:
         if job.kind == "activities":
             rows = (_activity_row(activity, job.fields) for activity in job.snapshot)
         else:
-            persons = self.state.persons.persons
-            fields = job.fields
-            rows = ([_cell(persons[ident].get(name)) for name in fields] for ident in job.snapshot if ident in persons)
+            store = self.state.persons
+            persons, fields = store.persons, job.fields
+            rows = (
+                [_cell(values.get(name)) for name in fields]
+                for values in (store.view(ident) for ident in job.snapshot if ident in persons)
+            )
         return _render(header, rows, job.format)
 
 

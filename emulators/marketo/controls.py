@@ -187,14 +187,14 @@ async def merge_persons(call: Call) -> dict[str, Any]:
 
 async def get_person(call: Call) -> dict[str, Any]:
     ident = int(call.path_args["id"])
-    person = call.state.persons.persons.get(ident)
-    if person is None:
+    if ident not in call.state.persons.persons:
         raise KeyError(f"person {ident} not found")
-    return dict(person)
+    return dict(call.state.persons.view(ident))
 
 
 async def find_persons(call: Call) -> dict[str, Any]:
-    """?email=.. or ?field=..&value=..: the persons as stored (for assertions that must not count as API calls)."""
+    """?email=.. or ?field=..&value=..: the persons as Marketo shows them (a linked company's fields included),
+    for assertions that must not count as API calls."""
     store = call.state.persons
     if call.param("email"):
         ids = store.find("email", call.param("email"))
@@ -203,7 +203,7 @@ async def find_persons(call: Call) -> dict[str, Any]:
     else:
         limit = int(call.param("limit") or 100)
         ids = sorted(store.persons)[:limit]
-    return {"count": len(store.persons), "persons": [dict(store.persons[ident]) for ident in ids]}
+    return {"count": len(store.persons), "persons": [dict(store.view(ident)) for ident in ids]}
 
 
 async def stats(call: Call) -> dict[str, Any]:

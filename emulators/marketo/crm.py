@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emulators.marketo.clock import Clock, iso
 from emulators.marketo.crm_types import (
@@ -25,6 +25,9 @@ from emulators.marketo.crm_types import (
 )
 from emulators.marketo.errors import RequestError, skipped
 from emulators.marketo.schema import InvalidValue, coerce, lookup_key
+
+if TYPE_CHECKING:
+    from emulators.marketo.persons import PersonStore
 
 
 @dataclass
@@ -184,6 +187,13 @@ class CrmStore:
             raise RequestError("1003", f"Object '{name}' not found")  # (unverified) code
         return self.stores[name]
 
+    def company(self, external_id: Any) -> dict[str, Any] | None:
+        """The company whose externalCompanyId this is, or None."""
+        store = self.stores["companies"]
+        key = store._key({"externalCompanyId": external_id})
+        ident = store.by_key.get(key) if key is not None else None
+        return store.records.get(ident) if ident is not None else None
+
     def counts(self) -> dict[str, int]:
         return {name: len(store.records) for name, store in self.stores.items()}
 
@@ -296,7 +306,32 @@ class CrmStore:
                 result.append(store.output(ident, wanted, seq))
         return result
 
-    def delete(self, store: ObjectStore, records: Sequence[Any], delete_by: str) -> list[dict[str, Any]]:
+    def _in_use(self, kind: ObjectType, values: dict[str, Any], persons: PersonStore) -> bool:
+        """Whether other records point at this sales person or company (then Marketo refuses the delete)."""
+        if kind.name == "salespersons":
+            field_name = "externalSalesPersonId"
+            others = ["companies", "opportunities"]
+        elif kind.name == "companies":
+            # (unverified) Adobe documents 1022 for objects in use; a company's persons and opportunities use it.
+            field_name = "externalCompanyId"
+            others = ["opportunities"]
+            others += [
+                other.name
+                for other in self.custom_types()
+                if any((r.get("relatedTo") or {}).get("name") == "Company" for r in other.relationships or ())
+            ]
+        else:
+            return False
+        key = values.get(field_name)
+        if key is None:
+            return False
+        if persons.find(field_name, key):
+            return True
+        return any(self.stores[name].find(field_name, key) for name in others if field_name in self.types[name].fields)
+
+    def delete(
+        self, store: ObjectStore, records: Sequence[Any], delete_by: str, persons: PersonStore
+    ) -> list[dict[str, Any]]:
         kind = store.kind
         if delete_by not in ("dedupeFields", "idField"):
             raise RequestError("1003", f"Invalid deleteBy '{delete_by}'")
@@ -313,6 +348,9 @@ class CrmStore:
                 ident = store.by_key.get(key) if key is not None else None
             if ident is None:
                 results.append({"seq": seq, **skipped("1013", "Object not found")})
+                continue
+            if self._in_use(kind, store.records[ident], persons):
+                results.append({"seq": seq, **skipped("1022", "Object in use")})
                 continue
             store.remove(ident)
             results.append(store._result(seq, ident, "deleted"))

@@ -147,7 +147,7 @@ def standard_types(clock: Clock) -> list[ObjectType]:
         _fields(
             [
                 ("id", "Id", "integer", RO),
-                ("externalSalesPersonId", "External Sales Person Id", "string", {"length": 100}),
+                ("externalSalesPersonId", "External Sales Person Id", "string", {"length": 255}),
                 ("email", "Email", "email"),
                 ("firstName", "First Name", "string"),
                 ("lastName", "Last Name", "string"),
@@ -170,7 +170,7 @@ def standard_types(clock: Clock) -> list[ObjectType]:
         _fields(
             [
                 ("marketoGUID", "Marketo GUID", "string", {"length": 36, "read_only": True}),
-                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 100}),
+                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 50}),
                 ("name", "Name", "string"),
                 ("description", "Description", "text", {"length": 65535}),
                 ("type", "Type", "string"),
@@ -187,7 +187,7 @@ def standard_types(clock: Clock) -> list[ObjectType]:
                 ("leadSource", "Lead Source", "string"),
                 ("nextStep", "Next Step", "string"),
                 ("lastActivityDate", "Last Activity Date", "date"),
-                ("externalCompanyId", "External Company Id", "string"),
+                ("externalCompanyId", "External Company Id", "string", {"length": 100}),
                 ("externalSalesPersonId", "External Sales Person Id", "string"),
                 ("externalCreatedDate", "External Created Date", "datetime"),
                 *stamp,
@@ -205,9 +205,9 @@ def standard_types(clock: Clock) -> list[ObjectType]:
         _fields(
             [
                 ("marketoGUID", "Marketo GUID", "string", {"length": 36, "read_only": True}),
-                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 100}),
+                ("externalOpportunityId", "External Opportunity Id", "string", {"length": 50}),
                 ("leadId", "Lead Id", "integer"),
-                ("role", "Role", "string"),
+                ("role", "Role", "string", {"length": 50}),
                 ("isPrimary", "Is Primary", "boolean"),
                 ("externalCreatedDate", "External Created Date", "datetime"),
                 *stamp,

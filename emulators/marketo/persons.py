@@ -6,7 +6,7 @@ as a filter or lookup (then kept up to date on every write).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,28 @@ from emulators.marketo.errors import RequestError, skipped
 from emulators.marketo.schema import FieldDef, InvalidValue, PersonSchema, coerce, lookup_key
 
 DEFAULT_FIELDS = ("id", "email", "updatedAt", "createdAt", "firstName", "lastName")
+# The person fields a company holds: a person linked to a company (by externalCompanyId) shows the company's values
+# and cannot change them through Sync Leads (1021 "Company update not allowed").
+COMPANY_FIELDS = (
+    "company",
+    "website",
+    "mainPhone",
+    "annualRevenue",
+    "numberOfEmployees",
+    "industry",
+    "sicCode",
+    "billingStreet",
+    "billingCity",
+    "billingState",
+    "billingCountry",
+    "billingPostalCode",
+)
+
+
+def _no_company(key: Any) -> dict[str, Any] | None:
+    return None
+
+
 SYSTEM_FIELDS = frozenset({"id", "createdAt", "updatedAt", "leadPartitionId"})
 ACTIONS = ("createOrUpdate", "createOnly", "updateOnly", "createDuplicate")
 
@@ -62,6 +84,7 @@ class PersonStore:
         self.indexes: dict[str, dict[Any, set[int]]] = {"email": {}}
         self.partitions = [Partition(1, "Default", "Initial system lead partition")]
         self.deleted: dict[int, float] = {}  # id -> when; merged losers are not here (Marketo: no Delete Lead)
+        self.company_of: Callable[[Any], dict[str, Any] | None] = _no_company  # externalCompanyId -> company
 
     # ----- indexes
     def _index(self, name: str) -> dict[Any, set[int]]:
@@ -107,8 +130,17 @@ class PersonStore:
             return []
         return sorted(self._index(name).get(key, ()))
 
-    def render(self, ident: int, fields: Sequence[str]) -> dict[str, Any]:
+    def view(self, ident: int) -> dict[str, Any]:
+        """A person as Marketo shows it: a linked company's values replace the person's own company fields."""
         values = self.persons[ident]
+        key = values.get("externalCompanyId")
+        company = self.company_of(key) if key is not None else None
+        if company is None:
+            return values
+        return {**values, **{name: company.get(name) for name in COMPANY_FIELDS}}
+
+    def render(self, ident: int, fields: Sequence[str]) -> dict[str, Any]:
+        values = self.view(ident)
         return {name: values.get(name) for name in fields}
 
     def check_fields(self, fields: Iterable[str]) -> None:
@@ -273,26 +305,51 @@ class PersonStore:
         if problem is not None:
             return problem
         if action == "createDuplicate":
-            return {"id": self.create(values, source, partition), "status": "created"}
+            return self._create_linked(values, source, partition)
         lookup_value = record.get(lookup_field)
         if lookup_value is None or lookup_value == "":
             if action == "updateOnly":
                 return skipped("1003", f"Value for lookup field '{lookup_field}' not found")
             if action == "createOrUpdate" and lookup_field != "email":
                 return skipped("1003", f"Value for lookup field '{lookup_field}' not found")  # (unverified)
-            return {"id": self.create(values, source, partition), "status": "created"}
+            return self._create_linked(values, source, partition)
         matches = self.find(lookup_field, lookup_value)
         if len(matches) > 1:
             return skipped("1007", "Multiple leads match the lookup criteria")
         if matches:
             if action == "createOnly":
                 return skipped("1005", "Lead already exists")
+            stored = self.persons[matches[0]]
+            if values.get("externalCompanyId", "") is None and self.company_of(stored.get("externalCompanyId")):
+                # A person leaves a company only by joining another (Adobe, companies.md): a null link is ignored.
+                del values["externalCompanyId"]
+            problem = self._company_update(values, stored.get("externalCompanyId"))
+            if problem is not None:
+                return problem
             self.update(matches[0], values, source)
             return {"id": matches[0], "status": "updated"}
         if action == "updateOnly":
             return skipped("1004", "Lead not found")
         if lookup_field == "id":
             return skipped("1004", "Lead not found")
+        return self._create_linked(values, source, partition)
+
+    def _company_update(self, values: dict[str, Any], current_company: Any) -> dict[str, Any] | None:
+        """1021 when the record writes company fields of a person that is, or becomes, linked to a company.
+
+        Adobe documents 1021 "Company update not allowed" for syncLead, and that a linked person takes its company
+        fields from the company; so any company field in the record is refused, even null or an equal value."""
+        key = values.get("externalCompanyId", current_company)
+        if key is None or self.company_of(key) is None:
+            return None
+        if any(name in values for name in COMPANY_FIELDS):
+            return skipped("1021", "Company update not allowed")
+        return None
+
+    def _create_linked(self, values: dict[str, Any], source: ChangeSource, partition: Partition) -> dict[str, Any]:
+        problem = self._company_update(values, None)
+        if problem is not None:
+            return problem
         return {"id": self.create(values, source, partition), "status": "created"}
 
     def delete(self, ident: int, source: ChangeSource = API, at: float | None = None) -> bool:

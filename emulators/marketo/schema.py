@@ -230,7 +230,7 @@ def default_person_fields() -> list[FieldDef]:
         _standard(56, "emailInvalidCause", "Email Invalid Cause"),
         _standard(57, "inferredCompany", "Inferred Company", read_only=True),
         _standard(58, "inferredCountry", "Inferred Country", read_only=True),
-        _standard(60, "externalCompanyId", "External Company Id", searchable=True),
+        _standard(60, "externalCompanyId", "External Company Id", length=100, searchable=True),
         _standard(61, "externalSalesPersonId", "External Sales Person Id", searchable=True),
         _standard(62, "leadPartitionId", "Lead Partition Id", "integer", read_only=True, searchable=True),
         _standard(63, "leadRole", "Role"),

@@ -6,6 +6,7 @@ All handlers run on the server's one event loop and never await while they chang
 from __future__ import annotations
 
 import copy
+import re
 from collections import Counter, deque
 from typing import Any
 
@@ -19,6 +20,24 @@ from emulators.marketo.schema import PersonSchema
 API_USER = "sync-api@emulator.local"
 
 
+_OBJECT_PATH = re.compile(r"^/rest/v1/(?:customobjects/)?([A-Za-z0-9_]+(?:/roles)?)(?:/(delete|describe))?\.json$")
+
+
+def crm_operation(endpoint: str, path: str) -> str | None:
+    """`<object>.<sync|query|delete|describe>` for calls on persons, CRM and custom objects, so a test can count
+    the writes per object: "POST /rest/v1/opportunities/roles.json" -> "opportunities/roles.sync"."""
+    match = _OBJECT_PATH.match(path)
+    if match is None:
+        return None
+    name, verb = match.groups()
+    if name not in OBJECT_NAMES and not path.startswith("/rest/v1/customobjects/"):
+        return None
+    return f"{name}.{verb or ('sync' if endpoint.startswith('POST ') else 'query')}"
+
+
+OBJECT_NAMES = frozenset({"leads", "companies", "opportunities", "opportunities/roles", "salespersons"})
+
+
 class RequestLog:
     """Every call to the emulated API (not the test controls), with counts per endpoint."""
 
@@ -26,6 +45,7 @@ class RequestLog:
         self.entries: deque[dict[str, Any]] = deque(maxlen=keep)
         self.by_endpoint: Counter[str] = Counter()
         self.by_code: Counter[str] = Counter()
+        self.by_object: Counter[str] = Counter()  # "companies.sync", "product_c.query", "leads.sync", ...
         self.total = 0
         self.identity = 0
 
@@ -36,6 +56,9 @@ class RequestLog:
             self.identity += 1
         self.by_endpoint[entry["endpoint"]] += 1
         self.by_code[str(entry.get("code") or entry.get("status"))] += 1
+        operation = crm_operation(entry["endpoint"], entry.get("path", ""))
+        if operation is not None:
+            self.by_object[operation] += 1
 
     def summary(self, limit: int = 200) -> dict[str, Any]:
         entries = list(self.entries)[-limit:] if limit else []
@@ -45,6 +68,7 @@ class RequestLog:
             "api_calls": self.total - self.identity,
             "by_endpoint": dict(self.by_endpoint),
             "by_code": dict(self.by_code),
+            "by_object": dict(self.by_object),
             "entries": entries,
         }
 
@@ -71,6 +95,7 @@ class MarketoState:
         self.log = ActivityLog()
         self.persons = PersonStore(self.schema, self.log, self.clock)
         self.crm = CrmStore(self.clock, self.custom_object_spec)
+        self.persons.company_of = self.crm.company
         self.bulk = BulkJobs(self)
 
     def reset(self) -> None:
