@@ -59,7 +59,7 @@ class DataverseRetry(Retry):
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.max_retry_after:
                 too_long = ResponseError(f"Retry-After {wait:g}s is too long")
-                # urllib3 types the pool as required yet passes its own Optional `_pool` here, as Retry.increment does.
+                # MaxRetryError's pool is typed as required, but urllib3's own Retry.increment passes this Optional.
                 raise MaxRetryError(_pool, url or "", too_long)  # type: ignore[arg-type]
         retry = super().increment(method, url, response=response, error=error, _pool=_pool, _stacktrace=_stacktrace)
         if self.on_retry is not None:
