@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help demo test deps
+.PHONY: help demo test deps typecheck
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   run the sync end to end on local Azurite and the emulators, with demo data"
 	@echo "make test   lint, format check and the whole test suite (starts Azurite and the emulators itself)"
+	@echo "make typecheck  mypy: the product strictly (sync/, function_app.py), then emulators/ and bench/ (looser)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,3 +29,8 @@ test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# Settings in pyproject.toml [tool.mypy]: the first run checks its `files` (the product), the second the rest.
+typecheck: deps
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy emulators bench

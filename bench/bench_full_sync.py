@@ -47,7 +47,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,7 +71,8 @@ NATIVE_PER_HOUR = 10_000  # the native sync's published rate, per object
 FUNCTION_TIMEOUT_S = 300  # Consumption plan
 MEMORY_AIM_MIB = 300
 CEILING_AIM = 1.3
-DIRECTIONS = ("to_marketo", "to_dynamics")
+OneWay = Literal["to_marketo", "to_dynamics"]
+DIRECTIONS: dict[str, OneWay] = {"to_marketo": "to_marketo", "to_dynamics": "to_dynamics"}
 TERMINAL = ("succeeded", "failed", "cancelled")
 DV_IDENTITY_OPS = {"token", "discovery", "keys"}
 TRACE_EVERY = 8  # --tracemalloc sample: messages 1, 9, 17, ... are traced (the first one warms caches up)
@@ -146,7 +147,7 @@ class AzuriteCounter:
             finally:
                 counter.add(request.method, request.url, time.perf_counter() - started)
 
-        RequestsTransport.send = send  # type: ignore[method-assign]
+        RequestsTransport.send = send
 
     def add(self, method: str, url: str, seconds: float) -> None:
         kind = self.classify(method, url)
@@ -193,7 +194,7 @@ class MessageTime:
 
 @dataclass
 class Run:
-    direction: str
+    direction: OneWay
     records: int
     profile: str
     wall: float = 0.0
@@ -365,7 +366,7 @@ def set_profile(h: Harness, profile: str) -> None:
     h.control("marketo", "PATCH", "/config", json={"profile": profile})
 
 
-def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: str, run: Run) -> None:
+def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: OneWay, run: Run) -> None:
     """start_full_sync, then drain the queue in-process until the job ends (as sync/fulljob.py does)."""
     started = time.perf_counter()
     page_time = h.probe.phases if h.probe is not None else {}
@@ -403,7 +404,7 @@ def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: str, run:
         run.errors.append(text)
         print(f"    !! {text}", flush=True)
 
-    request = fullsync.FullSyncRequest(entities=["lead"], direction=direction)  # type: ignore[arg-type]
+    request = fullsync.FullSyncRequest(entities=["lead"], direction=direction)
     job = fullsync.start_full_sync(ctx, queue, request)
     run.job_id = job.job_id
     while True:
@@ -416,7 +417,7 @@ def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: str, run:
             time.sleep(0.5)  # a message made visible again after a failure
 
 
-def measure(h: Harness, n: int, direction: str) -> Run:
+def measure(h: Harness, n: int, direction: OneWay) -> Run:
     args = h.args
     run = Run(direction=direction, records=n, profile=args.profile)
     settings, state, bench = h.fresh_world(f"{direction[3]}{n}")
@@ -535,8 +536,8 @@ def verify(h: Harness, bench: Bench, state: StateStore, run: Run) -> None:
         problems.append(f"{persons:,} Marketo persons and {leads:,} Dataverse leads, want {n:,} each")
     errors = state.errors.count("lead")
     if errors:
-        sample = [e.message for e in list(state.errors.list("lead"))[:3]]
-        problems.append(f"{errors} record errors, e.g. {sample}")
+        messages = [e.message for e in list(state.errors.list("lead"))[:3]]
+        problems.append(f"{errors} record errors, e.g. {messages}")
     rng = random.Random(6)
     dynamics_ids: set[str] = set()
     marketo_ids: set[str] = set()
@@ -654,7 +655,7 @@ def print_run(run: Run) -> None:
             f"wall without it ~{run.wall - run.tracing_overhead:.0f} s "
             f"(~{run.records / max(1.0, run.wall - run.tracing_overhead) * 3600:,.0f} records/hour)"
         )
-        peaks = ", ".join(f"{m.phase} page {m.page}: {m.traced_peak / 2**20:.1f}" for m in traced)  # type: ignore[operator]
+        peaks = ", ".join(f"{m.phase} page {m.page}: {(m.traced_peak or 0) / 2**20:.1f}" for m in traced)
         print(f"    tracemalloc peak per traced message (MiB, traced {len(traced)} of {len(times)}): {peaks}")
     if run.ceiling is not None:
         for line in run.ceiling.lines():
@@ -731,10 +732,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     sizes = [int(x.replace("_", "")) for x in args.records.split(",") if x.strip()]
-    directions = [d.strip() for d in args.directions.split(",") if d.strip()]
-    unknown = [d for d in directions if d not in DIRECTIONS]
+    requested = [d.strip() for d in args.directions.split(",") if d.strip()]
+    unknown = [d for d in requested if d not in DIRECTIONS]
     if unknown:
         raise SystemExit(f"unknown directions {unknown}: use {', '.join(DIRECTIONS)}")
+    directions = [DIRECTIONS[d] for d in requested]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-full-sync-"))
     print(f"bench_full_sync: N={sizes}, directions={directions}, profile={args.profile}, tmp={tmp}", flush=True)

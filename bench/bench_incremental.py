@@ -259,7 +259,14 @@ def change_marketo(bench: Bench, person_ids: list[str], field_name: str, values:
 def rss_kib() -> tuple[int, int]:
     """(current RSS, peak RSS since the last reset) of this process, in KiB."""
     status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)), int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    def kib(name: str) -> int:
+        found = re.search(rf"{name}:\s+(\d+)", status)
+        if found is None:
+            raise RuntimeError(f"/proc/self/status has no {name} line")
+        return int(found.group(1))
+
+    return kib("VmRSS"), kib("VmHWM")
 
 
 def reset_peak_rss() -> bool:

@@ -65,17 +65,18 @@ def start_emulators(*extra_args: str, directory: Path | None = None, timeout: fl
     env_file = directory / "emulators.env"
     command = [sys.executable, "-m", "emulators", "--env-file", str(env_file), "--tls-dir", str(directory), *extra_args]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
+    stdout = process.stdout
+    assert stdout is not None  # stdout=PIPE
     output: list[str] = []
     deadline = time.monotonic() + timeout
     while True:
-        line = process.stdout.readline()
+        line = stdout.readline()
         if not line or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError("emulators did not start:\n" + "".join(output)[-4000:])
         output.append(line)
         if line.startswith(READY_PREFIX):
             break
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
+    threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()
     settings = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
     return RunningEmulators(env_file=env_file, settings=settings, process=process)

@@ -61,8 +61,8 @@ class HttpsServer:
             backlog=512,
             timeout_graceful_shutdown=1,
         )
-        self._server = _ThreadServer(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)  # type: ignore[union-attr]
+        server = self._server = _ThreadServer(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

@@ -249,10 +249,11 @@ def load_settings(env_file: str | os.PathLike[str] | None = None) -> Settings:
 
     Raises SettingsError with one line per problem, each naming the setting.
     """
-    if env_file is not None and not Path(env_file).is_file():
+    env_path = Path(env_file) if env_file is not None else None
+    if env_path is not None and not env_path.is_file():
         raise SettingsError(f"--env-file: file not found: {env_file}")
     try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings(_env_file=env_path)
     except ValidationError as exc:
         problems = "; ".join(_describe(err) for err in exc.errors(include_input=False, include_url=False))
         raise SettingsError(f"invalid settings: {problems}") from None

@@ -8,7 +8,7 @@ import base64
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -96,7 +96,7 @@ class DataverseEmulator:
         self.faults.rates.clear()
         self.faults.latency_ms = self.faults.jitter_ms = 0.0
         self.faults.retry_after = 1
-        self.limits.__init__()  # type: ignore[misc]
+        self.limits.update(asdict(LimitSettings()))  # in place: the service protection holds this object
         self.protection.reset()
         if self.options.profile == "realistic":
             self.limits.enabled = True
@@ -386,11 +386,13 @@ class DataverseEmulator:
             return
         self.protection.started(client_id)
         try:
-            fault = self.faults.pick(method, full_path + ("?" + query if query else ""))
-            delay = self.faults.latency() + float(fault.get("delay_ms", 0)) / 1000 if fault else self.faults.latency()
+            injected = self.faults.pick(method, full_path + ("?" + query if query else ""))
+            delay = (
+                self.faults.latency() + float(injected.get("delay_ms", 0)) / 1000 if injected else self.faults.latency()
+            )
             if delay:
                 await asyncio.sleep(delay)
-            if fault is not None and fault.get("drop"):
+            if injected is not None and injected.get("drop"):
                 self._log(method, full_path, "dropped", "", client_id, 0, 0)
                 await send(
                     {
@@ -401,8 +403,8 @@ class DataverseEmulator:
                 )
                 await send({"type": "http.response.body", "body": b'{"value":[', "more_body": True})
                 raise ConnectionAbortedError("injected dropped connection")
-            if fault is not None and "status" in fault:
-                response = fault_response(fault_error(fault, self.faults.retry_after))
+            if injected is not None and "status" in injected:
+                response = fault_response(fault_error(injected, self.faults.retry_after))
                 self._log(method, full_path, "fault", "", client_id, response.status, 0)
                 await self._send(send, response.status, [*base_headers, *response.headers], response.body)
                 return

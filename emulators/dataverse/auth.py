@@ -305,10 +305,12 @@ class Authority:
                 f"app Id '{app.client_id}'.]",
             )
         public_key = x509.load_pem_x509_certificate(app.certificate_pem.encode()).public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):  # RS256 and PS256 below: an RSA key or nothing
+            raise invalid(700027, "AADSTS700027: Client assertion failed signature validation. (not an RSA key)")
         try:
             claims = jwt.decode(
                 assertion,
-                public_key,  # type: ignore[arg-type]
+                public_key,
                 algorithms=["RS256", "PS256"],
                 options={"verify_aud": False, "require": ["exp", "iss", "sub"]},
                 leeway=300,

@@ -99,7 +99,8 @@ def _http_part(headers: dict[str, str], content: bytes) -> Part:
     if len(bits) < 2:
         raise errors.query_error("A part of the batch is not an HTTP request.")
     if rest.startswith(b"\n"):
-        request_headers, body = {}, rest[1:]
+        request_headers: dict[str, str] = {}
+        body = rest[1:]
     else:
         head, _, body = rest.partition(b"\n\n")
         request_headers, _ = _split_headers(head + b"\n\n")
@@ -178,10 +179,10 @@ class BatchHandler:
                 raise
             return fault_response(fault)
         if sub.path.startswith("$batch"):
-            fault = errors.query_error("A batch request cannot contain another batch request.")
+            nested = errors.query_error("A batch request cannot contain another batch request.")
             if raise_faults:
-                raise fault
-            return fault_response(fault)
+                raise nested
+            return fault_response(nested)
         try:
             response = self.web_api._dispatch(sub)
         except DataverseFault as fault:

@@ -244,7 +244,7 @@ def _check_functions(text: str) -> None:
         )
 
 
-_LITERAL_EDM = {
+_LITERAL_EDM: dict[type[ast._Node], str] = {
     ast.String: "Edm.String",
     ast.Integer: "Edm.Int32",
     ast.Float: "Edm.Double",

@@ -103,9 +103,16 @@ def fault_response(fault: DataverseFault) -> ApiResponse:
     return ApiResponse.json(fault.status, fault.body(), headers, operation="error")
 
 
+def _by_attribute(attribute: str, key: Callable[[Any], Any]) -> Callable[[Row], Any]:
+    """The sort key of a row by one attribute's value."""
+    return lambda row: key(row.get(attribute))
+
+
 def split_path(path: str) -> list[str]:
     """Split on '/' outside parentheses and quotes (key values may hold '/')."""
-    parts, current, depth, quoted = [], [], 0, False
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for char in path:
         if char == "'" and depth:
             quoted = not quoted
@@ -200,7 +207,7 @@ class WebApi:
         self.store = store
         self.tables = tables
         self.clock = clock
-        self.delta_expiry_seconds = 7 * 86400  # organization.expirechangetrackingindays (7 by default today)
+        self.delta_expiry_seconds: float = 7 * 86400  # organization.expirechangetrackingindays (7 by default today)
         self.expired_before = 0.0  # delta tokens issued before this instant have expired (control)
         self.batch_handler: Callable[[ApiRequest], ApiResponse] | None = None
         self.metadata_handler: Callable[[ApiRequest, list[str]], ApiResponse] | None = None
@@ -326,12 +333,11 @@ class WebApi:
         expand: list[Expand] | None = None,
     ) -> Row:
         attributes = select or table.output_attributes
+        out: Row = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
         if prefer is None or not prefer.annotations:
-            out = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
             for attribute in attributes:
                 out[attribute] = row.get(attribute)
         else:
-            out = {"@odata.etag": f'W/"{row["versionnumber"]}"'}
             for attribute in attributes:
                 value = row.get(attribute)
                 if value is not None:
@@ -466,8 +472,9 @@ class WebApi:
             matching = [row for row in data.rows.values() if predicate is None or predicate(row)]
             matching.sort(key=lambda r: r[table.primary_id])
             for attribute, descending in reversed(orderby):
-                key = sort_key(table.attributes.get(attribute))
-                matching.sort(key=lambda r, a=attribute, k=key: k(r.get(a)), reverse=descending)
+                matching.sort(
+                    key=_by_attribute(attribute, sort_key(table.attributes.get(attribute))), reverse=descending
+                )
             offset = cookie.offset if cookie else 0
             page = matching[offset : offset + limit + 1]
             total = len(matching)

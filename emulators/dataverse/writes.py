@@ -202,11 +202,12 @@ def apply_state_rules(table: Table, old: Row | None, row: Row, touched: set[str]
             f"{row.get('statecode')} is not a valid state code on {table.logical_name} when it is created. "
             "Create the record, then change its state."
         )
-    if old is not None and table.logical_name == "lead" and old.get("statecode") not in (None, 0):
+    old_state = old.get("statecode") if old is not None else None
+    if table.logical_name == "lead" and old_state is not None and old_state != 0:
         reopening = "statecode" in touched and row.get("statecode") == 0
         if not reopening:
             # (unverified) code and text for editing a qualified or disqualified lead
-            state = state_options.get(old.get("statecode"), old.get("statecode"))
+            state = state_options.get(old_state, old_state)
             raise errors.bad_request(
                 f"The lead is {str(state).lower()} and cannot be edited. Reactivate the lead before you change it.",
                 code="0x80040225",
@@ -218,6 +219,8 @@ def apply_state_rules(table: Table, old: Row | None, row: Row, touched: set[str]
         raise errors.option_out_of_range("statuscode", table.logical_name, status, sorted(status_state))
     if "statuscode" in touched and "statecode" not in touched and status is not None:
         row["statecode"] = status_state[status]
+    elif state is None:  # statecode untouched (a touched one passed the range check above)
+        pass
     elif "statecode" in touched and "statuscode" not in touched:
         row["statuscode"] = defaults.get(state, status)
     elif "statecode" in touched and "statuscode" in touched and status is not None and status_state[status] != state:

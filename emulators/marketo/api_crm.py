@@ -79,7 +79,7 @@ def _query(name: str | None) -> Any:
         fields = call.array("fields") or None
         result = call.state.crm.query(store, filter_type, values, fields, call.state.config.max_batch)
         size = call.int_param("batchSize", 300) or 300
-        offset = call.int_param("nextPageToken", 0) if (call.param("nextPageToken") or "").isdigit() else 0
+        offset = (call.int_param("nextPageToken") or 0) if (call.param("nextPageToken") or "").isdigit() else 0
         page = result[offset : offset + size]
         call.records = len(page)
         payload: dict[str, Any] = {"result": page}

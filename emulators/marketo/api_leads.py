@@ -145,7 +145,7 @@ async def delete_leads(call: Call) -> dict[str, Any]:
     if len(ids) > call.state.config.max_batch:
         raise RequestError("1003", f"Too many records in input: {len(ids)}, max {call.state.config.max_batch}")
     call.records = len(ids)
-    result = []
+    result: list[dict[str, Any]] = []
     for raw in ids:
         try:
             ident = int(raw)

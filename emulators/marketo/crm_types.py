@@ -51,7 +51,7 @@ def _fields(specs: Sequence[tuple[str, str, str] | tuple[str, str, str, dict[str
     result = {}
     for number, spec in enumerate(specs, start=1):
         name, display, kind = spec[0], spec[1], spec[2]
-        extra = spec[3] if len(spec) > 3 else {}  # type: ignore[misc]
+        extra = spec[3] if len(spec) > 3 else {}
         length = extra.get("length", 255) if kind in ("string", "text", "email", "phone", "url") else None
         result[name] = FieldDef(number, name, display, kind, length, read_only=extra.get("read_only", False))
     return result

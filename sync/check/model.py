@@ -25,7 +25,7 @@ class CheckResult(BaseModel):
     message: str
     hint: str = ""  # how to fix it, in plain words (empty when nothing needs fixing)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy rejects any decorator over @property; pydantic's own form
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "info")
@@ -34,7 +34,7 @@ class CheckResult(BaseModel):
 class CheckReport(BaseModel):
     results: list[CheckResult]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy rejects any decorator over @property; pydantic's own form
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.results)

@@ -15,12 +15,13 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from pydantic import BaseModel
 
+from sync.mapping.model import System
 from sync.state.keys import encode_key
 
 
 class RecordError(BaseModel):
     entity: str
-    system: str  # the system holding the record that failed to sync ("dynamics" or "marketo")
+    system: System  # the system holding the record that failed to sync
     record_id: str
     operation: str  # create, update, delete, link, read, ...
     code: str | None = None  # the service's own error code, e.g. "1006" or "0x80040237"
@@ -30,7 +31,7 @@ class RecordError(BaseModel):
     last_seen: datetime | None = None
 
 
-def _row_key(system: str, record_id: str) -> str:
+def _row_key(system: System, record_id: str) -> str:
     return f"{encode_key(system)}~~{encode_key(record_id)}"
 
 
@@ -52,14 +53,14 @@ class RecordErrorStore:
         self._table.upsert_entity(self._to_row(stored), mode=UpdateMode.REPLACE)
         return stored
 
-    def get(self, entity: str, system: str, record_id: str) -> RecordError | None:
+    def get(self, entity: str, system: System, record_id: str) -> RecordError | None:
         try:
             row = self._table.get_entity(encode_key(entity), _row_key(system, record_id))
         except ResourceNotFoundError:
             return None
         return self._from_row(row)
 
-    def list(self, entity: str | None = None, system: str | None = None) -> Iterator[RecordError]:
+    def list(self, entity: str | None = None, system: System | None = None) -> Iterator[RecordError]:
         if entity is None:
             rows = self._table.list_entities()
         else:
@@ -69,7 +70,7 @@ class RecordErrorStore:
             if system is None or error.system == system:
                 yield error
 
-    def resolve(self, entity: str, system: str, record_id: str) -> bool:
+    def resolve(self, entity: str, system: System, record_id: str) -> bool:
         """Remove the error of a record that has now synced; True if there was one."""
         try:
             self._table.delete_entity(encode_key(entity), _row_key(system, record_id))

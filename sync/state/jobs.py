@@ -17,17 +17,18 @@ import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableEntity, UpdateMode
 from pydantic import BaseModel, Field
 
+from sync.mapping.model import Direction
 from sync.state.keys import encode_key
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-Phase = Literal["to_marketo", "to_dynamics"]
+JobState: TypeAlias = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Phase: TypeAlias = Literal["to_marketo", "to_dynamics"]
 _CLAIMS = "claim"
 
 
@@ -86,7 +87,7 @@ class Task(BaseModel):
 class Job(BaseModel):
     job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     entities: list[str]
-    direction: str
+    direction: Direction
     dry_run: bool = False
     state: JobState = "queued"
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -200,7 +201,7 @@ class JobStore:
         return {k: v for k, v in row.items() if v is not None}
 
     @staticmethod
-    def _job_from_row(row: dict[str, Any]) -> Job:
+    def _job_from_row(row: TableEntity) -> Job:
         return Job(
             job_id=row["JobId"],
             entities=json.loads(row["Entities"]),
@@ -240,7 +241,7 @@ class JobStore:
         return {k: v for k, v in row.items() if v is not None}
 
     @staticmethod
-    def _task_from_row(row: dict[str, Any]) -> Task:
+    def _task_from_row(row: TableEntity) -> Task:
         return Task(
             job_id=row["JobId"],
             entity=row["Entity"],

@@ -15,6 +15,7 @@ from azure.data.tables import TableClient, UpdateMode
 from pydantic import BaseModel
 
 from sync.state.keys import encode_key
+from sync.state.tables import row_etag
 
 _PARTITION = "lease"
 
@@ -42,12 +43,13 @@ class LeaseStore:
     def acquire(self, name: str, holder: str, duration: timedelta) -> Lease:
         """Take the lease for `holder`, or raise LeaseHeld if someone else holds an unexpired one."""
         now = self._clock()
+        expires_at = now + duration
         row = {
             "PartitionKey": _PARTITION,
             "RowKey": encode_key(name),
             "Name": name,
             "Holder": holder,
-            "ExpiresAt": now + duration,
+            "ExpiresAt": expires_at,
         }
         try:
             current = self._table.get_entity(_PARTITION, encode_key(name))
@@ -71,7 +73,7 @@ class LeaseStore:
             if exc.status_code == 412:
                 return self._raise_held(name)
             raise
-        return Lease(name=name, holder=holder, expires_at=row["ExpiresAt"], etag=meta["etag"])
+        return Lease(name=name, holder=holder, expires_at=expires_at, etag=meta["etag"])
 
     def renew(self, lease: Lease, duration: timedelta) -> Lease:
         """Extend a lease we hold; raises LeaseHeld if it was taken over meanwhile."""
@@ -106,7 +108,7 @@ class LeaseStore:
             row = self._table.get_entity(_PARTITION, encode_key(name))
         except ResourceNotFoundError:
             return None
-        return Lease(name=row["Name"], holder=row["Holder"], expires_at=row["ExpiresAt"], etag=row.metadata["etag"])
+        return Lease(name=row["Name"], holder=row["Holder"], expires_at=row["ExpiresAt"], etag=row_etag(row))
 
     def _raise_held(self, name: str) -> Lease:
         current = self.get(name)

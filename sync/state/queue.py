@@ -16,6 +16,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from pydantic import BaseModel
 
 from sync.settings import Settings
+from sync.state.jobs import Phase
 
 MAX_DEQUEUE_COUNT = 5  # host.json extensions.queues.maxDequeueCount
 
@@ -25,7 +26,7 @@ class WorkMessage(BaseModel):
 
     job: str
     entity: str
-    phase: str  # to_marketo | to_dynamics
+    phase: Phase
     page: int
 
 

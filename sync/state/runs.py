@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from azure.data.tables import TableClient, UpdateMode
 from pydantic import BaseModel, Field
 
+from sync.mapping.model import Direction
 from sync.state.keys import encode_key
 
+RunKind: TypeAlias = Literal["incremental", "full"]
+# partial: stopped at the time budget or with record errors; skipped: the entity was leased or in a full sync
+RunOutcome: TypeAlias = Literal["running", "succeeded", "partial", "failed", "skipped"]
 _MAX_TICKS = 10**19
 
 
@@ -32,13 +36,13 @@ class RunCounts(BaseModel):
 class RunRecord(BaseModel):
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     entity: str
-    direction: str  # "both", "to_marketo", "to_dynamics"
-    kind: str = "incremental"  # or "full"
+    direction: Direction
+    kind: RunKind = "incremental"
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     ended_at: datetime | None = None
     counts: RunCounts = Field(default_factory=RunCounts)
     api_calls: dict[str, int] = Field(default_factory=dict)  # per system
-    outcome: str = "running"  # running, succeeded, partial, failed, skipped
+    outcome: RunOutcome = "running"
     error: str | None = None
     conflicts: list[dict[str, Any]] = Field(default_factory=list)  # resolved conflicts (the first 50 of a run)
     skipped_reasons: dict[str, int] = Field(default_factory=dict)  # why records were skipped, e.g. a disabled user

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableEntity, TableServiceClient
 
 
 def service_client(
@@ -29,3 +29,11 @@ def service_client(
 def ensure_table(service: TableServiceClient, name: str) -> TableClient:
     service.create_table_if_not_exists(name)
     return service.get_table_client(name)
+
+
+def row_etag(row: TableEntity) -> str:
+    """The ETag of a row read from the service (which always sends one): what a compare-and-swap must match."""
+    etag = row.metadata["etag"]
+    if etag is None:
+        raise ValueError(f"table row {row.get('PartitionKey')!r}/{row.get('RowKey')!r} came back without an ETag")
+    return etag

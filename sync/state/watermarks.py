@@ -15,13 +15,14 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableClient, UpdateMode
 from pydantic import BaseModel
 
+from sync.mapping.model import System
 from sync.state.keys import encode_key
 
 
 class WatermarkConflict(Exception):
     """Someone else advanced the watermark since it was read."""
 
-    def __init__(self, entity: str, system: str) -> None:
+    def __init__(self, entity: str, system: System) -> None:
         super().__init__(f"watermark {entity}/{system} was advanced by another runner")
         self.entity = entity
         self.system = system
@@ -29,7 +30,7 @@ class WatermarkConflict(Exception):
 
 class Watermark(BaseModel):
     entity: str
-    system: str
+    system: System
     cursor: str | None = None
     updated_at: datetime | None = None
     etag: str | None = None  # None: no row yet
@@ -39,7 +40,7 @@ class WatermarkStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
-    def get(self, entity: str, system: str) -> Watermark:
+    def get(self, entity: str, system: System) -> Watermark:
         try:
             row = self._table.get_entity(encode_key(entity), encode_key(system))
         except ResourceNotFoundError:
@@ -78,7 +79,7 @@ class WatermarkStore:
             raise
         return current.model_copy(update={"cursor": cursor, "updated_at": now, "etag": meta["etag"]})
 
-    def reset(self, entity: str, system: str) -> None:
+    def reset(self, entity: str, system: System) -> None:
         """Forget the cursor: the next run reads from the beginning."""
         with contextlib.suppress(ResourceNotFoundError):
             self._table.delete_entity(encode_key(entity), encode_key(system))

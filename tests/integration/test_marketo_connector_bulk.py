@@ -106,7 +106,8 @@ def test_the_budget_stops_an_import_with_what_was_known(mk: Marketo) -> None:
     client.importer.max_file_bytes = 20_000
     with pytest.raises(CallBudgetExhaustedError) as info:
         client.import_leads(rows(2000), FIELDS)
-    partial = info.value.partial_result  # type: ignore[attr-defined]
+    partial = info.value.partial_result
+    assert partial is not None
     assert partial.failed_jobs and all(f.reason.code == "sync.budget" for f in partial.failed_jobs)
     assert mk.requests()["api_calls"] == 3
 

@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Self
 
+from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -43,12 +46,22 @@ class DataverseRetry(Retry):
             return bool(self.total)
         return super().is_retry(method, status_code, has_retry_after)
 
-    def increment(self, method: str | None = None, url: str | None = None, response: Any = None, **kw: Any) -> Self:
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
         if response is not None:
             wait = self.get_retry_after(response)
             if wait is not None and wait > self.max_retry_after:
-                raise MaxRetryError(kw.get("_pool"), url or "", ResponseError(f"Retry-After {wait:g}s is too long"))
-        retry = super().increment(method, url, response=response, **kw)
+                too_long = ResponseError(f"Retry-After {wait:g}s is too long")
+                # MaxRetryError's pool is typed as required, but urllib3's own Retry.increment passes this Optional.
+                raise MaxRetryError(_pool, url or "", too_long)  # type: ignore[arg-type]
+        retry = super().increment(method, url, response=response, error=error, _pool=_pool, _stacktrace=_stacktrace)
         if self.on_retry is not None:
             self.on_retry(response.status if response is not None else None)
         return retry

@@ -35,9 +35,11 @@ def activity(item: Any) -> LeadActivity:
         raise MarketoError(CODE_PROTOCOL, f"activity is not an object: {str(item)[:200]}")
     guid = item.get("marketoGUID")
     raw_id = item.get("id", guid)
+    if raw_id is None:
+        raise MarketoError(CODE_PROTOCOL, f"activity has neither an id nor a marketoGUID: {str(item)[:200]}")
     try:
         return LeadActivity(
-            id=int(raw_id),  # type: ignore[arg-type]
+            id=int(raw_id),
             marketo_guid=str(guid if guid is not None else raw_id),
             lead_id=int(item["leadId"]),
             activity_date=item["activityDate"],

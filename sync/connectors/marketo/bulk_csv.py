@@ -131,7 +131,7 @@ def issues_from_csv(text: str, chunk: CsvChunk, fields: Sequence[str], reason_co
         reason = next((row[h] for h in header if h not in fields and h in row), "") or "(no reason given)"
         key = tuple(row.get(name, "") for name in fields)
         matches = positions.get(key)
-        index = matches.popleft() if matches else None
+        input_index = matches.popleft() if matches else None
         shown = {name: row.get(name, "") for name in fields}
-        issues.append(BulkRowIssue(index=index, row=shown, reason=reason_of(reason, reason_code)))
+        issues.append(BulkRowIssue(index=input_index, row=shown, reason=reason_of(reason, reason_code)))
     return issues

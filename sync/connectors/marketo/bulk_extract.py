@@ -125,7 +125,8 @@ class BulkExporter:
     def run_job(self, kind: str, body: dict[str, Any]) -> Iterator[dict[str, str]]:
         status = self.finished_job(kind, body)
         base = f"/bulk/v1/{kind}/export"
-        yield from csv.DictReader(io.TextIOWrapper(_ByteStream(self._file(base, status.job_id)), "utf-8", newline=""))
+        stream = io.BufferedReader(_ByteStream(self._file(base, status.job_id)))
+        yield from csv.DictReader(io.TextIOWrapper(stream, "utf-8", newline=""))
 
     def finished_job(self, kind: str, body: dict[str, Any]) -> BulkJobStatus:
         """Create and enqueue an export, wait for it to complete; raise BulkJobFailedError if it does not."""

@@ -103,12 +103,12 @@ class BulkImporter:
         except SystemicError as exc:
             # Stopped: the jobs still running and the chunk being submitted have an unknown outcome. Rows after
             # them were never read from `rows`; the caller resumes after the last reported index.
-            unknown = [(chunk, job.job_id) for chunk, job, _ in running]
+            unknown: list[tuple[CsvChunk, str | None]] = [(chunk, job.job_id) for chunk, job, _ in running]
             if submitting is not None:
                 unknown.append((submitting, None))
             for chunk, job_id in unknown:
                 result.failed_jobs.append(_unknown(chunk, job_id, exc))
-            exc.partial_result = result  # type: ignore[attr-defined]
+            exc.partial_result = result
             raise
         finally:
             result.failures.extend(chunker.rejected)

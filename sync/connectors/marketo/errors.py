@@ -6,6 +6,11 @@ before anything reaches Marketo start with "sync." so they can never be mistaken
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync.connectors.marketo.models import BulkImportResult
+
 RETRYABLE_CODES = frozenset({"502", "604", "606", "608", "611", "615", "713"})
 TOKEN_CODES = frozenset({"601", "602"})
 # Response-level codes that say nothing about the records of a batch: the whole run must stop (or retry), never
@@ -44,6 +49,8 @@ class MarketoError(Exception):
 
 class SystemicError(MarketoError):
     """Marker base: errors that stop a run rather than fail a batch."""
+
+    partial_result: BulkImportResult | None = None  # set when it stops a bulk import: what was known by then
 
 
 class MarketoAuthError(SystemicError):
@@ -89,9 +96,17 @@ class InvalidRequestError(MarketoError):
 class BulkJobFailedError(MarketoError):
     """A bulk import or export job ended Failed or Cancelled, or could not be queued (1016, 1029)."""
 
-    def __init__(self, code: str, message: str, *, job_id: str | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        job_id: str | None = None,
+        request_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
         self.job_id = job_id
-        super().__init__(code, message, **kwargs)  # type: ignore[arg-type]
+        super().__init__(code, message, request_id=request_id, status=status)
 
 
 class ExportQuotaExceededError(BulkJobFailedError, SystemicError):

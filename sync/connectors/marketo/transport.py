@@ -14,10 +14,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlencode
 
 import requests
+import tenacity
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from sync.connectors.marketo.auth import TokenProvider
@@ -120,15 +121,17 @@ class Transport:
                     "sync.connection", f"{operation}: connection failed: {type(exc).__name__}"
                 ) from None
 
-    def _attempt(self, operation: str, method: str, path: str, raw: bool, kwargs: dict[str, Any]) -> Any:
+    def _attempt(
+        self, operation: str, method: str, path: str, raw: bool, kwargs: dict[str, Any]
+    ) -> Envelope | requests.Response:
         """One try, plus one more with a fresh token if Marketo says 601/602."""
         for renewal in (False, True):
             token = self.tokens.token()
             response = self._send(operation, method, path, token.get_secret_value(), **dict(kwargs))
             if response.status_code != 200 and not (raw and response.status_code == 206):
-                error = http_error(response.status_code, response.text)
+                failure = http_error(response.status_code, response.text)
                 response.close()
-                raise error
+                raise failure
             if raw and not _is_envelope(response):
                 return response
             envelope = parse_envelope(response.content)
@@ -157,6 +160,30 @@ class Transport:
             "marketo call failed with %s, retry %d in %.2f s", getattr(exc, "code", exc), state.attempt_number, wait
         )
 
+    @overload
+    def call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        raw: Literal[False] = False,
+        **kwargs: Any,
+    ) -> Envelope: ...
+
+    @overload
+    def call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        raw: Literal[True],
+        **kwargs: Any,
+    ) -> Envelope | requests.Response: ...
+
     def call(
         self,
         operation: str,
@@ -166,7 +193,7 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         raw: bool = False,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Envelope | requests.Response:
         """One logical call: an Envelope (success), or the requests.Response of a non-JSON answer when `raw`.
 
         Raises the typed MarketoError of a `success: false` answer after the retries it deserves.
@@ -179,7 +206,7 @@ class Transport:
             wait=self._wait,
             before_sleep=self._log_retry,
             reraise=True,
-            **({"sleep": self._sleep} if self._sleep else {}),
+            sleep=self._sleep or tenacity.sleep,
         )
         return retrying(self._attempt, operation, method, path, raw, kwargs)
 
@@ -193,7 +220,7 @@ class Transport:
         """GET, or POST with `_method=GET` and a form body when the URI would pass 8 KB (or Marketo says 414)."""
         if not self.uri_too_long(path, params):
             try:
-                return self.call(operation, "GET", path, params=params, **kwargs)
+                return self.call(operation, "GET", path, params=params, raw=False, **kwargs)
             except RequestTooLargeError as exc:
                 if exc.code != "414":
                     raise
@@ -202,6 +229,7 @@ class Transport:
             "POST",
             path,
             params={"_method": "GET"},
+            raw=False,
             data=_params(params),
             **kwargs,
         )
