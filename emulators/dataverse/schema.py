@@ -351,6 +351,7 @@ def builtin_tables() -> dict[str, Table]:
             _s("emailaddress1", 100, "Email"),
             _s("telephone1", 50, "Main Phone"),
             _s("websiteurl", 200, "Website"),
+            _s("sic", 20, "SIC Code"),
             *_address(),
             Column("description", "Memo", max_length=2000, display_name="Description"),
             Column("numberofemployees", "Integer", display_name="Number of Employees"),

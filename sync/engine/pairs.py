@@ -75,6 +75,7 @@ class PairBuilder:
         self._options: OptionSets | None = None
         self.references = ReferenceResolver(ctx, entity)
         self._resolved: dict[tuple[str, tuple[Any, ...]], tuple[dict[str, Any] | None, str | None]] = {}
+        self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @property
@@ -115,6 +116,8 @@ class PairBuilder:
             row_id = str(record.id).lower()
             waiting = resolved.waiting.get(row_id)
             text = waiting.text if waiting is not None else None
+            if waiting is not None:
+                self._problem_codes[row_id] = waiting.code
             self._resolved[self._reference_key(record)] = (resolved.values.get(row_id), text)
 
     def _parallel(self, fn: Any, items: Sequence[Any]) -> list[Any]:
@@ -342,9 +345,8 @@ class PairBuilder:
 
     def _read_failure(self, system: str, record_id: str, message: str) -> PairWork:
         plan = PairPlan(outcome="failed")
-        plan.error = PlanError(
-            system=system, record_id=record_id, operation="read", code="invalid_value", message=message
-        )  # type: ignore[arg-type]
+        code = self._problem_codes.get(record_id, "invalid_value") if system == "dynamics" else "invalid_value"
+        plan.error = PlanError(system=system, record_id=record_id, operation="read", code=code, message=message)  # type: ignore[arg-type]
         return PairWork(pair=PairInput(), plan=plan)
 
     # --- batches ------------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class World:
 
     def mk_crm(self, object_name: str, key: str, values: list[str], fields: tuple[str, ...] = ()) -> dict[str, Any]:
         """Marketo CRM records by their key (through the public API), as {key value: record values}."""
-        found = self.ctx.marketo.crm(object_name).query(key, values, list(fields))
+        found = self.ctx.marketo.crm(object_name).query(key, values, list(dict.fromkeys([key, *fields])))
         return {str(r.values.get(key)).lower(): r.values for r in found}
 
     def dv_query(self, table: str, select: list[str], filter: str | None = None) -> list[dict[str, Any]]:
