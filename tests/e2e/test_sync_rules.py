@@ -31,7 +31,7 @@ def make_synced_contact(world: World, **values: str) -> tuple[str, int]:
     contact_id = world.dv_create(
         "contact", **fields, **{"parentcustomerid_account@odata.bind": f"/accounts({account})"}
     )
-    world.cycle("contact")
+    world.cycles("account", "contact")  # a contact follows its account's company
     [person] = world.mk_by_email(fields["emailaddress1"])
     return contact_id, int(person["id"])
 
