@@ -438,7 +438,7 @@ def print_table(runs: list[Run], records: int) -> bool:
         "\ncalls = Web API / REST calls the emulator logged for discovery and read (Marketo: identity included)."
     )
     header = (
-        f"{'read':<11} {'tool':<36} {'note':<26} {'wall s':>7} {'discover s':>10} {'calls':>6} {'records':>8} "
+        f"{'read':<11} {'tool':<42} {'note':<26} {'wall s':>7} {'discover s':>10} {'calls':>6} {'records':>8} "
         f"{'ids':>7} {'RSS MiB':>8} {'wall/ours':>9} {'calls/ours':>10}  count"
     )
     print(header)
@@ -448,7 +448,7 @@ def print_table(runs: list[Run], records: int) -> bool:
         title = "Marketo" if run.system == "marketo" else "Dataverse"
         tool = run.tool + (f" {run.version}" if run.version else "")
         if run.error:
-            print(f"{title:<11} {tool:<36} NOT RUN: {run.error}")
+            print(f"{title:<11} {tool:<42} NOT RUN: {run.error}")
             all_right &= run.tool != "ours"  # a peer that cannot run here is reported; ours must run
             continue
         base = ours.get(run.system)
@@ -458,7 +458,7 @@ def print_table(runs: list[Run], records: int) -> bool:
         all_right &= right
         discover = "-" if run.tool == "ours" else f"{run.discover:.1f}"
         print(
-            f"{title:<11} {tool:<36} {run.note:<26} {run.wall:>7.1f} {discover:>10} {run.calls:>6} "
+            f"{title:<11} {tool:<42} {run.note:<26} {run.wall:>7.1f} {discover:>10} {run.calls:>6} "
             f"{run.records:>8,} {run.ids:>7,} {run.rss_mib:>8.0f} {wall_ratio:>9} {calls_ratio:>10}  "
             f"{'right' if right else 'WRONG (expected ' + format(records, ',') + ')'}"
         )
