@@ -94,6 +94,26 @@ def sort_key(column: Column | None) -> Callable[[Any], Any]:
 # $expand (single-valued navigation properties only)
 
 
+def split_top_level(text: str, separator: str) -> list[str]:
+    """Split on a separator outside parentheses and string literals (`$expand` items, their `;` options)."""
+    parts: list[str] = []
+    depth, in_string, current = 0, False, ""
+    for char in text:
+        if char == "'":
+            in_string = not in_string
+        elif not in_string and char == "(":
+            depth += 1
+        elif not in_string and char == ")":
+            depth -= 1
+        if char == separator and depth == 0 and not in_string:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
 @dataclass
 class Expand:
     nav: str
@@ -105,19 +125,7 @@ class Expand:
 def parse_expand(table: Table, text: str | None) -> list[Expand]:
     if not text:
         return []
-    parts: list[str] = []
-    depth, current = 0, ""
-    for char in text:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
+    parts = split_top_level(text, ",")
     if len(parts) > 15:
         raise query_error("Number of link entities in query exceeded maximum limit.")
     result = []

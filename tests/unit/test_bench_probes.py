@@ -40,3 +40,16 @@ def test_every_bench_script_starts(script: str) -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "usage:" in run.stdout
+
+
+def test_bench_peers_help_names_its_size_and_what_it_swaps() -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "bench_peers.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--records" in run.stdout and "default 10,000" in run.stdout
+    assert "token URL" in run.stdout and "TLS verification stays on" in run.stdout
