@@ -35,7 +35,7 @@ class CrmBatches:
         self.stream = stream
         self.dry_run = dry_run
         self.client = ctx.marketo.crm(stream.marketo_object)
-        self.references = ReferenceResolver(ctx, stream)
+        self.references = ReferenceResolver(ctx, stream, dry_run)
         self.counts: Counter[str] = Counter()
         self.plans: list[CrmPlan] = []
         self.conflicts: list[dict[str, Any]] = []  # one-way: Dynamics always wins, so never any

@@ -124,6 +124,8 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     if not names:
         raise FullSyncRejected("entities: give at least one entity")
     names = list(dict.fromkeys(names))
+    if request.direction in ("both", "to_marketo"):
+        names = _with_unsynced_dependencies(ctx, names)
     job = Job(entities=names, direction=request.direction, dry_run=request.dry_run)
     tasks: list[Task] = []
     for name in names:
@@ -161,6 +163,22 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     return job
 
 
+def _with_unsynced_dependencies(ctx: SyncContext, names: list[str]) -> list[str]:
+    """The requested streams and, before them, every stream they point at that has never synced (no watermark)
+    and that no other job holds: a first full sync of leads brings their owners and companies with it, so that
+    their references find something to point at."""
+    wanted = set(names)
+    todo = list(names)
+    while todo:
+        for dep in ctx.mapping.entity(todo.pop()).reference_targets():
+            if dep in wanted or ctx.state.jobs.holder(dep) is not None:
+                continue
+            if ctx.state.watermarks.get(dep, "dynamics").cursor is None:
+                wanted.add(dep)
+                todo.append(dep)
+    return [stream.name for stream in ctx.mapping.ordered_entities() if stream.name in wanted]
+
+
 def _start_ready(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[Task]) -> None:
     """Send the first message of each stream whose dependencies in the job have all finished (a failed one counts:
     its dependents still run, and their references to what it did not sync wait as record errors). In a cancelled
@@ -169,7 +187,7 @@ def _start_ready(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[Task]
     finished = {name for name in job.entities if all(t.state in terminal for t in tasks if t.entity == name)}
     started = {t.entity for t in tasks if t.state not in ("queued",) or t.pages_done or t.next_enqueued}
     for name in _ready(ctx.mapping, job.entities, finished, started):
-        first = next(t for t in tasks if t.entity == name)
+        first = min((t for t in tasks if t.entity == name), key=lambda t: PHASE_ORDER.index(t.phase))
         if job.cancel_requested:
             _finish_task(ctx, first, "cancelled", None, queue)
             continue

@@ -73,7 +73,7 @@ class PairBuilder:
         self.retry_persons: set[str] = set()
         self.annotations = any(f.transform in ("lookup_name", "reference") for f in entity.synced_fields)
         self._options: OptionSets | None = None
-        self.references = ReferenceResolver(ctx, entity)
+        self.references = ReferenceResolver(ctx, entity, dry_run)
         self._resolved: dict[tuple[str, tuple[Any, ...]], tuple[dict[str, Any] | None, str | None]] = {}
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
 
@@ -219,6 +219,15 @@ class PairBuilder:
             taken |= set(self.links_by_marketo_id(other.name, [i for i in marketo_ids if i not in taken]))
         return taken
 
+    def _followed_elsewhere(self, marketo_ids: list[str]) -> dict[str, str]:
+        """Of these persons, those another record already links, with who that is (a batched read per stream)."""
+        owners: dict[str, str] = {}
+        for other in self.ctx.mapping.person_streams():
+            if marketo_ids and self.links.has_any(other.name):
+                for marketo_id, link in self.links_by_marketo_id(other.name, marketo_ids).items():
+                    owners.setdefault(marketo_id, f"{other.name} {link.dynamics_id}")
+        return owners
+
     def _linked_elsewhere(self, marketo_id: str) -> str | None:
         for other in self.ctx.mapping.person_streams():
             link = self.links.get_by_marketo_id(other.name, marketo_id)
@@ -240,8 +249,14 @@ class PairBuilder:
                 by_link.setdefault(str(person.values.get(self.entity.marketo_id_field) or "").lower(), []).append(
                     person
                 )
+        followed = self._followed_elsewhere([str(p.id) for people in by_link.values() for p in people])
         for side in sides:
             candidates = by_link.get(side.id, [])
+            if candidates and all(str(c.id) in followed for c in candidates):  # e.g. a qualified lead's person
+                owner = followed[str(candidates[0].id)]  # moved to its contact: it follows that now
+                works.append(self._skip(side.id, None, f"its Marketo person follows {owner}"))
+                continue
+            candidates = [c for c in candidates if str(c.id) not in followed]
             if side.marketo_id in named and all(str(c.id) != side.marketo_id for c in candidates):
                 owner = self._linked_elsewhere(side.marketo_id)  # type: ignore[arg-type]
                 if owner is not None:

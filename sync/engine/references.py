@@ -90,9 +90,10 @@ class ReferenceResolver:
     were found excluded by their stream's filter, so that a page of records owned by an application user costs one
     Dataverse read once, not every cycle."""
 
-    def __init__(self, ctx: SyncContext, stream: EntityMapping) -> None:
+    def __init__(self, ctx: SyncContext, stream: EntityMapping, dry_run: bool = False) -> None:
         self.ctx = ctx
         self.stream = stream
+        self.dry_run = dry_run  # a dry run plans as if the targets it would sync first were synced
         self.mapping = ctx.mapping
         self.excluded = ctx.excluded_targets  # (stream, row id) -> why it is not in Marketo
 
@@ -124,6 +125,9 @@ class ReferenceResolver:
                     values[marketo_field] = None
                     continue
                 key = keys.get((target.stream.name, target.row_id))
+                if isinstance(key, Problem) and key.code == "dry_run":
+                    values[marketo_field] = key.text  # what the real run will write once the target is synced
+                    continue
                 if isinstance(key, Problem):
                     if key.waits:
                         where = f"{reference_column(self.stream, marketo_field)} -> {marketo_field}"
@@ -189,6 +193,8 @@ class ReferenceResolver:
                 if len(self.excluded) < EXCLUDED_CACHE_LIMIT:
                     self.excluded[(stream.name, row_id)] = reason
                 problems[row_id] = Problem(reason, waits=False)
+            elif self.dry_run and not stream.is_persons:
+                problems[row_id] = Problem(row_id, waits=False, code="dry_run")
             else:
                 problems[row_id] = Problem(
                     f"waits for {stream.name} {row_id}, which is not in Marketo yet (its stream has not synced it)",

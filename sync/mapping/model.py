@@ -248,6 +248,9 @@ class EntityMapping(_Strict):
     def field(self, key: str) -> FieldMapping:
         return next(f for f in self.synced_fields if f.key == key)
 
+    def reference_targets(self) -> list[str]:
+        return [n for n in dict.fromkeys(t for r in self.references for t in r.targets) if n != self.name]
+
     def depends_on(self) -> list[str]:
         """The streams this one must follow: its references' targets, and the stream it is qualified from."""
         names = [t for r in self.references for t in r.targets]

@@ -134,6 +134,7 @@ def one_person_each(world: World, emails: list[str]) -> None:
 def test_a_duplicated_message_changes_nothing(world: World) -> None:
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 12, "fast": True})
     world.ctx.dynamics.page_size = 5
+    world.upstream("lead")
     seen: list = []
     job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
     world.drain(on_message=seen.append)

@@ -25,6 +25,7 @@ def sync_process(world: World, *args: str) -> subprocess.Popen[str]:
 
 def test_a_killed_job_resumes_from_its_checkpoint_with_exactly_one_person_each(world: World) -> None:
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 40, "fast": True})
+    world.upstream("lead")
     world.emulators.control("dataverse", "POST", "/faults", json={"latency_ms": 60})  # pages take a moment
     kill_after = random.randint(2, 6)  # pages: a different page each run
     first = sync_process(world, "full", "--entity", "lead", "--direction", "to_marketo")

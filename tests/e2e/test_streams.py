@@ -30,8 +30,7 @@ def companies(world: World, *ids: str) -> dict[str, Any]:
 
 
 def upstream(world: World) -> None:
-    """What the timers of the streams persons point at do: users, teams, then accounts."""
-    world.cycles("systemuser", "team", "account")
+    world.upstream("lead", "contact")  # users, teams, then accounts
 
 
 # --- users and teams -> sales persons -----------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_the_queue_trigger_works_the_full_sync_through(wired: World) -> None:
 
 def test_a_page_that_keeps_failing_goes_to_the_poison_queue_and_fails_the_job(world: World) -> None:
     world.dv_create("lead", lastname="Poison", emailaddress1="poison@example.com", companyname="P")
+    world.upstream("lead")
     started = api.start_full(world.ctx, world.queue, b'{"entities": ["lead"]}', "https://app.example.test")
     world.ctx.dynamics.definition("lead")  # metadata is cached before the outage
     world.emulators.control(

@@ -60,6 +60,13 @@ class World:
         assert report.outcome != "failed", report.error
         return report
 
+    def upstream(self, *entities: str) -> list[CycleReport]:
+        """A cycle of each stream these point at (users, teams, accounts), as their timers would have run: so
+        that their references find their targets, and a full sync of them needs to bring none along."""
+        mapping = self.ctx.mapping
+        wanted = {t for e in entities or ("lead", "contact") for t in mapping.entity(e).reference_targets()}
+        return [self.cycle(s.name) for s in mapping.ordered_entities() if s.name in wanted]
+
     def cycles(self, *entities: str) -> list[CycleReport]:
         return [self.cycle(e) for e in entities or ("lead", "contact")]
 
