@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sync.engine.changes import MarketoCursor, read_marketo_changes
+from sync.engine.pairs import PairBuilder
+from tests.e2e.test_full_sync import run_job
 from tests.e2e.test_sync_rules import make_synced_lead, start
 from tests.e2e.world import World
 
@@ -33,3 +36,32 @@ def test_a_person_update_marketo_refuses_is_a_record_error_and_is_retried(world:
     assert world.ctx.state.errors.count("lead") == 0
     person = world.mk_get(bad_person)
     assert (person["email"], person["title"]) == ("ann@example.org", "CFO")
+
+
+# --- 2. a full sync reads linked persons fresh, so it repairs drift the incremental sync cannot see ------------------
+def test_a_full_sync_reads_linked_persons_fresh_and_repairs_a_pair_changed_behind_its_back(world: World) -> None:
+    start(world)
+    drifted_lead, drifted_person = make_synced_lead(world, emailaddress1="ann@example.com")
+    other_lead, other_person = make_synced_lead(world, emailaddress1="bo@example.com", firstname="Bo")
+    world.cycle("lead")  # the echoes of those links
+    world.mk_edit(drifted_person, phone="555-0101")
+    # The sync's Marketo watermark moves past that edit (a lost activity page, a restored backup): only a fresh
+    # read of the person can see it now.
+    mark = world.ctx.state.watermarks.get("lead", "marketo")
+    fields = PairBuilder(world.ctx, world.ctx.mapping.entity("lead")).marketo_field_names()
+    passed = read_marketo_changes(world.ctx.marketo, MarketoCursor.load(mark.cursor), fields, lambda: False)  # type: ignore[arg-type]
+    world.ctx.state.watermarks.advance(mark, passed.cursor.dump())  # type: ignore[union-attr]
+    assert world.cycle("lead").counts.updated == 0  # the incremental sync cannot see the drift
+    # A salesperson's edit of the same record: the full sync's Dynamics phase writes this pair (and so its
+    # Marketo phase leaves it alone); it must merge with what the person holds now, not with the snapshot.
+    world.dv_update("lead", drifted_lead, jobtitle="CFO")
+    world.dv_update("lead", other_lead, jobtitle="CTO")
+
+    world.clear_request_logs()
+    run_job(world, {"entities": ["lead"]})
+    lead, person = world.dv_get("lead", drifted_lead), world.mk_get(drifted_person)
+    assert (lead["jobtitle"], lead["telephone1"]) == ("CFO", "555-0101") == (person["title"], person["phone"])
+    assert world.mk_get(other_person)["title"] == "CTO"
+    endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
+    assert not [e for e in endpoints if e.startswith("GET /rest/v1/lead/")], endpoints  # batched reads, none per record
+    assert world.cycle("lead").counts.updated == 0  # repaired for good: nothing left to do
