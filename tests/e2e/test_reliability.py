@@ -9,6 +9,14 @@ from tests.e2e.test_sync_rules import make_synced_lead, start
 from tests.e2e.world import World
 
 
+def move_marketo_watermark_to_now(world: World, entity: str = "lead") -> None:
+    """Past every Marketo change so far, unread by the sync (as after a lost activity page or a restored backup)."""
+    mark = world.ctx.state.watermarks.get(entity, "marketo")
+    fields = PairBuilder(world.ctx, world.ctx.mapping.entity(entity)).marketo_field_names()
+    passed = read_marketo_changes(world.ctx.marketo, MarketoCursor.load(mark.cursor), fields, lambda: False)  # type: ignore[arg-type]
+    world.ctx.state.watermarks.advance(mark, passed.cursor.dump())  # type: ignore[union-attr]
+
+
 # --- 1. a person update that Marketo refuses is a record error; the rest of the batch syncs ---------------------------
 def test_a_person_update_marketo_refuses_is_a_record_error_and_is_retried(world: World) -> None:
     start(world)
@@ -43,14 +51,12 @@ def test_a_full_sync_reads_linked_persons_fresh_and_repairs_a_pair_changed_behin
     start(world)
     drifted_lead, drifted_person = make_synced_lead(world, emailaddress1="ann@example.com")
     other_lead, other_person = make_synced_lead(world, emailaddress1="bo@example.com", firstname="Bo")
-    world.cycle("lead")  # the echoes of those links
+    world.dv_update("lead", drifted_lead, telephone1="555-0100")
+    world.cycle("lead")  # that phone number, and the echoes of the links
     world.mk_edit(drifted_person, phone="555-0101")
     # The sync's Marketo watermark moves past that edit (a lost activity page, a restored backup): only a fresh
     # read of the person can see it now.
-    mark = world.ctx.state.watermarks.get("lead", "marketo")
-    fields = PairBuilder(world.ctx, world.ctx.mapping.entity("lead")).marketo_field_names()
-    passed = read_marketo_changes(world.ctx.marketo, MarketoCursor.load(mark.cursor), fields, lambda: False)  # type: ignore[arg-type]
-    world.ctx.state.watermarks.advance(mark, passed.cursor.dump())  # type: ignore[union-attr]
+    move_marketo_watermark_to_now(world)
     assert world.cycle("lead").counts.updated == 0  # the incremental sync cannot see the drift
     # A salesperson's edit of the same record: the full sync's Dynamics phase writes this pair (and so its
     # Marketo phase leaves it alone); it must merge with what the person holds now, not with the snapshot.
@@ -65,3 +71,17 @@ def test_a_full_sync_reads_linked_persons_fresh_and_repairs_a_pair_changed_behin
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
     assert not [e for e in endpoints if e.startswith("GET /rest/v1/lead/")], endpoints  # batched reads, none per record
     assert world.cycle("lead").counts.updated == 0  # repaired for good: nothing left to do
+
+
+# --- 6. a field Marketo leaves out of a lead is null ------------------------------------------------------------------
+def test_a_field_cleared_behind_the_syncs_back_is_cleared_by_a_full_sync(world: World) -> None:
+    start(world)
+    lead_id, person_id = make_synced_lead(world, emailaddress1="ann@example.com", jobtitle="CFO")
+    assert world.mk_get(person_id)["title"] == "CFO"
+    world.mk_edit(person_id, title=None)  # the emulator then leaves `title` out of the lead it returns
+    move_marketo_watermark_to_now(world)
+    world.dv_update("lead", lead_id, firstname="Annie")
+    run_job(world, {"entities": ["lead"]})
+    lead, person = world.dv_get("lead", lead_id), world.mk_get(person_id)
+    assert (lead["firstname"], lead.get("jobtitle")) == ("Annie", None)
+    assert (person["firstName"], person.get("title")) == ("Annie", None)
