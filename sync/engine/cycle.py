@@ -23,9 +23,16 @@ from sync.engine.context import SyncContext
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
-from sync.state import LeaseHeld, RunCounts, RunRecord, Watermark
+from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
 
 MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the clock (as a Dataverse page)
+# A cycle's lease is short, so a killed runner blocks its entity for about a minute; the live holder renews it at
+# page boundaries once half of it has passed (a page must take less than LEASE_DURATION).
+LEASE_DURATION = timedelta(seconds=60)
+
+
+class LeaseLost(Exception):
+    """Another runner took the entity's lease over (this one paused past its expiry): stop before writing more."""
 
 
 class CycleReport(BaseModel):
@@ -47,9 +54,28 @@ class IncrementalCycle:
         self.dry_run = dry_run
         self.builder = PairBuilder(ctx, entity, dry_run)
         self._deadline: datetime | None = None
+        self.lease: Lease | None = None  # renewed as the cycle goes; run_cycle sets it
 
     def past_deadline(self) -> bool:
         return self._deadline is not None and self.ctx.clock() >= self._deadline
+
+    def keep_lease(self) -> None:
+        """At a page boundary: renew the lease once half of it has passed, by compare-and-swap on its ETag. Raises
+        LeaseLost if another runner holds it now, so nothing more is written."""
+        if self.lease is None:
+            return
+        now = self.ctx.clock()
+        if self.lease.expires_at - now > LEASE_DURATION / 2:
+            return
+        try:
+            self.lease = self.ctx.state.leases.renew(self.lease, LEASE_DURATION, now=now)
+        except LeaseHeld as held:
+            raise LeaseLost(f"lost the lease of {self.entity.name} ({held}); stopped at a page boundary") from None
+
+    def _page_boundary(self) -> bool:
+        """Between two pages of a read: keep the lease, and say whether the time budget is spent."""
+        self.keep_lease()
+        return self.past_deadline()
 
     def _advance(self, mark: Watermark, cursor: str) -> Watermark:
         if self.dry_run:
@@ -72,13 +98,16 @@ class IncrementalCycle:
             cursor = initial_marketo_cursor(self.ctx.marketo, start)
         else:
             cursor = MarketoCursor.load(mk_mark.cursor)
-        changes = read_marketo_changes(self.ctx.marketo, cursor, self.builder.marketo_field_names(), self.past_deadline)
+        changes = read_marketo_changes(
+            self.ctx.marketo, cursor, self.builder.marketo_field_names(), self._page_boundary
+        )
         pending = changes.persons | changes.deleted | self.builder.retry_persons
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True
         if retry_dynamics:  # records that failed before are read again and go first
             retry_records = list(self.builder.fetch_dynamics(retry_dynamics).values())
+            self.keep_lease()
             self.builder.run_batch(
                 self.builder.dynamics_batch(retry_records, [], changes, pending, fetch_counterparts=True)
             )
@@ -86,6 +115,7 @@ class IncrementalCycle:
             self.entity.table, self.builder.select(), dv_mark.cursor, annotations=self.builder.annotations
         )
         for page in pages:
+            self.keep_lease()
             self.builder.run_batch(self.builder.dynamics_batch(page.records, page.deleted_ids, changes, pending))
             dv_mark = self._advance(dv_mark, page.cursor)
             if not page.is_last and self.past_deadline():
@@ -95,6 +125,7 @@ class IncrementalCycle:
         remaining = sorted(pending)
         while remaining:  # in chunks, so a huge backlog still stops at the time budget
             chunk, remaining = set(remaining[:MARKETO_CHUNK]), remaining[MARKETO_CHUNK:]
+            self.keep_lease()
             self.builder.run_batch(self.builder.marketo_batch(chunk, changes, dynamics_complete))
             if remaining and self.past_deadline():
                 return False  # the Marketo watermark stays: the next cycle reads these changes again (echo-safe)
@@ -118,12 +149,13 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.outcome, report.error = "skipped", f"a full sync of {entity.name} is running (job {job})"
         return report
     try:
-        lease = ctx.state.leases.acquire(entity.name, ctx.holder, ctx.time_budget + timedelta(minutes=2))
+        lease = ctx.state.leases.acquire(entity.name, ctx.holder, LEASE_DURATION, now=ctx.clock())
     except LeaseHeld as held:
         report.outcome, report.error = "skipped", str(held)
         return report
     calls_before = ctx.api_calls()
     cycle = IncrementalCycle(ctx, entity, dry_run)
+    cycle.lease = lease
     if not dry_run:
         ctx.state.runs.record(run)
     try:
@@ -134,7 +166,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.outcome = "failed"
         report.error = f"{type(exc).__name__}: {exc}"
     finally:
-        ctx.state.leases.release(lease)
+        ctx.state.leases.release(cycle.lease or lease)  # the renewed one: a lease lost meanwhile is left to its holder
     after = ctx.api_calls()
     report.api_calls = {system: after[system] - calls_before[system] for system in after}
     report.counts = RunCounts(

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
 from sync.engine.changes import MarketoCursor, read_marketo_changes
+from sync.engine.cycle import LEASE_DURATION, run_cycle
+from sync.engine.execute import Executor
 from sync.engine.pairs import PairBuilder
+from sync.state import LeaseHeld
 from tests.e2e.test_full_sync import run_job
 from tests.e2e.test_sync_rules import make_synced_lead, start
 from tests.e2e.world import World
@@ -85,3 +94,94 @@ def test_a_field_cleared_behind_the_syncs_back_is_cleared_by_a_full_sync(world: 
     lead, person = world.dv_get("lead", lead_id), world.mk_get(person_id)
     assert (lead["firstname"], lead.get("jobtitle")) == ("Annie", None)
     assert (person["firstName"], person.get("title")) == ("Annie", None)
+
+
+# --- 5. a short lease, renewed by the live holder as it goes ------------------------------------------------------
+class EngineClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def after_each_batch(monkeypatch: pytest.MonkeyPatch, then: Any) -> None:
+    original = PairBuilder.run_batch
+
+    def run_batch(self: PairBuilder, works: Any) -> None:
+        original(self, works)
+        then()
+
+    monkeypatch.setattr(PairBuilder, "run_batch", run_batch)
+
+
+def new_leads(world: World, count: int) -> None:
+    for i in range(count):
+        world.dv_create("lead", lastname=f"L{i}", emailaddress1=f"l{i}@example.com", companyname="L")
+
+
+def test_a_killed_runners_lease_is_taken_over_within_a_minute(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    start(world)
+    world.ctx.clock = clock = EngineClock()
+    new_leads(world, 1)
+
+    def killed(*_: Any, **__: Any) -> None:
+        raise RuntimeError("SIGKILL")
+
+    monkeypatch.setattr(Executor, "run", killed)
+    monkeypatch.setattr(world.ctx.state.leases, "release", lambda lease: False)  # a dead process gives nothing back
+    assert run_cycle(world.ctx, "lead").outcome == "failed"
+    monkeypatch.undo()
+    other = dataclasses.replace(world.ctx, holder="runner-b")
+    clock.now += timedelta(seconds=30)
+    skipped = run_cycle(other, "lead")
+    assert skipped.outcome == "skipped" and "is leased by" in (skipped.error or "")
+    clock.now += timedelta(seconds=31)
+    assert run_cycle(other, "lead").outcome == "succeeded"
+    assert len(world.mk_by_email("l0@example.com")) == 1
+
+
+def test_the_live_holder_renews_its_lease_page_by_page(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    start(world)
+    world.ctx.clock = clock = EngineClock()
+    world.ctx.time_budget = timedelta(minutes=10)
+    world.ctx.dynamics.page_size = 2
+    new_leads(world, 5)
+    refused: list[str] = []
+
+    def slow_page_and_a_rival() -> None:
+        clock.now += timedelta(seconds=40)  # three pages take two minutes, twice the lease
+        try:
+            world.ctx.state.leases.acquire("lead", "rival", LEASE_DURATION, now=clock.now)
+        except LeaseHeld as held:
+            refused.append(held.holder)
+
+    after_each_batch(monkeypatch, slow_page_and_a_rival)
+    report = world.cycle("lead")
+    assert report.outcome == "succeeded" and report.counts.created == 5
+    assert len(refused) >= 3 and set(refused) == {world.ctx.holder}  # the rival never got in
+    assert world.ctx.state.leases.get("lead") is None  # released at the end
+
+
+def test_a_holder_that_lost_its_lease_stops_writing(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    start(world)
+    world.ctx.clock = clock = EngineClock()
+    world.ctx.time_budget = timedelta(minutes=10)
+    world.ctx.dynamics.page_size = 2
+    new_leads(world, 5)
+    taken: list[str] = []
+
+    def paused_and_taken_over() -> None:
+        if not taken:
+            clock.now += timedelta(minutes=2)  # the holder stalled past its lease; a rival takes the entity
+            taken.append(world.ctx.state.leases.acquire("lead", "rival", LEASE_DURATION, now=clock.now).holder)
+
+    after_each_batch(monkeypatch, paused_and_taken_over)
+    report = run_cycle(world.ctx, "lead")
+    assert report.outcome == "failed" and "lost the lease of lead" in (report.error or ""), report
+    assert report.counts.created == 2 and world.mk_count() == 2  # the first page only: then it stopped
+    assert world.ctx.state.leases.get("lead").holder == "rival"  # type: ignore[union-attr]  # left to the rival
+    monkeypatch.undo()
+    rival = run_cycle(dataclasses.replace(world.ctx, holder="rival"), "lead")
+    assert rival.outcome == "succeeded" and rival.counts.created == 3
+    assert world.mk_count() == 5 and all(len(world.mk_by_email(f"l{i}@example.com")) == 1 for i in range(5))
