@@ -54,6 +54,8 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  {cursor.system} watermark: {'set' if cursor.has_cursor else 'none'} (advanced {when})")
         if entity.lease_holder:
             console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
+        if entity.resumes_at:
+            console.print(f"  Marketo's daily quota is spent: resumes at {entity.resumes_at.isoformat()}")
     return 0
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sync.connectors.marketo import CallBudgetExhaustedError, DailyQuotaExceededError
+from sync.connectors.marketo.budget import marketo_day_end
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.pairs import PairBuilder
@@ -44,6 +46,7 @@ class CycleReport(BaseModel):
     api_calls: dict[str, int] = Field(default_factory=dict)
     complete: bool = True
     error: str | None = None
+    resumes_at: datetime | None = None  # stopped by Marketo's daily quota or our call budget: waits until then
     plans: list[PairPlan] = Field(default_factory=list)  # kept for dry runs
 
 
@@ -148,6 +151,11 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     if job is not None:  # the full sync owns the entity until it ends; its delta link then becomes the watermark
         report.outcome, report.error = "skipped", f"a full sync of {entity.name} is running (job {job})"
         return report
+    last = ctx.state.runs.recent(entity.name, limit=1)
+    if last and last[0].resumes_at is not None and ctx.clock() < last[0].resumes_at:
+        report.outcome, report.resumes_at = "skipped", last[0].resumes_at
+        report.error = f"Marketo's daily call quota is spent; {entity.name} resumes at {last[0].resumes_at.isoformat()}"
+        return report
     try:
         lease = ctx.state.leases.acquire(entity.name, ctx.holder, LEASE_DURATION, now=ctx.clock())
     except LeaseHeld as held:
@@ -162,6 +170,14 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.complete = cycle.run()
         failed = cycle.builder.counts.get("failed", 0)
         report.outcome = "succeeded" if report.complete and not failed else "partial"
+    except (DailyQuotaExceededError, CallBudgetExhaustedError) as exc:
+        # The page in flight is not committed (its writes are idempotent and are redone): the watermarks stay at the
+        # last page boundary, and the entity waits for the quota to reset at 00:00 US Central.
+        report.outcome, report.complete = "partial", False
+        report.resumes_at = marketo_day_end(ctx.clock())
+        report.error = (
+            f"{exc}; stopped at a page boundary, resumes at {report.resumes_at.isoformat()} (00:00 US Central)"
+        )
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
         report.error = f"{type(exc).__name__}: {exc}"
@@ -184,6 +200,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         run.api_calls = report.api_calls
         run.outcome = report.outcome
         run.error = report.error
+        run.resumes_at = report.resumes_at
         run.conflicts = cycle.builder.conflicts[:50]
         ctx.state.runs.record(run)
     return report

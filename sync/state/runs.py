@@ -41,6 +41,7 @@ class RunRecord(BaseModel):
     outcome: str = "running"  # running, succeeded, partial, failed, skipped
     error: str | None = None
     conflicts: list[dict[str, Any]] = Field(default_factory=list)  # resolved conflicts (the first 50 of a run)
+    resumes_at: datetime | None = None  # stopped by Marketo's daily quota: the entity waits until then
 
 
 def _row_key(run: RunRecord) -> str:
@@ -67,6 +68,7 @@ class RunHistory:
             "Error": (run.error or "")[:8000] or None,
             "ApiCallsJson": json.dumps(run.api_calls, sort_keys=True),
             "ConflictsJson": json.dumps(run.conflicts[:50], sort_keys=True, default=str),
+            "ResumesAt": run.resumes_at,
             **{f"Count{name.capitalize()}": value for name, value in run.counts.model_dump().items()},
         }
         self._table.upsert_entity({k: v for k, v in row.items() if v is not None}, mode=UpdateMode.REPLACE)
@@ -95,5 +97,6 @@ def _from_row(row: dict[str, Any]) -> RunRecord:
         error=row.get("Error"),
         api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
         conflicts=json.loads(row.get("ConflictsJson") or "[]"),
+        resumes_at=row.get("ResumesAt"),
         counts=RunCounts(**{name: row.get(f"Count{name.capitalize()}", 0) for name in RunCounts.model_fields}),
     )

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from sync.connectors.marketo.budget import marketo_day_end
 from sync.engine.changes import MarketoCursor, read_marketo_changes
 from sync.engine.cycle import LEASE_DURATION, run_cycle
 from sync.engine.execute import Executor
 from sync.engine.pairs import PairBuilder
 from sync.state import LeaseHeld
+from sync.status import EntityStatus, collect_status
 from tests.e2e.test_full_sync import run_job
 from tests.e2e.test_sync_rules import make_synced_lead, start
 from tests.e2e.world import World
@@ -185,3 +187,47 @@ def test_a_holder_that_lost_its_lease_stops_writing(world: World, monkeypatch: p
     rival = run_cycle(dataclasses.replace(world.ctx, holder="rival"), "lead")
     assert rival.outcome == "succeeded" and rival.counts.created == 3
     assert world.mk_count() == 5 and all(len(world.mk_by_email(f"l{i}@example.com")) == 1 for i in range(5))
+
+
+def lead_status(world: World, now: datetime) -> EntityStatus:
+    return next(e for e in collect_status(world.ctx.state, ["lead"], now=now).entities if e.entity == "lead")
+
+
+# --- 7. Marketo's daily quota: stop at a page boundary, wait for 00:00 US Central, continue ---------------------------
+def test_the_daily_quota_stops_a_cycle_cleanly_and_the_next_day_continues(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(world)
+    world.ctx.clock = clock = EngineClock()
+    world.ctx.dynamics.page_size = 2
+    new_leads(world, 5)
+    world.emulators.control("marketo", "PATCH", "/config", json={"daily_quota": 50_000})
+
+    def quota_spent_by_others() -> None:
+        world.emulators.control("marketo", "POST", "/usage", json={"used": 50_000})
+
+    after_each_batch(monkeypatch, quota_spent_by_others)  # after the first page, Marketo answers 607
+    report = run_cycle(world.ctx, "lead")
+    assert report.outcome == "partial" and not report.complete and "607" in (report.error or ""), report
+    assert report.resumes_at == marketo_day_end(clock.now) and "resumes at" in (report.error or "")
+    assert report.counts.created == 2 and world.mk_count() == 2  # the first page, committed; nothing else written
+    status = lead_status(world, clock.now)
+    assert status.resumes_at == report.resumes_at and status.last_runs[0].resumes_at == report.resumes_at
+    monkeypatch.undo()
+
+    world.clear_request_logs()
+    clock.now = report.resumes_at - timedelta(minutes=1)  # type: ignore[operator]  # later that day: it waits
+    waiting = run_cycle(world.ctx, "lead")
+    assert waiting.outcome == "skipped" and "resumes at" in (waiting.error or "")
+    assert world.mk_api_calls() == 0  # not even a call answered 607
+
+    marketo_now = datetime.fromtimestamp(world.emulators.control("marketo", "GET", "/clock").json()["now"], UTC)
+    to_midnight = (marketo_day_end(marketo_now) - marketo_now).total_seconds()
+    world.emulators.control("marketo", "POST", "/clock/advance", json={"seconds": to_midnight + 60})
+    clock.now = report.resumes_at + timedelta(minutes=1)  # type: ignore[operator]  # the next day, both sides
+    following = world.cycle("lead")
+    assert following.outcome == "succeeded" and following.counts.created == 3, following
+    for i in range(5):
+        [person] = world.mk_by_email(f"l{i}@example.com")
+        assert person["dynamicsLeadId"]  # each lead once, linked
+    assert lead_status(world, clock.now).resumes_at is None
