@@ -55,7 +55,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         if entity.lease_holder:
             console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
         if entity.resumes_at:
-            console.print(f"  Marketo's daily quota is spent: resumes at {entity.resumes_at.isoformat()}")
+            console.print(f"  the day's Marketo calls are spent: resumes at {entity.resumes_at.isoformat()}")
     return 0
 
 

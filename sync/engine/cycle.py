@@ -154,7 +154,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     last = ctx.state.runs.recent(entity.name, limit=1)
     if last and last[0].resumes_at is not None and ctx.clock() < last[0].resumes_at:
         report.outcome, report.resumes_at = "skipped", last[0].resumes_at
-        report.error = f"Marketo's daily call quota is spent; {entity.name} resumes at {last[0].resumes_at.isoformat()}"
+        report.error = f"the day's Marketo calls are spent; {entity.name} resumes at {last[0].resumes_at.isoformat()}"
         return report
     try:
         lease = ctx.state.leases.acquire(entity.name, ctx.holder, LEASE_DURATION, now=ctx.clock())

@@ -41,7 +41,7 @@ class RunRecord(BaseModel):
     outcome: str = "running"  # running, succeeded, partial, failed, skipped
     error: str | None = None
     conflicts: list[dict[str, Any]] = Field(default_factory=list)  # resolved conflicts (the first 50 of a run)
-    resumes_at: datetime | None = None  # stopped by Marketo's daily quota: the entity waits until then
+    resumes_at: datetime | None = None  # stopped by Marketo's daily quota or our call budget: waits until then
 
 
 def _row_key(run: RunRecord) -> str:
