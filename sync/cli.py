@@ -58,6 +58,8 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         newest = next((run for run in entity.last_runs if run.skipped_reasons), None)
         for reason, count in (newest.skipped_reasons if newest else {}).items():
             console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
+        if entity.resumes_at:
+            console.print(f"  the day's Marketo calls are spent: resumes at {entity.resumes_at.isoformat()}")
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -23,19 +23,25 @@ class EntityStatus(BaseModel):
     error_count: int
     lease_holder: str | None = None
     lease_expires_at: datetime | None = None
+    resumes_at: datetime | None = None  # its last run stopped at Marketo's daily quota: it waits until then
 
 
 class StatusReport(BaseModel):
     entities: list[EntityStatus]
 
 
-def collect_status(state: StateStore, entities: Iterable[str], runs: int = 5) -> StatusReport:
+def collect_status(
+    state: StateStore, entities: Iterable[str], runs: int = 5, now: datetime | None = None
+) -> StatusReport:
     """Every stream of the mapping (in its order), and any other entity the state still has watermarks of."""
+    now = now or datetime.now(UTC)
     watermarks = state.watermarks.list()
     names = list(dict.fromkeys([*entities, *(w.entity for w in watermarks)]))
     report = []
     for entity in names:
         lease = state.leases.get(entity)
+        last_runs = state.runs.recent(entity, limit=runs)
+        resumes_at = last_runs[0].resumes_at if last_runs else None
         report.append(
             EntityStatus(
                 entity=entity,
@@ -44,10 +50,11 @@ def collect_status(state: StateStore, entities: Iterable[str], runs: int = 5) ->
                     for w in watermarks
                     if w.entity == entity
                 ],
-                last_runs=state.runs.recent(entity, limit=runs),
+                last_runs=last_runs,
                 error_count=state.errors.count(entity),
                 lease_holder=lease.holder if lease else None,
                 lease_expires_at=lease.expires_at if lease else None,
+                resumes_at=resumes_at if resumes_at is not None and resumes_at > now else None,
             )
         )
     return StatusReport(entities=report)

@@ -80,7 +80,7 @@ async def get_lead(call: Call) -> dict[str, Any]:
     except ValueError:
         raise RequestError("1001", f"Invalid value '{call.path_args['id']}'. Required of type 'integer'") from None
     fields = _fields(call)
-    result = [persons.render(ident, fields)] if ident in persons.persons else []
+    result = [persons.render(ident, fields, call.state.config.omit_null_fields)] if ident in persons.persons else []
     return {"result": result}
 
 
@@ -117,7 +117,8 @@ async def get_leads(call: Call) -> dict[str, Any]:
     offset = _page_offset(call.param("nextPageToken"), filter_type)
     page = ids[offset : offset + size]
     call.records = len(page)
-    payload: dict[str, Any] = {"result": [state.persons.render(ident, fields) for ident in page]}
+    omit = state.config.omit_null_fields
+    payload: dict[str, Any] = {"result": [state.persons.render(ident, fields, omit) for ident in page]}
     if offset + size < len(ids):
         payload["nextPageToken"] = _page_token(offset + size, filter_type)
         payload["moreResult"] = True

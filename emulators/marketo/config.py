@@ -43,6 +43,9 @@ class Config:
     timeout_scale: float = 1.0  # scales Marketo's call timeouts (30 s, 60 s, 90 s, 180 s): past one -> 604
     # Auth
     token_lifetime_s: int = 3600
+    # Reads: the service may leave a null field out of a lead it returns (Adobe: a requested field that is not
+    # returned is null); on by default so clients are tested against it
+    omit_null_fields: bool = True
     accept_query_token: bool = False  # the deprecated ?access_token= (removal announced for 2026-08-31): a flag
     # Activities
     short_page_every: int = 10  # every n-th activity page of a sequence is short (moreResult stays true); 0 = never

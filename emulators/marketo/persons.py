@@ -139,9 +139,14 @@ class PersonStore:
             return values
         return {**values, **{name: company.get(name) for name in COMPANY_FIELDS}}
 
-    def render(self, ident: int, fields: Sequence[str]) -> dict[str, Any]:
+    def render(self, ident: int, fields: Sequence[str], omit_nulls: bool = False) -> dict[str, Any]:
+        """A person as the REST API returns it: `id` whatever `fields` asks for (Marketo always sends it), and
+        with `omit_nulls` no null fields (Adobe: a requested field that is not returned is null)."""
         values = self.view(ident)
-        return {name: values.get(name) for name in fields}
+        rendered = {"id": ident} | {name: values.get(name) for name in fields}
+        if omit_nulls:
+            return {name: value for name, value in rendered.items() if value is not None}
+        return rendered
 
     def check_fields(self, fields: Iterable[str]) -> None:
         for name in fields:

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sync.connectors.marketo import CallBudgetExhaustedError, DailyQuotaExceededError
+from sync.connectors.marketo.budget import marketo_day_end
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
@@ -28,9 +30,16 @@ from sync.engine.crm_stream import CrmBatches
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
-from sync.state import LeaseHeld, RunCounts, RunRecord, Watermark
+from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
 
 MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the clock (as a Dataverse page)
+# A cycle's lease is short, so a killed runner blocks its entity for about a minute; the live holder renews it at
+# page boundaries once half of it has passed (a page must take less than LEASE_DURATION).
+LEASE_DURATION = timedelta(seconds=60)
+
+
+class LeaseLost(Exception):
+    """Another runner took the entity's lease over (this one paused past its expiry): stop before writing more."""
 
 
 class CycleReport(BaseModel):
@@ -44,6 +53,7 @@ class CycleReport(BaseModel):
     error: str | None = None
     plans: list[PairPlan | CrmPlan] = Field(default_factory=list)  # kept for dry runs
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
+    resumes_at: datetime | None = None  # stopped by Marketo's daily quota or our call budget: waits until then
 
 
 class _Cycle:
@@ -54,9 +64,28 @@ class _Cycle:
         self.entity = entity
         self.dry_run = dry_run
         self._deadline: datetime | None = None
+        self.lease: Lease | None = None  # renewed as the cycle goes; run_cycle sets it
 
     def past_deadline(self) -> bool:
         return self._deadline is not None and self.ctx.clock() >= self._deadline
+
+    def keep_lease(self) -> None:
+        """At a page boundary: renew the lease once half of it has passed, by compare-and-swap on its ETag. Raises
+        LeaseLost if another runner holds it now, so nothing more is written."""
+        if self.lease is None:
+            return
+        now = self.ctx.clock()
+        if self.lease.expires_at - now > LEASE_DURATION / 2:
+            return
+        try:
+            self.lease = self.ctx.state.leases.renew(self.lease, LEASE_DURATION, now=now)
+        except LeaseHeld as held:
+            raise LeaseLost(f"lost the lease of {self.entity.name} ({held}); stopped at a page boundary") from None
+
+    def _page_boundary(self) -> bool:
+        """Between two pages of a read: keep the lease, and say whether the time budget is spent."""
+        self.keep_lease()
+        return self.past_deadline()
 
     def _advance(self, mark: Watermark, cursor: str) -> Watermark:
         if self.dry_run:
@@ -110,10 +139,12 @@ class OneWayCycle(_Cycle):
         self.batches.retried = set(retry)
         if retry:  # records that failed before are read again and go first; one gone since is a delete
             found = self.batches.fetch(retry)
+            self.keep_lease()
             self.batches.run(list(found.values()), [i for i in retry if i not in found])
         mark = state.watermarks.get(name, "dynamics")
         pages = self.ctx.dynamics.read_changes(self.entity.table, self.batches.select(), mark.cursor, annotations=True)
         for page in pages:
+            self.keep_lease()
             self.batches.run(page.records, page.deleted_ids)
             mark = self._advance(mark, page.cursor)
             if not page.is_last and self.past_deadline():
@@ -154,13 +185,16 @@ class IncrementalCycle(_Cycle):
             cursor = initial_marketo_cursor(self.ctx.marketo, start)
         else:
             cursor = MarketoCursor.load(mk_mark.cursor)
-        changes = read_marketo_changes(self.ctx.marketo, cursor, self.builder.marketo_field_names(), self.past_deadline)
+        changes = read_marketo_changes(
+            self.ctx.marketo, cursor, self.builder.marketo_field_names(), self._page_boundary
+        )
         pending = changes.persons | changes.deleted | self.builder.retry_persons
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True
         if retry_dynamics:  # records that failed before are read again and go first
             retry_records = list(self.builder.fetch_dynamics(retry_dynamics).values())
+            self.keep_lease()
             self.builder.run_batch(
                 self.builder.dynamics_batch(retry_records, [], changes, pending, fetch_counterparts=True)
             )
@@ -168,6 +202,7 @@ class IncrementalCycle(_Cycle):
             self.entity.table, self.builder.select(), dv_mark.cursor, annotations=self.builder.annotations
         )
         for page in pages:
+            self.keep_lease()
             self.builder.run_batch(self.builder.dynamics_batch(page.records, page.deleted_ids, changes, pending))
             dv_mark = self._advance(dv_mark, page.cursor)
             if not page.is_last and self.past_deadline():
@@ -177,6 +212,7 @@ class IncrementalCycle(_Cycle):
         remaining = sorted(pending)
         while remaining:  # in chunks, so a huge backlog still stops at the time budget
             chunk, remaining = set(remaining[:MARKETO_CHUNK]), remaining[MARKETO_CHUNK:]
+            self.keep_lease()
             self.builder.run_batch(self.builder.marketo_batch(chunk, changes, dynamics_complete))
             if remaining and self.past_deadline():
                 return False  # the Marketo watermark stays: the next cycle reads these changes again (echo-safe)
@@ -199,24 +235,38 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     if job is not None:  # the full sync owns the entity until it ends; its delta link then becomes the watermark
         report.outcome, report.error = "skipped", f"a full sync of {entity.name} is running (job {job})"
         return report
+    last = ctx.state.runs.recent(entity.name, limit=1)
+    if last and last[0].resumes_at is not None and ctx.clock() < last[0].resumes_at:
+        report.outcome, report.resumes_at = "skipped", last[0].resumes_at
+        report.error = f"the day's Marketo calls are spent; {entity.name} resumes at {last[0].resumes_at.isoformat()}"
+        return report
     try:
-        lease = ctx.state.leases.acquire(entity.name, ctx.holder, ctx.time_budget + timedelta(minutes=2))
+        lease = ctx.state.leases.acquire(entity.name, ctx.holder, LEASE_DURATION, now=ctx.clock())
     except LeaseHeld as held:
         report.outcome, report.error = "skipped", str(held)
         return report
     calls_before = ctx.api_calls()
     cycle: _Cycle = IncrementalCycle(ctx, entity, dry_run) if entity.is_persons else OneWayCycle(ctx, entity, dry_run)
+    cycle.lease = lease
     if not dry_run:
         ctx.state.runs.record(run)
     try:
         report.complete = cycle.run()
         failed = cycle.counts.get("failed", 0)
         report.outcome = "succeeded" if report.complete and not failed else "partial"
+    except (DailyQuotaExceededError, CallBudgetExhaustedError) as exc:
+        # The page in flight is not committed (its writes are idempotent and are redone): the watermarks stay at the
+        # last page boundary, and the entity waits for the quota to reset at 00:00 US Central.
+        report.outcome, report.complete = "partial", False
+        report.resumes_at = marketo_day_end(ctx.clock())
+        report.error = (
+            f"{exc}; stopped at a page boundary, resumes at {report.resumes_at.isoformat()} (00:00 US Central)"
+        )
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
         report.error = f"{type(exc).__name__}: {exc}"
     finally:
-        ctx.state.leases.release(lease)
+        ctx.state.leases.release(cycle.lease or lease)  # the renewed one: a lease lost meanwhile is left to its holder
     after = ctx.api_calls()
     report.api_calls = {system: after[system] - calls_before[system] for system in after}
     report.counts = counts_of(cycle.counts)
@@ -231,5 +281,6 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         run.error = report.error
         run.conflicts = cycle.conflicts[:50]
         run.skipped_reasons = report.skipped_reasons
+        run.resumes_at = report.resumes_at
         ctx.state.runs.record(run)
     return report

@@ -56,12 +56,18 @@ def _dynamics_error_text(result: Any, action: str, table: str, record_id: str | 
     return code, text
 
 
-def _marketo_error_text(result: Any, action: str, record_id: str | None) -> tuple[str | None, str]:
+def _marketo_error_text(
+    result: Any, action: str, record_id: str | None, fields: list[str] | None = None
+) -> tuple[str | None, str]:
+    """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them."""
     reasons = getattr(result, "reasons", None) or []
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
     where = f"person {record_id}" if record_id else "a new person"
-    return code, f"Marketo refused to {action} {where}: {message}"
+    text = f"Marketo refused to {action} {where}: {message}"
+    if fields and not any(f"'{name}'" in message for name in fields):
+        text += f" (fields written: {', '.join(fields)})"
+    return code, text
 
 
 class Executor:
@@ -147,12 +153,11 @@ class Executor:
                 updates.append((work, {"id": int(work.plan.marketo_id), **fields}))
         if updates:
             results = self.ctx.marketo.sync_leads([u for _, u in updates], action="updateOnly", lookup_field="id")
-            for (work, _), result in zip(updates, results, strict=True):
+            for (work, sent), result in zip(updates, results, strict=True):
                 if result.status not in ("updated", "created"):
-                    code, text = _marketo_error_text(result, "update", work.plan.marketo_id)
-                    work.fail(
-                        "dynamics" if work.pair.dynamics else "marketo", self._source_id(work), "update", code, text
-                    )
+                    written = [name for name in sent if name != "id"]
+                    code, text = _marketo_error_text(result, "update", work.plan.marketo_id, written)
+                    self._fail_write(work, "marketo", "update", code, text)
 
     def _update_dynamics(self, works: list[PairWork]) -> None:
         key = self.mapping.link_fields.dynamics_marketo_id

@@ -375,7 +375,8 @@ class PairBuilder:
         assume_unlinked: bool = False,
     ) -> list[PairWork]:
         """Pairs for Dynamics records. A linked person is rebuilt from the snapshot and this cycle's Marketo changes,
-        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new. `assume_unlinked`
+        or read afresh when `fetch_counterparts` (a retry, or a full sync) or when it is new; a linked person a
+        fresh read does not find is rebuilt from the snapshot (its delete arrives as an activity). `assume_unlinked`
         skips the link lookups (the caller knows none can exist); matching still runs."""
         works: list[PairWork] = []
         sides: list[DynamicsSide] = []
@@ -390,10 +391,13 @@ class PairBuilder:
         links = [by_id.get(s.id) for s in sides]
         inputs: list[PairInput] = []
         unlinked: list[DynamicsSide] = []
-        full_persons = self.fetch_persons(
+        fresh = changes.new | self.retry_persons
+        full_persons = self.fetch_persons(  # by id, 300 a call
             link.marketo_id
             for link in links
-            if link is not None and link.marketo_id in (changes.new | self.retry_persons)
+            if link is not None
+            and link.marketo_id not in changes.deleted
+            and (fetch_counterparts or link.marketo_id in fresh)
         )
         for side, link in zip(sides, links, strict=True):
             if link is None:

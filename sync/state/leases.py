@@ -40,9 +40,10 @@ class LeaseStore:
         self._table = table
         self._clock = clock
 
-    def acquire(self, name: str, holder: str, duration: timedelta) -> Lease:
-        """Take the lease for `holder`, or raise LeaseHeld if someone else holds an unexpired one."""
-        now = self._clock()
+    def acquire(self, name: str, holder: str, duration: timedelta, now: datetime | None = None) -> Lease:
+        """Take the lease for `holder`, or raise LeaseHeld if someone else holds an unexpired one. `now`: the
+        caller's clock (the engine's), else the store's."""
+        now = now or self._clock()
         expires_at = now + duration
         row = {
             "PartitionKey": _PARTITION,
@@ -75,9 +76,10 @@ class LeaseStore:
             raise
         return Lease(name=name, holder=holder, expires_at=expires_at, etag=meta["etag"])
 
-    def renew(self, lease: Lease, duration: timedelta) -> Lease:
-        """Extend a lease we hold; raises LeaseHeld if it was taken over meanwhile."""
-        expires_at = self._clock() + duration
+    def renew(self, lease: Lease, duration: timedelta, now: datetime | None = None) -> Lease:
+        """Extend a lease we hold; raises LeaseHeld if it was taken over meanwhile (the replace is conditional on
+        the ETag we hold, so it fails once anyone else wrote the row)."""
+        expires_at = (now or self._clock()) + duration
         row = {
             "PartitionKey": _PARTITION,
             "RowKey": encode_key(lease.name),

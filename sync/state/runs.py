@@ -46,6 +46,7 @@ class RunRecord(BaseModel):
     error: str | None = None
     conflicts: list[dict[str, Any]] = Field(default_factory=list)  # resolved conflicts (the first 50 of a run)
     skipped_reasons: dict[str, int] = Field(default_factory=dict)  # why records were skipped, e.g. a disabled user
+    resumes_at: datetime | None = None  # stopped by Marketo's daily quota or our call budget: waits until then
 
 
 def _row_key(run: RunRecord) -> str:
@@ -73,6 +74,7 @@ class RunHistory:
             "ApiCallsJson": json.dumps(run.api_calls, sort_keys=True),
             "ConflictsJson": json.dumps(run.conflicts[:50], sort_keys=True, default=str),
             "SkippedJson": json.dumps(dict(list(run.skipped_reasons.items())[:20]), sort_keys=True),
+            "ResumesAt": run.resumes_at,
             **{f"Count{name.capitalize()}": value for name, value in run.counts.model_dump().items()},
         }
         self._table.upsert_entity({k: v for k, v in row.items() if v is not None}, mode=UpdateMode.REPLACE)
@@ -102,5 +104,6 @@ def _from_row(row: dict[str, Any]) -> RunRecord:
         api_calls=json.loads(row.get("ApiCallsJson") or "{}"),
         conflicts=json.loads(row.get("ConflictsJson") or "[]"),
         skipped_reasons=json.loads(row.get("SkippedJson") or "{}"),
+        resumes_at=row.get("ResumesAt"),
         counts=RunCounts(**{name: row.get(f"Count{name.capitalize()}", 0) for name in RunCounts.model_fields}),
     )

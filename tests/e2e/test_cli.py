@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from emulators.azurite import Azurite
 from sync.settings import setting_names
-from sync.state import RecordError, StateStore
+from sync.state import RecordError, RunRecord, StateStore
 from sync.state.tables import service_client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,3 +76,14 @@ def test_bad_settings_exit_2_with_one_line_naming_the_setting(tmp_path: Path) ->
     assert "DYNAMICS_URL: must be an https:// URL" in result.stderr
     assert "MARKETO_CLIENT_SECRET: is required but not set" in result.stderr
     assert setting_names()  # the contract is non-empty
+
+
+def test_status_says_when_an_entity_stopped_by_the_quota_resumes(
+    env_file: Path, azurite: Azurite, table_prefix: str
+) -> None:
+    state = StateStore(service_client(azurite.connection_string), prefix=table_prefix)
+    resumes = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    state.runs.record(RunRecord(entity="lead", direction="both", outcome="partial", resumes_at=resumes))
+    result = run_cli("--env-file", str(env_file), "status")
+    assert result.returncode == 0, result.stderr
+    assert f"resumes at {resumes.isoformat()}" in " ".join(result.stdout.split())

@@ -191,6 +191,18 @@ def test_a_414_from_the_server_falls_back_to_post(mk: Marketo) -> None:
     assert mk.requests()["by_code"].get("414") == 1
 
 
+def test_a_field_the_service_leaves_out_reads_as_null(mk: Marketo) -> None:
+    client = mk.client()
+    [created] = client.sync_leads([{"email": "n@example.com", "firstName": "N", "title": "CTO"}])
+    client.sync_leads([{"id": created.id, "title": ""}], action="updateOnly", lookup_field="id")  # cleared
+    for omit in (True, False):
+        mk.config(omit_null_fields=omit)
+        [found] = client.get_leads("email", ["n@example.com"], ["firstName", "title", "phone"])
+        assert found.values == {"id": created.id, "firstName": "N", "title": None, "phone": None}
+        single = client.get_lead(int(created.id), ["title"])  # type: ignore[arg-type]
+        assert single is not None and single.values == {"id": created.id, "title": None}
+
+
 def test_get_leads_follows_next_page_tokens(mk: Marketo) -> None:
     client = mk.client()
     client.sync_leads(people(25, dynamicsType="Lead") + people(5, start=25, dynamicsType="Contact"))

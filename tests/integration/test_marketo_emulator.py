@@ -154,7 +154,7 @@ def test_array_params_comma_joined_or_repeated(mk: Raw) -> None:
         ],
     )
     assert joined["result"] == repeated["result"] and len(joined["result"]) == 2
-    assert set(joined["result"][0]) == {"email", "firstName"}
+    assert set(joined["result"][0]) == {"id", "email", "firstName"}  # Marketo sends the id unasked
 
 
 # ----- persons
@@ -225,17 +225,26 @@ def test_get_by_id_default_fields_and_filter_by_custom_field(mk: Raw) -> None:
         "result"
     ][0]["id"]
     one = mk.get(f"/rest/v1/lead/{ident}.json")["result"]
-    assert len(one) == 1 and set(one[0]) == {"id", "email", "updatedAt", "createdAt", "firstName", "lastName"}
-    assert one[0]["lastName"] is None and one[0]["createdAt"].endswith("Z")
+    assert len(one) == 1 and set(one[0]) == {"id", "email", "updatedAt", "createdAt", "firstName"}  # no null lastName
+    assert one[0]["createdAt"].endswith("Z")
     by_custom = mk.get(
         "/rest/v1/leads.json", params={"filterType": "dynamicsLeadId", "filterValues": "abc-1", "fields": "company"}
     )["result"]
-    assert by_custom == [{"company": "Acme"}]
+    assert by_custom == [{"id": ident, "company": "Acme"}]
     assert mk.get("/rest/v1/lead/999999.json")["result"] == []
     not_searchable = mk.get("/rest/v1/leads.json", params={"filterType": "firstName", "filterValues": "C"})
     assert error_code(not_searchable) == "1011"
     unknown_field = mk.get(f"/rest/v1/lead/{ident}.json", params={"fields": "email,shoeSize"})
     assert error_code(unknown_field) == "1006"
+
+
+def test_a_lead_always_carries_its_id_and_its_null_fields_may_be_left_out(mk: Raw) -> None:
+    ident = mk.sync([{"email": "n@example.com", "firstName": "N"}])["result"][0]["id"]
+    asked = {"filterType": "email", "filterValues": "n@example.com", "fields": "firstName,title"}
+    assert mk.get("/rest/v1/leads.json", params=asked)["result"] == [{"id": ident, "firstName": "N"}]
+    assert mk.get(f"/rest/v1/lead/{ident}.json", params={"fields": "title"})["result"] == [{"id": ident}]
+    mk.control("PATCH", "/config", json={"omit_null_fields": False})  # the other way the service may answer
+    assert mk.get("/rest/v1/leads.json", params=asked)["result"] == [{"id": ident, "firstName": "N", "title": None}]
 
 
 def test_filter_paging_and_too_many_matches(mk: Raw) -> None:

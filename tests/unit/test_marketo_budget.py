@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.connectors.marketo.budget import CallBudget, Limits, RateWindow, marketo_day, shared_limits
+from sync.connectors.marketo.budget import (
+    CallBudget,
+    Limits,
+    RateWindow,
+    marketo_day,
+    marketo_day_end,
+    shared_limits,
+)
 from sync.connectors.marketo.errors import CallBudgetExhaustedError
 
 
@@ -133,3 +140,17 @@ def test_shared_limits_are_one_object_per_instance_and_user() -> None:
     a.budget.spend(7)
     d = shared_limits("https://x.mktorest.com", "id1", 200, 3)  # settings changed: new limits, count kept
     assert d is not a and d.budget.limit == 200 and d.budget.used == 7
+
+
+@pytest.mark.parametrize(
+    ("now", "resets"),
+    [
+        ("2026-12-01T09:00:00+00:00", "2026-12-02T06:00:00+00:00"),  # CST: midnight is 06:00 UTC
+        ("2026-12-01T05:59:59+00:00", "2026-12-01T06:00:00+00:00"),  # still the day before in Chicago
+        ("2026-07-01T12:00:00+00:00", "2026-07-02T05:00:00+00:00"),  # CDT: 05:00 UTC
+        ("2026-03-08T12:00:00+00:00", "2026-03-09T05:00:00+00:00"),  # the day DST starts
+        ("2026-11-01T04:00:00+00:00", "2026-11-01T05:00:00+00:00"),  # the night DST ends
+    ],
+)
+def test_the_quota_day_ends_at_the_next_midnight_us_central(now: str, resets: str) -> None:
+    assert marketo_day_end(datetime.fromisoformat(now)) == datetime.fromisoformat(resets)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sync.connectors.marketo.errors import CallBudgetExhaustedError
@@ -28,6 +28,12 @@ MARKETO_MAX_CONCURRENCY = 10
 def marketo_day(now: datetime) -> date:
     """The quota day `now` falls in (Marketo resets its counters at midnight US Central)."""
     return now.astimezone(MARKETO_DAY_ZONE).date()
+
+
+def marketo_day_end(now: datetime) -> datetime:
+    """When the quota day `now` falls in ends, in UTC: the next 00:00 US Central, when the quota resets."""
+    midnight = datetime.combine(marketo_day(now) + timedelta(days=1), datetime.min.time(), tzinfo=MARKETO_DAY_ZONE)
+    return midnight.astimezone(UTC)
 
 
 class CallBudget:

@@ -17,10 +17,11 @@ FILTER_TIMEOUT = 60.0  # Get Leads by Filter Type: 60 s
 MERGE_TIMEOUT = 180.0
 
 
-def person(item: Any) -> MarketoPerson:
+def person(item: Any, fields: Sequence[str] = ()) -> MarketoPerson:
+    """A lead from a result; a requested field it leaves out is null (Adobe: fields not returned are null)."""
     if not isinstance(item, dict) or "id" not in item:
         raise MarketoError(CODE_PROTOCOL, f"a lead without an id in the result: {str(item)[:200]}")
-    return MarketoPerson(id=int(item["id"]), values=dict(item))
+    return MarketoPerson(id=int(item["id"]), values=dict.fromkeys(fields) | item)
 
 
 def with_id(fields: Sequence[str]) -> list[str] | None:
@@ -57,7 +58,7 @@ class PersonsApi:
 
     def get_lead(self, lead_id: int, fields: Sequence[str] = ()) -> MarketoPerson | None:
         envelope = self._t.get("get_lead", f"/rest/v1/lead/{int(lead_id)}.json", {"fields": with_id(fields)})
-        return person(envelope.result[0]) if envelope.result else None
+        return person(envelope.result[0], fields) if envelope.result else None
 
     def get_leads(
         self, filter_type: str, values: Sequence[str | int], fields: Sequence[str], batch_size: int = MAX_BATCH
@@ -96,7 +97,7 @@ class PersonsApi:
         }
         try:
             return [
-                person(item)
+                person(item, fields)
                 for page in self._t.pages("get_leads", "/rest/v1/leads.json", params, timeout=FILTER_TIMEOUT)
                 for item in page.result
             ]
