@@ -37,9 +37,9 @@ from sync.engine.crm_stream import CrmBatches
 from sync.engine.cycle import counts_of
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
-from sync.mapping.model import EntityMapping, MappingConfig
+from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
-from sync.state.jobs import Phase
+from sync.state.jobs import JobState, Phase
 from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -366,41 +366,46 @@ def _start_next_phase(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[
         queue.send(WorkMessage(job=job.job_id, entity=following.entity, phase=following.phase, page=0))
 
 
-def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None, queue: WorkQueue) -> None:
+def _job_and_tasks(ctx: SyncContext, job_id: str) -> tuple[Job, list[Task]]:
+    found = ctx.state.jobs.get(job_id)
+    if found is None:  # a job's rows are never deleted while one of its tasks runs
+        raise LookupError(f"full sync job {job_id} is gone while one of its tasks was finishing")
+    return found
+
+
+def _finish_task(ctx: SyncContext, task: Task, state: JobState, error: str | None, queue: WorkQueue) -> None:
     """End a task; when it was its entity's last, hand the watermarks over, release the entity and start the streams
     that were waiting for it; when it was the job's last, end the job."""
     fresh = ctx.state.jobs.get_task(task.job_id, task.entity, task.phase)
-    fresh.state = state  # type: ignore[assignment]
+    fresh.state = state
     fresh.error = error
     fresh.finished_at = ctx.clock()
     fresh.pages_done = max(fresh.pages_done, task.pages_done)
     ctx.state.jobs.save_task(fresh)
-    found = ctx.state.jobs.get(task.job_id)
-    assert found is not None
-    job, tasks = found
+    job, tasks = _job_and_tasks(ctx, task.job_id)
     entity_tasks = [t for t in tasks if t.entity == task.entity]
     if state != "succeeded":  # the entity's later phases will not run
         for other in entity_tasks:
             if other.state in ("queued", "running") and other.phase != task.phase:
-                other.state = "cancelled"  # type: ignore[assignment]
+                other.state = "cancelled"
                 other.finished_at = ctx.clock()
                 ctx.state.jobs.save_task(other)
-        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
+        tasks = _job_and_tasks(ctx, task.job_id)[1]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks if t.entity == task.entity):
         if not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
             _set_watermark_if_unset(ctx, task.entity, "marketo", fresh.marketo_start)
         ctx.state.jobs.release(job.job_id, [task.entity])
         _start_ready(ctx, queue, job, tasks)
-        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
+        tasks = _job_and_tasks(ctx, task.job_id)[1]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks):
         states = {t.state for t in tasks}
-        job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"  # type: ignore[assignment]
+        job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"
         job.error = next((f"{t.entity}/{t.phase}: {t.error}" for t in tasks if t.error), None)
         job.finished_at = ctx.clock()
         ctx.state.jobs.update_job(job)
 
 
-def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: str | None) -> None:
+def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: System, cursor: str | None) -> None:
     """The incremental sync continues from where the full sync started reading, unless it already runs on its own."""
     if cursor is None:
         return
@@ -412,7 +417,7 @@ def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: 
 # --- pages ------------------------------------------------------------------------------------------------------------
 def _builder(ctx: SyncContext, job: Job, task: Task) -> PairBuilder:
     entity = ctx.mapping.entity(task.entity)
-    return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)  # type: ignore[arg-type]
+    return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)
 
 
 def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> PageResult:
