@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from sync.connectors.dynamics.models import WriteResult
+from sync.connectors.marketo.models import RecordResult
 from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
 from sync.mapping.model import EntityMapping, MappingConfig
 from sync.state import Link, RecordError, StateStore
@@ -46,21 +48,22 @@ class BatchOutcome:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _dynamics_error_text(result: Any, action: str, table: str, record_id: str | None) -> tuple[str | None, str]:
+def _dynamics_error_text(result: WriteResult, action: str, table: str, record_id: str | None) -> tuple[str | None, str]:
     error = result.error
-    code = getattr(error, "code", None)
-    message = getattr(error, "message", str(error))
-    column = getattr(error, "column", None)
+    if error is None:  # accepted, but no id came back for it
+        code, message, column = None, "no record id in the answer", None
+    else:
+        code, message, column = error.code, error.message, error.column
     where = f"{table} {record_id}" if record_id else f"a new {table}"
     text = f"Dynamics refused to {action} {where}: {message}" + (f" (column {column})" if column else "")
     return code, text
 
 
 def _marketo_error_text(
-    result: Any, action: str, record_id: str | None, fields: list[str] | None = None
+    result: RecordResult, action: str, record_id: str | None, fields: list[str] | None = None
 ) -> tuple[str | None, str]:
     """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them."""
-    reasons = getattr(result, "reasons", None) or []
+    reasons = result.reasons
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
     where = f"person {record_id}" if record_id else "a new person"

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -95,6 +95,20 @@ def phases_for(entity: EntityMapping, direction: str) -> list[Phase]:
     if direction in ("both", "to_dynamics") and entity.create_in_dynamics:
         phases.append("to_dynamics")
     return phases
+
+
+class MarketoReadCursor(TypedDict, total=False):
+    """The to_dynamics phase's cursor (JSON in Task.cursor): a REST id range, or Bulk Extract windows and where in
+    the current window's file the last message stopped."""
+
+    window: str  # ISO start of the export window being read
+    until: str  # ISO end of the whole read
+    low: int  # the lowest person id, until the first message chose REST or Bulk Extract with it
+    ids: list[int]  # [next id, last id], read by REST
+    export: str  # the current window's export
+    byte: int  # where its next message resumes reading the file
+    header: list[str] | None
+    next_export: str | None  # the next window's export, queued ahead
 
 
 class JobView(BaseModel):
@@ -214,7 +228,7 @@ def _marketo_read_cursor(ctx: SyncContext, since: datetime | None, now: datetime
     if since is not None:
         return json.dumps({"window": since.isoformat(), "until": now.isoformat()})
     oldest = oldest_persons(ctx.marketo, now)
-    cursor: dict[str, Any] = {"window": oldest.created.isoformat(), "until": now.isoformat()}
+    cursor: MarketoReadCursor = {"window": oldest.created.isoformat(), "until": now.isoformat()}
     if oldest.lowest_id is not None:
         cursor["low"] = oldest.lowest_id
     return json.dumps(cursor)
@@ -483,7 +497,7 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     """The next Marketo persons: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a Bulk Extract.
     The phase's first message chooses which: REST when the id range is narrow and provable (person_ids)."""
     builder = _builder(ctx, job, task)
-    state = json.loads(task.cursor or "{}")
+    state: MarketoReadCursor = json.loads(task.cursor or "{}")
     fields = ["id", *builder.marketo_field_names()]
     expected = None
     if "low" in state:
@@ -512,7 +526,9 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
 
 
-def _read_ids(ctx: SyncContext, state: dict[str, Any], fields: list[str]) -> tuple[list[MarketoPerson], dict, bool]:
+def _read_ids(
+    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
+) -> tuple[list[MarketoPerson], MarketoReadCursor, bool]:
     """The next IDS_PER_MESSAGE ids of the range, 300 per call; deleted ids simply come back empty."""
     first, last = state["ids"]
     end = min(first + IDS_PER_MESSAGE - 1, last)
@@ -522,8 +538,8 @@ def _read_ids(ctx: SyncContext, state: dict[str, Any], fields: list[str]) -> tup
 
 
 def _read_extract(
-    ctx: SyncContext, state: dict[str, Any], fields: list[str]
-) -> tuple[list[MarketoPerson], dict, bool, int | None]:
+    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
+) -> tuple[list[MarketoPerson], MarketoReadCursor, bool, int | None]:
     """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
     message; later messages resume reading its file at the byte they stopped."""
     window = datetime.fromisoformat(state["window"])
@@ -534,13 +550,13 @@ def _read_extract(
     expected = None
     if not state.get("export"):
         status = _window_export(ctx, fields, window, window_end, state.pop("next_export", None))
-        state.update(export=status.job_id, byte=0, header=None)
+        state.update({"export": status.job_id, "byte": 0, "header": None})
         expected = status.number_of_records
         if window_end < until:  # the next window's export runs while this one is read (Marketo runs 2 at once)
             next_end = min(window_end + EXTRACT_WINDOW, until)
             state["next_export"] = ctx.marketo.queue_lead_export(fields, window_end, next_end, "createdAt")
     persons: list[MarketoPerson] = []
-    end_byte = state["byte"]
+    end_byte: int | None = state["byte"]
     header = state.get("header")
     for row, offset in ctx.marketo.lead_export_rows(state["export"], state["byte"], header):
         end_byte = offset
@@ -553,6 +569,6 @@ def _read_extract(
         state = {"window": window_end.isoformat(), "until": state["until"], "next_export": state.get("next_export")}
         end_byte = None
     if end_byte is not None:
-        state.update(byte=end_byte, header=header)
+        state.update({"byte": end_byte, "header": header})
     finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until
     return persons, state, finished, expected

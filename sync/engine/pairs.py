@@ -42,6 +42,7 @@ from sync.engine.records import (
 )
 from sync.engine.references import ReferenceResolver, Resolved
 from sync.mapping.model import Direction, EntityMapping, System
+from sync.mapping.transforms import Canonical
 from sync.state import Link
 
 Side = TypeVar("Side", DynamicsSide, MarketoSide)
@@ -167,7 +168,7 @@ class PairBuilder:
             None,
         )
 
-    def _snapshot_values(self, link: Link) -> dict[str, Any]:
+    def _snapshot_values(self, link: Link) -> dict[str, Canonical]:
         return {f.key: link.snapshot.get(f.key) for f in self.entity.synced_fields if f.key in link.snapshot}
 
     def _dynamics_from_snapshot(self, link: Link) -> DynamicsSide:
@@ -599,7 +600,7 @@ def _is_guid(value: str | None) -> bool:
     return True
 
 
-def _as_bool(value: Any) -> bool | None:
+def _as_bool(value: object) -> bool | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
