@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,7 +37,7 @@ from sync.engine.crm_stream import CrmBatches
 from sync.engine.cycle import counts_of
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
-from sync.mapping.model import EntityMapping, MappingConfig, System
+from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
 from sync.state.jobs import JobState, Phase
 from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
@@ -61,7 +61,7 @@ class FullSyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     entities: list[str] | None = None
-    direction: Literal["both", "to_marketo", "to_dynamics"] = "both"
+    direction: Direction = "both"
     dry_run: bool = Field(default=False, alias="dryRun")
     since: datetime | None = Field(
         default=None, description="oldest Marketo person to read, by Bulk Extract from that date (default: all)"
@@ -88,7 +88,7 @@ class FullSyncRequest(BaseModel):
             raise FullSyncRejected(f"{where}: {first['msg']}") from None
 
 
-def phases_for(entity: EntityMapping, direction: str) -> list[Phase]:
+def phases_for(entity: EntityMapping, direction: Direction) -> list[Phase]:
     phases: list[Phase] = []
     if direction in ("both", "to_marketo") and entity.direction in ("both", "to_marketo"):
         phases.append("to_marketo")
@@ -115,8 +115,8 @@ class JobView(BaseModel):
     """What GET /api/sync/jobs/{id} answers."""
 
     job_id: str
-    state: str
-    direction: str
+    state: JobState
+    direction: Direction
     dry_run: bool
     entities: list[str]
     created_at: datetime
