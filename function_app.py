@@ -24,7 +24,8 @@ def _respond(response: api.ApiResponse) -> func.HttpResponse:
 
 
 def _base_url(req: func.HttpRequest) -> str:
-    return req.url.split("/api/", 1)[0]
+    url: str = req.url  # HttpRequest.url is unannotated; the abstract request it implements declares str
+    return url.split("/api/", 1)[0]
 
 
 @app.function_name("sync_status")

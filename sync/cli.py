@@ -56,8 +56,9 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         if entity.lease_holder:
             console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
         newest = next((run for run in entity.last_runs if run.skipped_reasons), None)
-        for reason, count in (newest.skipped_reasons if newest else {}).items():
-            console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
+        if newest is not None:
+            for reason, count in newest.skipped_reasons.items():
+                console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
         if entity.resumes_at:
             console.print(f"  the day's Marketo calls are spent: resumes at {entity.resumes_at.isoformat()}")
     return 0

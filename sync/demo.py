@@ -141,10 +141,10 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         console.print(f"{label} cycle: {writes} writes; API calls {calls}")
 
     _step(console, "7. Status, as `python -m sync status` shows it")
-    for entity in collect_status(ctx.state, [e.name for e in ctx.mapping.ordered_entities()]).entities:
-        last = entity.last_runs[0] if entity.last_runs else None
+    for status in collect_status(ctx.state, [e.name for e in ctx.mapping.ordered_entities()]).entities:
+        last = status.last_runs[0] if status.last_runs else None
         console.print(
-            f"{entity.entity}: {len(entity.cursors)} watermarks, {entity.error_count} record errors, "
+            f"{status.entity}: {len(status.cursors)} watermarks, {status.error_count} record errors, "
             f"last run {last.outcome if last else 'none'}"
         )
     return outcome

@@ -31,6 +31,7 @@ from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
 from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
+from sync.state.runs import RunOutcome
 
 MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the clock (as a Dataverse page)
 # A cycle's lease is short, so a killed runner blocks its entity for about a minute; the live holder renews it at
@@ -45,7 +46,7 @@ class LeaseLost(Exception):
 class CycleReport(BaseModel):
     entity: str
     run_id: str
-    outcome: str  # succeeded, partial (stopped at the time budget or with record errors), failed, skipped
+    outcome: RunOutcome  # succeeded, partial (stopped at the time budget or with record errors), failed, skipped
     counts: RunCounts = Field(default_factory=RunCounts)
     conflicts: list[dict[str, Any]] = Field(default_factory=list)
     api_calls: dict[str, int] = Field(default_factory=dict)
