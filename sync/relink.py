@@ -128,20 +128,10 @@ def _relink_persons(ctx: SyncContext, stream: EntityMapping, claimed: set[str]) 
     for person in _persons(ctx, "id", stale, fields):
         persons[str(person.id)] = person
 
-    pairs: dict[str, str] = {}  # record id -> person id
-    for record_id, values in records.items():
-        named = _text(values.get(link_column))
-        if named in by_key.get(record_id, ()) and named not in claimed:
-            pairs[record_id] = named
-            claimed.add(named)
-            out.proven += 1
-    for address, group in emails.items():
-        free_records = [record_id for record_id, _ in group if record_id not in pairs]
-        free_persons = list(dict.fromkeys(p for p in by_email.get(address, ()) if p not in claimed))
-        if len(free_records) == 1 and len(free_persons) == 1:
-            pairs[free_records[0]] = free_persons[0]
-            claimed.add(free_persons[0])
-            out.by_email += 1
+    links = {i: _text(v.get(link_column)) for i, v in records.items()}
+    emails_of = {address: [record_id for record_id, _ in group] for address, group in emails.items()}
+    pairs, proven = pair_persons(links, by_key, emails_of, by_email, claimed)
+    out.proven, out.by_email = proven, len(pairs) - proven
     out.unpaired = len(records) - len(pairs)
 
     clear = [{pk: i, link_column: None} for i, v in records.items() if i not in pairs and _text(v.get(link_column))]
@@ -160,6 +150,32 @@ def _relink_persons(ctx: SyncContext, stream: EntityMapping, claimed: set[str]) 
     out.marketo_rewritten = _write_marketo(ctx, set_key, out.errors)
     out.marketo_cleared = _write_marketo(ctx, clear_key, out.errors)
     return out
+
+
+def pair_persons(
+    links: dict[str, str],
+    by_key: dict[str, list[str]],
+    emails: dict[str, list[str]],
+    by_email: dict[str, list[str]],
+    claimed: set[str],
+) -> tuple[dict[str, str], int]:
+    """Pure: record id -> person id, and how many of them were proven. `links`: record id -> the person id its link
+    column names; `by_key`: record id -> persons whose link field names it; `emails`: address -> records;
+    `by_email`: address -> persons. A pair is proven when both link values point at each other; otherwise the only
+    free record and the only free person of an address pair. `claimed` (persons paired already) grows."""
+    pairs: dict[str, str] = {}
+    for record_id, named in links.items():
+        if named and named in by_key.get(record_id, ()) and named not in claimed:
+            pairs[record_id] = named
+            claimed.add(named)
+    proven = len(pairs)
+    for address, records in emails.items():
+        free_records = [record_id for record_id in records if record_id not in pairs]
+        free_persons = list(dict.fromkeys(p for p in by_email.get(address, ()) if p not in claimed))
+        if len(free_records) == 1 and len(free_persons) == 1:
+            pairs[free_records[0]] = free_persons[0]
+            claimed.add(free_persons[0])
+    return pairs, proven
 
 
 def _orphans(ctx: SyncContext, stream: EntityMapping) -> Orphans | None:

@@ -239,6 +239,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     entity = ctx.mapping.entity(entity_name)
     run = RunRecord(entity=entity.name, direction=entity.direction, kind="incremental", started_at=ctx.clock())
     report = CycleReport(entity=entity.name, run_id=run.run_id, outcome="running")
+    calls_before = ctx.api_calls()  # from here: the identity check below counts as this cycle's
     stopped = guard(ctx)
     if stopped is not None:  # a system changed under the state (sandbox refresh or reset): nothing is written
         report.outcome, report.error = "skipped", stopped
@@ -257,7 +258,6 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     except LeaseHeld as held:
         report.outcome, report.error = "skipped", str(held)
         return report
-    calls_before = ctx.api_calls()
     cycle: _Cycle = IncrementalCycle(ctx, entity, dry_run) if entity.is_persons else OneWayCycle(ctx, entity, dry_run)
     cycle.lease = lease
     if not dry_run:

@@ -180,3 +180,22 @@ def test_a_marketo_sandbox_reset_is_detected_and_relink_rebaselines_it(world: Wo
     assert "by e-mail" in out and "full sync" in out
     assert_relinked(world, new_ids, persons_before)
     assert_incremental_runs(world)
+
+
+def test_detection_costs_an_idle_cycle_nothing_and_a_plain_token_expiry_is_no_refresh(world: World) -> None:
+    for i in range(5):
+        world.dv_create("lead", lastname=f"L{i}", emailaddress1=f"l{i}@example.com", companyname="Co")
+    run_job(world)
+    world.clear_request_logs()
+    assert world.cycle("account").api_calls == {"dynamics": 1, "marketo": 0}  # idle: no WhoAmI, no sample
+    world.ctx.identity_checked_at -= CHECK_EVERY
+    assert world.cycle("account").api_calls == {"dynamics": 2, "marketo": 1}  # due: WhoAmI and one sample read
+    assert world.cycle("account").api_calls == {"dynamics": 1, "marketo": 0}  # and not again for CHECK_EVERY
+
+    world.emulators.control("dataverse", "POST", "/change-tracking", json={"expire_all": True})
+    world.clear_request_logs()
+    report = world.cycle("lead")  # the token was only too old: WhoAmI says the same organization, the read restarts
+    assert report.outcome == "succeeded" and report.counts.read == 5, report
+    log = world.emulators.control("dataverse", "GET", "/requests", params={"client": "sync"}).json()
+    assert log["by_operation"]["WhoAmI"] == 1
+    assert collect_status(world.ctx.state, ["lead"]).halts == []
