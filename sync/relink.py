@@ -81,6 +81,8 @@ def relink_after_refresh(ctx: SyncContext, queue: WorkQueue) -> RelinkReport:
     if running:
         jobs = ", ".join(f"{name} (job {job})" for name, job in running.items())
         raise RelinkRejected(f"a full sync runs: {jobs}; cancel it (DELETE /api/sync/jobs/<id>) and relink again")
+    for stream in mapping.person_streams():
+        _email_column(stream)  # a mapping that cannot match is refused before anything stops or changes
     report = RelinkReport(halts=state.systems.halts())
     for system in {h.system for h in report.halts} or {"dynamics"}:
         state.systems.halt(system, "re-baselining: relink --after-refresh is running", at=ctx.clock())  # type: ignore[arg-type]
@@ -105,9 +107,7 @@ def _relink_persons(ctx: SyncContext, stream: EntityMapping, claimed: set[str]) 
     out = StreamRelink(entity=stream.name)
     link_column = ctx.mapping.link_fields.dynamics_marketo_id
     key = stream.marketo_id_field
-    email_column = next((f.dynamics for f in stream.fields if f.marketo == "email"), None)
-    if email_column is None:
-        raise ValueError(f"stream {stream.name}: no field maps to Marketo's email, so its records cannot be matched")
+    email_column = _email_column(stream)
     pk = stream.primary_key
     fields = list(dict.fromkeys(["id", "email", *(s.marketo_id_field for s in ctx.mapping.person_streams())]))
     records = {r.id.lower(): r.values for r in ctx.dynamics.query(stream.table, [pk, email_column, link_column])}
@@ -176,6 +176,13 @@ def pair_persons(
             pairs[free_records[0]] = free_persons[0]
             claimed.add(free_persons[0])
     return pairs, proven
+
+
+def _email_column(stream: EntityMapping) -> str:
+    column = next((f.dynamics for f in stream.fields if f.marketo == "email"), None)
+    if column is None:
+        raise RelinkRejected(f"stream {stream.name}: no field maps to Marketo's email: its records cannot be matched")
+    return column
 
 
 def _orphans(ctx: SyncContext, stream: EntityMapping) -> Orphans | None:
