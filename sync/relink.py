@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from sync.engine.context import SyncContext
 from sync.engine.fullsync import FullSyncRequest, start_full_sync
 from sync.engine.matching import group_by_email
-from sync.mapping.model import EntityMapping
+from sync.mapping.model import EntityMapping, System
 from sync.state import Halt
 from sync.state.queue import WorkQueue
 
@@ -84,8 +84,9 @@ def relink_after_refresh(ctx: SyncContext, queue: WorkQueue) -> RelinkReport:
     for stream in mapping.person_streams():
         _email_column(stream)  # a mapping that cannot match is refused before anything stops or changes
     report = RelinkReport(halts=state.systems.halts())
-    for system in {h.system for h in report.halts} or {"dynamics"}:
-        state.systems.halt(system, "re-baselining: relink --after-refresh is running", at=ctx.clock())  # type: ignore[arg-type]
+    stopped: set[System] = {h.system for h in report.halts} or {"dynamics"}
+    for system in stopped:  # the timers skip while the links are rebuilt
+        state.systems.halt(system, "re-baselining: relink --after-refresh is running", at=ctx.clock())
     claimed: set[str] = set()  # persons paired so far, in any stream: one person follows one record
     streams = sorted(mapping.person_streams(), key=lambda s: s.qualified_from is None)  # contacts first
     for stream in streams:
