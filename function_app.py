@@ -79,6 +79,12 @@ def sync_full_start(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(api.start_full(runtime.context(), runtime.queue(), req.get_body(), _base_url(req)))
 
 
+@app.function_name("sync_relink")
+@app.route(route="sync/relink", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_relink(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.relink(runtime.context(), runtime.queue(), req.get_body(), _base_url(req)))
+
+
 @app.function_name("sync_job_status")
 @app.route(route="sync/jobs/{jobId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_job_status(req: func.HttpRequest) -> func.HttpResponse:

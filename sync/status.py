@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from sync.state import RunRecord, StateStore
+from sync.state import Halt, RunRecord, StateStore
 
 
 class CursorStatus(BaseModel):
@@ -28,6 +28,7 @@ class EntityStatus(BaseModel):
 
 class StatusReport(BaseModel):
     entities: list[EntityStatus]
+    halts: list[Halt] = []  # writing stopped: a system changed under the state (sandbox refresh or reset)
 
 
 def collect_status(
@@ -57,4 +58,4 @@ def collect_status(
                 resumes_at=resumes_at if resumes_at is not None and resumes_at > now else None,
             )
         )
-    return StatusReport(entities=report)
+    return StatusReport(entities=report, halts=state.systems.halts())

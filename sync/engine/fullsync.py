@@ -35,6 +35,7 @@ from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import CrmBatches
 from sync.engine.cycle import counts_of
+from sync.engine.identity import SandboxChanged, check_systems, halted_reason
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
 from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
@@ -138,6 +139,7 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     if not names:
         raise FullSyncRejected("entities: give at least one entity")
     names = list(dict.fromkeys(names))
+    _refuse_if_systems_changed(ctx)
     if request.direction in ("both", "to_marketo"):
         names = _with_unsynced_dependencies(ctx, names)
     job = Job(entities=names, direction=request.direction, dry_run=request.dry_run)
@@ -175,6 +177,16 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
         ctx.state.jobs.release(job.job_id, names)
         raise
     return job
+
+
+def _refuse_if_systems_changed(ctx: SyncContext) -> None:
+    """A full sync starts by asking both systems whether they are still the ones the state knows (sync/engine/
+    identity.py): after a sandbox refresh only `relink --after-refresh` may start one."""
+    with contextlib.suppress(SandboxChanged):  # recorded as a halt, read just below
+        check_systems(ctx)
+    stopped = halted_reason(ctx)
+    if stopped is not None:
+        raise FullSyncConflict(stopped)
 
 
 def _with_unsynced_dependencies(ctx: SyncContext, names: list[str]) -> list[str]:
