@@ -64,7 +64,10 @@ def _marketo_error_text(
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
     where = f"person {record_id}" if record_id else "a new person"
-    text = f"Marketo refused to {action} {where}: {message}"
+    if code and code.startswith("sync."):  # refused here, before any call: Marketo never saw it
+        text = f"Could not send the {action} of {where} to Marketo: {message}"
+    else:
+        text = f"Marketo refused to {action} {where}: {message}"
     if fields and not any(f"'{name}'" in message for name in fields):
         text += f" (fields written: {', '.join(fields)})"
     return code, text
