@@ -8,6 +8,7 @@ byte for byte. Classes share batches (one cycle per side and stream) to keep the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as default
@@ -16,7 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from sync.connectors.dynamics import DataverseClient
+from sync.connectors.marketo import MarketoClient
+from sync.engine.cycle import run_cycle
+from sync.engine.execute import Executor
 from sync.engine.pairs import PairBuilder
 from sync.mapping.model import DEFAULT_MAPPING_FILE, load_mapping
 from sync.state import RecordError
@@ -240,3 +246,133 @@ def test_bad_marketo_input_to_leads_is_a_record_error_each_and_the_rest_arrives(
     bad = 1 + sum(1 for c in MARKETO_TO_DYNAMICS if c.field)
     assert report.counts.failed == bad, report.counts
     assert world.ctx.state.watermarks.get("lead", "marketo").cursor != mark.cursor  # type: ignore[union-attr]
+
+
+# --- fields deleted by an admin mid-run, on either side --------------------------------------------------------------
+def test_a_field_deleted_by_an_admin_mid_run_fails_the_records_that_write_it_and_the_rest_syncs(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad_world(world, tmp_path)
+    names = ("notes", "day", "title")
+    leads = {n: world.dv_create("lead", lastname=n, emailaddress1=f"{n}@example.com", companyname="C") for n in names}
+    world.cycle("lead")
+    persons = {n: str(persons_of(world, "dynamicsLeadId", lead, [])[0]["id"]) for n, lead in leads.items()}
+    world.dv_update("lead", leads["notes"], description="call back in May")  # -> Marketo leadNotes
+    world.mk_edit(persons["day"], demoDate="2026-03-01")  # -> Dataverse new_demodate
+    world.dv_update("lead", leads["title"], jobtitle="CTO")
+    original = Executor.run
+
+    def fields_deleted_after_the_reads(self: Executor, *args: Any, **kwargs: Any) -> Any:
+        if not deleted:
+            world.emulators.control("marketo", "DELETE", "/schema/fields/leadNotes")
+            world.emulators.control("dataverse", "DELETE", "/schema/lead/columns/new_demodate")
+            deleted.append(True)
+        return original(self, *args, **kwargs)
+
+    deleted: list[bool] = []
+    monkeypatch.setattr(Executor, "run", fields_deleted_after_the_reads)
+    marks = {s: world.ctx.state.watermarks.get("lead", s) for s in ("dynamics", "marketo")}
+    report = world.cycle("lead")
+
+    notes = world.ctx.state.errors.get("lead", "dynamics", leads["notes"])
+    day = world.ctx.state.errors.get("lead", "marketo", persons["day"])
+    problems = check_error(Case("Marketo field deleted", {}, "leadNotes", ("not found",)), notes, leads["notes"])
+    problems += check_error(Case("Dataverse column deleted", {}, "new_demodate", ()), day, persons["day"])
+    assert not problems, "\n".join(problems)
+    assert world.mk_get(persons["title"])["title"] == "CTO"  # the rest of the batch synced
+    assert report.counts.failed == 2 and report.counts.updated == 1, report.counts
+    for system, mark in marks.items():
+        assert world.ctx.state.watermarks.get("lead", system).cursor != mark.cursor  # type: ignore[union-attr]
+    monkeypatch.undo()
+    # The mapping still names the field: the next run cannot read Marketo's changes with it, and says so in one line
+    after = {s: world.ctx.state.watermarks.get("lead", s) for s in ("dynamics", "marketo")}
+    following = run_cycle(world.ctx, "lead")
+    assert following.outcome == "failed" and "Field 'leadNotes' not found" in (following.error or ""), following
+    assert "\n" not in (following.error or "")
+    for system, mark in after.items():
+        assert world.ctx.state.watermarks.get("lead", system).cursor == mark.cursor  # type: ignore[union-attr]
+
+
+# --- the one-way streams: users -> sales persons, accounts -> companies ---------------------------------------------
+def test_bad_input_in_users_and_accounts_is_a_record_error_each_and_the_rest_arrives(world: World) -> None:
+    world.upstream("account")
+    world.cycles("account")
+    users = {
+        "valid": world.dv_create(
+            "systemuser", firstname="Val", lastname="Id", internalemailaddress="val@contoso.example", domainname="val"
+        ),
+        "invalid e-mail": world.dv_create(
+            "systemuser", firstname="Bad", lastname="Mail", internalemailaddress="bad at contoso", domainname="bad"
+        ),
+        "right-to-left": world.dv_create(
+            "systemuser", firstname="دانا", lastname="כהן", internalemailaddress="rtl@contoso.example", domainname="rtl"
+        ),
+    }
+    mark = world.ctx.state.watermarks.get("systemuser", "dynamics")
+    report = world.cycle("systemuser")
+    assert report.counts.failed == 1 and report.counts.created == 2, report.counts
+    assert world.ctx.state.watermarks.get("systemuser", "dynamics").cursor != mark.cursor  # type: ignore[union-attr]
+    found = world.mk_crm("salespersons", "externalSalesPersonId", list(users.values()), ("firstName", "lastName"))
+    assert set(found) == {users["valid"], users["right-to-left"]}
+    assert (found[users["right-to-left"]]["firstName"], found[users["right-to-left"]]["lastName"]) == ("دانا", "כהן")
+    [error] = world.ctx.state.errors.list("systemuser")
+    problems = check_error(Case("invalid e-mail", {}, "email", ("bad at contoso",)), error, users["invalid e-mail"])
+    assert not problems and error.record_id == users["invalid e-mail"], problems
+
+    accounts = {
+        "emoji": world.dv_create("account", name="Café ☕ 🚀 GmbH", address1_city="Zürich"),
+        "right-to-left": world.dv_create("account", name="\u200fشركة الأمل", address1_city="עכו"),
+        # owned by the user Marketo refused: it waits for its sales person, never written dangling
+        "owner that could not sync": world.dv_create(
+            "account", name="Waiting Co", **{"ownerid@odata.bind": f"/systemusers({users['invalid e-mail']})"}
+        ),
+    }
+    mark = world.ctx.state.watermarks.get("account", "dynamics")
+    report = world.cycle("account")
+    assert report.counts.failed == 1 and report.counts.created == 2, report.counts
+    assert world.ctx.state.watermarks.get("account", "dynamics").cursor != mark.cursor  # type: ignore[union-attr]
+    found = world.mk_crm("companies", "externalCompanyId", list(accounts.values()), ("company", "billingCity"))
+    assert set(found) == {accounts["emoji"], accounts["right-to-left"]}
+    assert (found[accounts["emoji"]]["company"], found[accounts["emoji"]]["billingCity"]) == (
+        "Café ☕ 🚀 GmbH",
+        "Zürich",
+    )
+    assert found[accounts["right-to-left"]]["company"] == "\u200fشركة الأمل"
+    assert found[accounts["right-to-left"]]["billingCity"] == "עכו"
+    [error] = world.ctx.state.errors.list("account")
+    waits = Case("owner that could not sync", {}, "ownerid", (users["invalid e-mail"],))
+    assert not check_error(waits, error, accounts["owner that could not sync"]), error
+    assert error.record_id == accounts["owner that could not sync"] and error.code == "reference_waits"
+
+
+# --- a revoked credential: the run fails with one clear line and moves no watermark ----------------------------------
+@pytest.mark.parametrize(
+    ("setting", "system", "says"),
+    [
+        ("dynamics_client_secret", "Dynamics", ("AADSTS7000215",)),
+        ("marketo_client_secret", "Marketo", ("refused the client credentials",)),
+    ],
+)
+def test_a_revoked_credential_fails_the_run_in_one_line_and_moves_no_watermark(
+    world: World, setting: str, system: str, says: tuple[str, ...]
+) -> None:
+    world.cycles("lead")
+    lead = world.dv_create("lead", lastname="Kept", emailaddress1="kept@example.com", companyname="K")
+    secret = "revoked-" + "s3cr3t" * 4
+    revoked = world.settings.model_copy(update={setting: SecretStr(secret)})
+    ctx = dataclasses.replace(
+        world.ctx,
+        dynamics=DataverseClient.from_settings(revoked),
+        marketo=MarketoClient.from_settings(revoked),
+    )
+    marks = {s: world.ctx.state.watermarks.get("lead", s) for s in ("dynamics", "marketo")}
+    report = run_cycle(ctx, "lead")
+    assert report.outcome == "failed", report
+    error = report.error or ""
+    assert "\n" not in error and system in error and all(s in error for s in says), error
+    assert secret not in error and "s3cr3t" not in repr(report)
+    for name, mark in marks.items():
+        assert world.ctx.state.watermarks.get("lead", name).cursor == mark.cursor  # type: ignore[union-attr]
+    assert world.mk_by_email("kept@example.com") == []
+    world.cycle("lead")  # the credential renewed: nothing was lost
+    assert persons_of(world, "dynamicsLeadId", lead, [])
