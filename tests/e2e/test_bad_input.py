@@ -117,6 +117,9 @@ DYNAMICS_TO_MARKETO = [
     Case("valid", {"firstname": "Val"}, arrives={"firstName": "Val"}),
     Case("invalid e-mail", {"emailaddress1": "ann at example.com"}, "email", ("invalid", "ann at example.com")),
     Case("too long for Marketo", {"description": "n" * 300}, "leadNotes", ("255",)),
+    # Adobe: a text area holds 30,000 bytes; 8,000 emoji are 32,000 bytes in UTF-8 (and 16,000 UTF-16 units: Dataverse
+    # holds them)
+    Case("Unicode over a Marketo text area's bytes", {"new_bignotes": "😀" * 8000}, "bigNotes", ("30000 bytes",)),
     Case("over the 1 MB call limit", {"new_bignotes": "b" * 1_048_000}, "bigNotes", ("bytes", "1048576")),
     Case(
         "duplicate e-mails in Marketo",
