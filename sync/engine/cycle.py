@@ -66,6 +66,8 @@ def failure_line(exc: Exception) -> str:
         return f"Dynamics refused the sync's credential (renew DYNAMICS_CLIENT_SECRET or _CERTIFICATE): {text}"
     if isinstance(exc, MarketoAuthError):
         return f"Marketo refused the sync's credential (renew MARKETO_CLIENT_ID / MARKETO_CLIENT_SECRET): {text}"
+    if isinstance(exc, MarketoError) and exc.code == "1006":  # a mapped field an admin deleted
+        return f"Marketo: {text}; the mapping names a field Marketo does not have: `python -m sync check` lists them"
     if isinstance(exc, DataverseError):
         return f"Dynamics: {text}"
     if isinstance(exc, MarketoError):
