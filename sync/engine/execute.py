@@ -60,14 +60,22 @@ def _dynamics_error_text(result: WriteResult, action: str, table: str, record_id
 
 
 def _marketo_error_text(
-    result: RecordResult, action: str, record_id: str | None, fields: list[str] | None = None
+    result: RecordResult,
+    action: str,
+    record_id: str | None,
+    fields: list[str] | None = None,
+    where: str | None = None,
 ) -> tuple[str | None, str]:
-    """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them."""
+    """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them;
+    `where`: the record, when it has no person id yet."""
     reasons = result.reasons
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
-    where = f"person {record_id}" if record_id else "a new person"
-    text = f"Marketo refused to {action} {where}: {message}"
+    where = f"person {record_id}" if record_id else (where or "a new person")
+    if code and code.startswith("sync."):  # refused here, before any call: Marketo never saw it
+        text = f"Could not send the {action} of {where} to Marketo: {message}"
+    else:
+        text = f"Marketo refused to {action} {where}: {message}"
     if fields and not any(f"'{name}'" in message for name in fields):
         text += f" (fields written: {', '.join(fields)})"
     return code, text
@@ -142,7 +150,12 @@ class Executor:
                 if result.status in ("created", "updated") and result.id is not None:
                     work.plan.marketo_id = str(result.id)
                 else:
-                    code, text = _marketo_error_text(result, "create", None)
+                    source = (
+                        f"a new person for {self.entity.table} {work.plan.dynamics_id}"
+                        if work.plan.dynamics_id
+                        else None
+                    )
+                    code, text = _marketo_error_text(result, "create", None, where=source)
                     self._fail_write(work, "marketo", "create", code, text)
         updates: list[tuple[PairWork, dict[str, Any]]] = []
         for work in works:
