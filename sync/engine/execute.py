@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sync.connectors.dynamics.models import WriteResult
 from sync.connectors.marketo.models import RecordResult
 from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
-from sync.mapping.model import EntityMapping, MappingConfig
+from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import Link, RecordError, StateStore
 from sync.state.links import LinkStore
 
 if TYPE_CHECKING:
     from sync.engine.context import SyncContext
-
-SystemName = Literal["dynamics", "marketo"]
 
 
 @dataclass
@@ -35,7 +33,7 @@ class PairWork:
     def ok(self) -> bool:
         return self.failure is None and self.plan.error is None
 
-    def fail(self, system: SystemName, record_id: str | None, operation: str, code: str | None, message: str) -> None:
+    def fail(self, system: System, record_id: str | None, operation: str, code: str | None, message: str) -> None:
         if self.failure is None:
             self.failure = PlanError(
                 system=system, record_id=record_id or "?", operation=operation, code=code or "error", message=message
@@ -210,10 +208,10 @@ class Executor:
                 self.ctx.dynamics.delete(self.entity.table, work.plan.dynamics_id)  # a missing record is fine
 
     @staticmethod
-    def _fail_write(work: PairWork, target: SystemName, operation: str, code: str | None, message: str) -> None:
+    def _fail_write(work: PairWork, target: System, operation: str, code: str | None, message: str) -> None:
         """Record the failure under the record the data came from (the other side), so that the retry re-reads it
         with its counterpart; a write with no source record on the other side is recorded under its target."""
-        source: SystemName = "marketo" if target == "dynamics" else "dynamics"
+        source: System = "marketo" if target == "dynamics" else "dynamics"
         source_id = work.plan.marketo_id if source == "marketo" else work.plan.dynamics_id
         if source_id is None or (
             source == "dynamics" and work.pair.dynamics is None and work.pair.dynamics_deleted_id is None
@@ -277,7 +275,7 @@ class Executor:
                     now=now,
                 )
                 continue
-            sides: tuple[tuple[SystemName, str | None], ...] = (
+            sides: tuple[tuple[System, str | None], ...] = (
                 ("dynamics", work.plan.dynamics_id),
                 ("marketo", work.plan.marketo_id),
             )
