@@ -35,7 +35,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_incremental import (  # helpers next to this script
+import engine_probe  # helpers next to this script
+from bench_incremental import (
     DATAVERSE_PAGE,
     MARKETO_BATCH,
     Bench,
@@ -61,6 +62,18 @@ MEASURED = ("account", "contact")  # the order their timers run in: contacts poi
 # What a reference resolution could read per record: Dataverse rows by id, or Marketo sales persons and companies.
 REFERENCE_TABLES = ("account", "systemuser", "team")
 REFERENCE_OBJECTS = ("companies", "salespersons")
+
+# Timers around a one-way stream's steps, next to engine_probe's (the persons' steps). (module, class, attribute, label)
+ONE_WAY_TARGETS: list[tuple[str, str | None, str, str]] = [
+    ("sync.engine.cycle", "OneWayCycle", "run", "one-way cycle.run (total)"),
+    ("sync.engine.crm_stream", "CrmBatches", "inputs", "  inputs: links, references, canonical values"),
+    ("sync.state.links", "LinkStore", "get_many_by_dynamics_id", "    LinkStore.get_many_by_dynamics_id"),
+    ("sync.engine.references", "ReferenceResolver", "resolve", "    ReferenceResolver.resolve"),
+    ("sync.engine.crm_stream", "CrmBatches", "_write", "  Marketo writes (CRM object sync)"),
+    ("sync.engine.crm_stream", "CrmBatches", "_commit", "  commit links, snapshots, errors"),
+    ("sync.engine.cycle", "OneWayCycle", "_advance", "  watermark advances (one-way)"),
+]
+PROBE_TARGETS = [*ONE_WAY_TARGETS, *engine_probe.TARGETS]
 
 
 @dataclass
@@ -206,6 +219,10 @@ def print_measured(m: Measured, stream: str, n: int, written_object: str) -> dic
         f"  memory: RSS before {m.rss_before_kib / 1024:.0f} MiB, peak during the cycle {m.rss_peak_kib / 1024:.0f} MiB"
         f" (+{(m.rss_peak_kib - m.rss_before_kib) / 1024:.0f} MiB)"
     )
+    if m.phases:
+        print("  where the time went (inclusive; thread sums can exceed wall):")
+        for line in engine_probe.phase_lines(m.phases, m.wall, PROBE_TARGETS):
+            print("  " + line)
     return {
         "stream": stream,
         "wall": m.wall,
@@ -277,6 +294,7 @@ def main() -> None:
         "--profile", choices=["realistic", "fast"], default="realistic", help="the measured cycles' (default realistic)"
     )
     parser.add_argument("--verify-sample", type=int, default=200, help="accounts and contacts checked in Marketo")
+    parser.add_argument("--no-phases", action="store_true", help="do not time the engine's phases")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     n = args.records
@@ -295,6 +313,8 @@ def main() -> None:
         sync_everything(bench)
         ctx = build_context(settings, state)  # the timer's context, as a worker process builds it
         warm_up(bench, ctx, seeded)
+        if not args.no_phases:
+            bench.probe = engine_probe.install(PROBE_TARGETS)
 
         t0 = time.perf_counter()
         phones = change(bench, "account", seeded.accounts[:n], "telephone1", "p")

@@ -19,9 +19,10 @@ def probe_targets() -> list[tuple[str, str | None, str, str]]:
     try:
         engine_probe = importlib.import_module("engine_probe")
         bench_full_sync = importlib.import_module("bench_full_sync")
+        bench_streams = importlib.import_module("bench_streams")
     finally:
         sys.path.remove(str(BENCH))
-    return [*engine_probe.TARGETS, *bench_full_sync.TARGETS]
+    return [*engine_probe.TARGETS, *bench_full_sync.TARGETS, *bench_streams.ONE_WAY_TARGETS]
 
 
 @pytest.mark.parametrize("target", probe_targets(), ids=lambda t: f"{t[0]}.{t[1] or ''}.{t[2]}")
