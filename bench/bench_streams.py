@@ -325,9 +325,9 @@ def main() -> None:
         bench.set_profile(args.profile)
         wait_for_marketo_window()
         rows = []
-        for stream, written in zip(MEASURED, ("companies", "persons"), strict=True):
-            m = measure(bench, ctx, f"{stream} cycle", entity=stream)
-            rows.append(print_measured(m, stream, n, written))
+        for name, written in zip(MEASURED, ("companies", "persons"), strict=True):
+            m = measure(bench, ctx, f"{name} cycle", entity=name)
+            rows.append(print_measured(m, name, n, written))
         wait_for_marketo_window()
         print("\n== echo and idle cycles ==")
         for stream in (s for s in ctx.mapping.ordered_entities() if s.is_persons):

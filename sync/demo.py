@@ -149,8 +149,8 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
 
     _step(console, "6. Incremental cycles (what the timers run every minute)")
     streams = [e.name for e in ctx.mapping.ordered_entities()]  # users, teams, accounts, then persons
-    for entity in streams:
-        print_cycle(run_cycle(ctx, entity), console)
+    for name in streams:
+        print_cycle(run_cycle(ctx, name), console)
     _show_moved(console, ctx, emulators, *moved)
     third = sales.get_by_ids("lead", [lead_rows[2].id], ["firstname", "jobtitle", "telephone1"])[lead_rows[2].id]
     console.print(escape(f"the conflicted lead now reads: {third.values}"))
