@@ -78,7 +78,31 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
     )
     for mapped in entity.fields:
         results.append(_mapped_column(table, entity, mapped, facts.option_sets))
+    checked = {f.dynamics for f in entity.fields}
+    for mapped in entity.fields:
+        for column in dict.fromkeys(mapped.extra_read_columns):
+            if column in checked:
+                continue
+            checked.add(column)
+            results.append(
+                _column(
+                    table,
+                    column,
+                    purpose=f"a case of Marketo {mapped.marketo}",
+                    hint=f"fix the cases of {entity.name}.{mapped.marketo} ({MAPPING_HINT})",
+                )
+            )
     for reference in entity.references:
+        for column in dict.fromkeys(f.column for f in reference.fallbacks if f.column != reference.column):
+            results.append(
+                _column(
+                    table,
+                    column,
+                    purpose=f"a fallback of {reference.column}, written as Marketo {reference.marketo}",
+                    hint=f"fix the fallbacks of {entity.name}.{reference.column} ({MAPPING_HINT})",
+                    lookup=True,
+                )
+            )
         targets = [mapping.entity(t).table for t in reference.targets]
         results.append(
             _column(

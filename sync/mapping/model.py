@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Direction = Literal["both", "to_marketo", "to_dynamics"]
 System = Literal["dynamics", "marketo"]
 Transform = Literal[
-    "text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name", "reference"
+    "text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name", "reference", "map"
 ]
 OnDelete = Literal["keep", "delete"]
 TeamOwnerPolicy = Literal["team", "administrator", "sales_person"]
@@ -64,6 +64,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Condition(_Strict):
+    """A test on a row's column: `in` (one of) or `not_in` (none of) the values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    column: str = Field(min_length=1)
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Condition:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError(f"when on {self.column!r}: give exactly one of 'in' and 'not_in'")
+        return self
+
+    def holds(self, raw: Mapping[str, Any]) -> bool:
+        value = raw.get(self.column)
+        if isinstance(value, str) and value == "":
+            value = None
+        return value in self.in_ if self.in_ is not None else value not in (self.not_in or [])
+
+
+class SourceCase(_Strict):
+    """Read the field from another column when a condition holds: e.g. amount from actualvalue once won."""
+
+    when: Condition
+    dynamics: str = Field(min_length=1)
+
+
 class FieldMapping(_Strict):
     dynamics: str = Field(min_length=1, description="Dataverse column (for lookups: the lookup column, e.g. ownerid)")
     marketo: str = Field(min_length=1, description="Marketo REST field name")
@@ -71,6 +99,11 @@ class FieldMapping(_Strict):
     transform: Transform = "text"
     winner: System | None = Field(default=None, description="overrides the entity's conflict winner for this field")
     never_blank: bool = Field(default=False, description="a blank source value is not written (e.g. a company link)")
+    required: bool = Field(default=False, description="a blank value is a record error (Marketo requires the field)")
+    cases: list[SourceCase] = Field(
+        default_factory=list, description="the first case whose condition holds names the column read instead"
+    )
+    values: dict[Any, Any] | None = Field(default=None, description="transform map: Dataverse value -> Marketo value")
 
     @property
     def key(self) -> str:
@@ -82,8 +115,27 @@ class FieldMapping(_Strict):
         """The column to $select: lookups are read as _<name>_value."""
         return f"_{self.dynamics}_value" if self.transform in ("lookup_name", "reference") else self.dynamics
 
+    def source_column(self, raw: Mapping[str, Any]) -> str:
+        """The column this row's value comes from: the first case that holds, else `dynamics`."""
+        return next((case.dynamics for case in self.cases if case.when.holds(raw)), self.dynamics)
+
+    @property
+    def extra_read_columns(self) -> list[str]:
+        """Columns read besides the field's own: its cases' columns and the columns their conditions test."""
+        return [c for case in self.cases for c in (case.dynamics, case.when.column)]
+
+    @property
+    def one_way(self) -> bool:
+        return bool(self.cases) or self.transform == "map"
+
     @model_validator(mode="after")
     def _check(self) -> FieldMapping:
+        if self.transform == "map" and not self.values:
+            raise ValueError("transform: map needs values: {<Dataverse value>: <Marketo value>, ...}")
+        if self.values is not None and self.transform != "map":
+            raise ValueError("values is for transform: map")
+        if self.cases and self.transform in ("lookup_name", "reference", "choice"):
+            raise ValueError(f"cases cannot be combined with transform: {self.transform}")
         if self.transform == "lookup_name" and self.direction != "to_marketo":
             raise ValueError("a lookup_name field can only flow to_marketo (a display name cannot be written back)")
         if self.transform == "reference" and self.direction != "to_marketo":
@@ -91,13 +143,28 @@ class FieldMapping(_Strict):
         return self
 
 
+class Fallback(_Strict):
+    """Where a reference looks when its column points at none of its targets: another lookup column of the row,
+    or (with `via`) a lookup of the row that column points at (e.g. the customer contact's parentcustomerid)."""
+
+    column: str = Field(min_length=1, description="a lookup column of the row, e.g. customerid")
+    via: str | None = Field(default=None, description="a lookup column of the row it points at, e.g. parentcustomerid")
+
+
 class Reference(_Strict):
     """A lookup column that becomes another stream's Marketo key: e.g. a contact's parentcustomerid ->
-    externalCompanyId. The lookup's target table picks the stream; a target no listed stream syncs writes nothing."""
+    externalCompanyId. The lookup's target table picks the stream; a target no listed stream syncs writes nothing.
+    `fallbacks` are tried in order while the lookup is blank or points at a table none of the targets syncs."""
 
     column: str = Field(min_length=1, description="the lookup column, e.g. parentcustomerid or ownerid")
     marketo: str = Field(min_length=1, description="the Marketo field written, e.g. externalCompanyId")
     targets: list[str] = Field(min_length=1, description="the streams it may point at, e.g. [systemuser, team]")
+    fallbacks: list[Fallback] = Field(default_factory=list)
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The lookup columns to $select (as _<name>_value) on the stream's own table."""
+        return list(dict.fromkeys(f"_{c}_value" for c in [self.column, *(f.column for f in self.fallbacks)]))
 
     def as_field(self) -> FieldMapping:
         # Marketo cannot take a person out of a company, so a company link is never blanked.
@@ -327,8 +394,11 @@ def _check_entity(entity: EntityMapping, config: MappingConfig) -> None:
         where = f"entity {entity.name!r}, field {field.dynamics!r}"
         if field.marketo in seen_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is mapped twice")
-        if field.dynamics in seen_dynamics and field.transform != "reference":  # a lookup may also give a name
+        one_way = entity.field_direction(field) == "to_marketo"
+        if field.dynamics in seen_dynamics and not one_way:  # a column may feed several fields read one way
             raise MappingError(f"{where}: Dynamics column {field.dynamics!r} is mapped twice")
+        if field.one_way and not one_way:
+            raise MappingError(f"{where}: cases and transform: map flow to Marketo only (set direction: to_marketo)")
         if field.marketo in reserved_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is a link field the sync maintains")
         if field.dynamics in reserved_dynamics:

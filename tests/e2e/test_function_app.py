@@ -21,7 +21,10 @@ HTTP_ROUTES = {
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
 }
-TIMERS = {f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%" for s in ("systemuser", "team", "account", "lead", "contact")}
+TIMERS = {
+    f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%"
+    for s in ("systemuser", "team", "account", "lead", "contact", "opportunity")
+}
 
 
 def _functions() -> dict[str, func.Function]:

@@ -72,11 +72,16 @@ def healthy_dataverse() -> DataverseFacts:
         )
 
     one_way = {}
-    for name in ("systemuser", "team", "account"):
-        stream = MAPPING.entity(name)
+    for stream in MAPPING.ordered_entities():
+        if stream.is_persons:
+            continue
+        name = stream.table
         columns = [_col(f.dynamics, "Picklist" if f.transform == "choice" else "String") for f in stream.fields]
+        columns += [_col(c) for f in stream.fields for c in f.extra_read_columns]
         columns += [_col(rule.column) for rule in stream.filter]
-        columns += [owner] if stream.references else []
+        columns += [owner] if any(r.column == "ownerid" for r in stream.references) else []
+        lookups = {c.removeprefix("_").removesuffix("_value") for r in stream.references for c in r.read_columns}
+        columns += [_col(c, "Lookup", targets=["account"]) for c in sorted(lookups - {"ownerid"})]
         columns += [_col("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"})] if stream.sync_filter else []
         options = {c.name: c.model_copy(update={"options": {1: "Accounting"}}) for c in columns if c.type == "Picklist"}
         one_way[name] = table(name, [options.get(c.name, c) for c in columns], shared=[])
