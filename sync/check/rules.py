@@ -65,17 +65,15 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
             )
         ]
     results = [_result("dynamics", f"{name} table", "ok", f"exists (entity set {table.entity_set_name})")]
-    results.append(
-        _result("dynamics", f"{name} change tracking", "ok", "enabled")
-        if table.change_tracking
-        else _result(
-            "dynamics",
-            f"{name} change tracking",
-            "missing",
-            "change tracking is off: the incremental sync cannot read changes",
-            f"{POWER_APPS.format(table=name)} > Properties > Advanced options > Track changes",
-        )
-    )
+    results.append(_change_tracking(table))
+    if entity.roles is not None:
+        connections = facts.tables.get(entity.roles.connection_table)
+        item = f"{entity.roles.connection_table} table"
+        if connections is None:
+            results.append(_result("dynamics", item, "missing", f"Dataverse has no table (stream {entity.name})"))
+        else:
+            results.append(_result("dynamics", item, "ok", f"exists (the stakeholders of {entity.name})"))
+            results.append(_change_tracking(connections))
     for mapped in entity.fields:
         results.append(_mapped_column(table, entity, mapped, facts.option_sets))
     checked = {f.dynamics for f in entity.fields}
@@ -138,6 +136,19 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
             )
         )
     return results
+
+
+def _change_tracking(table: TableMetadata) -> CheckResult:
+    name = table.logical_name
+    if table.change_tracking:
+        return _result("dynamics", f"{name} change tracking", "ok", "enabled")
+    return _result(
+        "dynamics",
+        f"{name} change tracking",
+        "missing",
+        "change tracking is off: the incremental sync cannot read changes",
+        f"{POWER_APPS.format(table=name)} > Properties > Advanced options > Track changes",
+    )
 
 
 def _mapped_column(
@@ -354,19 +365,20 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
                 f"set marketo_key of {stream.name} to the object's dedupe field (SYNC_MAPPING_FILE)",
             )
         )
-    for mapped in stream.synced_fields:
-        item = f"{target}.{mapped.marketo}"
-        found = fields.get(mapped.marketo)
+    written = [(f.marketo, f"{stream.name}.{f.dynamics}") for f in stream.synced_fields]
+    if stream.roles is not None:
+        written = [(n, f"{stream.name} roles") for n in ("leadId", "role", "isPrimary")]
+    for marketo_name, source in written:
+        item = f"{target}.{marketo_name}"
+        found = fields.get(marketo_name)
         if found is None:
-            results.append(
-                _result("marketo", item, "missing", f"no such field ({stream.name}.{mapped.dynamics})", MAPPING_HINT)
-            )
+            results.append(_result("marketo", item, "missing", f"no such field ({source})", MAPPING_HINT))
         elif not found.updateable:
             results.append(
                 _result("marketo", item, "fail", f"read-only, and the sync writes it ({stream.name})", MAPPING_HINT)
             )
         else:
-            results.append(_result("marketo", item, "ok", f"{found.data_type} ({stream.name}.{mapped.dynamics})"))
+            results.append(_result("marketo", item, "ok", f"{found.data_type} ({source})"))
     return results
 
 

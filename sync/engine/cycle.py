@@ -26,9 +26,9 @@ from sync.connectors.marketo.budget import marketo_day_end
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
-from sync.engine.crm_stream import CrmBatches
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
+from sync.engine.roles import CONNECTION_COLUMNS, RoleBatches, batches_for
 from sync.mapping.model import EntityMapping
 from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
 
@@ -118,7 +118,7 @@ class OneWayCycle(_Cycle):
 
     def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
         super().__init__(ctx, entity, dry_run)
-        self.batches = CrmBatches(ctx, entity, dry_run)
+        self.batches = batches_for(ctx, entity, dry_run)
 
     @property
     def counts(self) -> Counter[str]:
@@ -146,6 +146,20 @@ class OneWayCycle(_Cycle):
         for page in pages:
             self.keep_lease()
             self.batches.run(page.records, page.deleted_ids)
+            mark = self._advance(mark, page.cursor)
+            if not page.is_last and self.past_deadline():
+                return False
+        if isinstance(self.batches, RoleBatches):
+            return self._connection_changes(self.batches)
+        return True
+
+    def _connection_changes(self, batches: RoleBatches) -> bool:
+        """Roles: the connections changed since the connection feed's watermark name the opportunities to redo."""
+        mark = self.ctx.state.watermarks.get(batches.connection_feed, "dynamics")
+        table = batches.rules.connection_table
+        for page in self.ctx.dynamics.read_changes(table, CONNECTION_COLUMNS, mark.cursor, annotations=True):
+            self.keep_lease()
+            batches.run_opportunities(batches.opportunities_of(page.records, page.deleted_ids))
             mark = self._advance(mark, page.cursor)
             if not page.is_last and self.past_deadline():
                 return False

@@ -129,7 +129,7 @@ class ReferenceResolver:
             else:
                 targets[row_id] = row_targets
         self._administrators(targets)
-        keys = self._keys(t for row in targets.values() for t in row.values())
+        keys = self.keys(t for row in targets.values() for t in row.values())
         for row_id, row_targets in targets.items():
             values: dict[str, Canonical] = {}
             for marketo_field, target in row_targets.items():
@@ -225,7 +225,7 @@ class ReferenceResolver:
                     admin = admins.get(target.via_team)
                     row[name] = Target(target.stream, str(admin).lower() if admin else None)
 
-    def _keys(self, targets: Iterable[Target]) -> dict[tuple[str, str], Canonical | Problem]:
+    def keys(self, targets: Iterable[Target]) -> dict[tuple[str, str], Canonical | Problem]:
         wanted: dict[str, set[str]] = {}
         for target in targets:
             if target.stream is not None and target.row_id is not None:

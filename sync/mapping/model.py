@@ -33,6 +33,7 @@ DEFAULT_MARKETO_KEYS = {
     "companies": "externalCompanyId",
     "salespersons": "externalSalesPersonId",
     "opportunities": "externalOpportunityId",
+    "opportunities/roles": "externalOpportunityId",  # with leadId and role: the compound key
 }
 # Person fields Marketo takes from the person's company once it has one (Sync Leads refuses them then: 1021).
 MARKETO_COMPANY_FIELDS = frozenset(
@@ -243,6 +244,18 @@ class Qualification(_Strict):
     column: str = Field(min_length=1, description="the lookup to it on this table, e.g. originatingleadid")
 
 
+class RoleRules(_Strict):
+    """An opportunities/roles stream: which persons are an opportunity's contact roles, and with what role name."""
+
+    opportunity: str = Field(default="opportunity", description="the opportunities stream the roles belong to")
+    persons: str = Field(default="contact", description="the person stream of the contacts (leadId comes from it)")
+    customer_role: str = Field(default="Customer", min_length=1, max_length=50, description="the customer contact's")
+    stakeholder_role: str = Field(
+        default="Stakeholder", min_length=1, max_length=50, description="a connection without a connection role"
+    )
+    connection_table: str = Field(default="connection", description="the stakeholders: active connections")
+
+
 class EntityMapping(_Strict):
     """One stream: a Dataverse table and its Marketo target, keys, fields, references, filter and direction."""
 
@@ -263,6 +276,7 @@ class EntityMapping(_Strict):
     on_delete: OnDelete = Field(default="keep", description="CRM objects: what a deleted row does to its record")
     required_defaults: dict[str, str] = Field(default_factory=dict)
     qualified_from: Qualification | None = None
+    roles: RoleRules | None = Field(default=None, description="opportunities/roles: where the roles come from")
     fields: list[FieldMapping] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -283,7 +297,11 @@ class EntityMapping(_Strict):
         else:
             known = ", ".join(["persons", *CRM_OBJECTS, "customobjects/<apiName>"])
             raise ValueError(f"marketo_object {target!r} is not one of {known}")
-        if not self.fields and not self.references:
+        if (target == "opportunities/roles") != (self.roles is not None):
+            raise ValueError("an opportunities/roles stream, and only it, takes roles: {opportunity, persons, ...}")
+        if self.roles is not None and (self.fields or self.references):
+            raise ValueError("a roles stream writes externalOpportunityId, leadId, role and isPrimary: no fields")
+        if not self.fields and not self.references and self.roles is None:
             raise ValueError("a stream needs at least one field")
         return self
 
@@ -316,11 +334,16 @@ class EntityMapping(_Strict):
         return next(f for f in self.synced_fields if f.key == key)
 
     def reference_targets(self) -> list[str]:
-        return [n for n in dict.fromkeys(t for r in self.references for t in r.targets) if n != self.name]
+        """The streams its records point at (a roles stream: its opportunities and their persons)."""
+        names = [t for r in self.references for t in r.targets]
+        names += [self.roles.opportunity, self.roles.persons] if self.roles else []
+        return [n for n in dict.fromkeys(names) if n != self.name]
 
     def depends_on(self) -> list[str]:
         """The streams this one must follow: its references' targets, and the stream it is qualified from."""
         names = [t for r in self.references for t in r.targets]
+        if self.roles:
+            names += [self.roles.opportunity, self.roles.persons]
         if self.qualified_from:
             names.append(self.qualified_from.entity)
         return [n for n in dict.fromkeys(names) if n != self.name]
@@ -418,6 +441,16 @@ def _check_entity(entity: EntityMapping, config: MappingConfig) -> None:
                 raise MappingError(f"{where}: {target!r} is a persons stream; only leadId can point at a person")
     if entity.qualified_from and entity.qualified_from.entity not in config.entities:
         raise MappingError(f"entity {entity.name!r}, qualified_from: unknown entity {entity.qualified_from.entity!r}")
+    if entity.roles is not None:
+        opportunity = config.entities.get(entity.roles.opportunity)
+        persons = config.entities.get(entity.roles.persons)
+        where = f"entity {entity.name!r}, roles"
+        if opportunity is None or opportunity.marketo_object != "opportunities":
+            raise MappingError(f"{where}: opportunity {entity.roles.opportunity!r} is not an opportunities stream")
+        if persons is None or not persons.is_persons:
+            raise MappingError(f"{where}: persons {entity.roles.persons!r} is not a persons stream")
+        if entity.table != opportunity.table:
+            raise MappingError(f"{where}: its table must be the opportunities stream's ({opportunity.table})")
 
 
 def _describe_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -84,7 +84,12 @@ def healthy_dataverse() -> DataverseFacts:
         columns += [_col(c, "Lookup", targets=["account"]) for c in sorted(lookups - {"ownerid"})]
         columns += [_col("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"})] if stream.sync_filter else []
         options = {c.name: c.model_copy(update={"options": {1: "Accounting"}}) for c in columns if c.type == "Picklist"}
-        one_way[name] = table(name, [options.get(c.name, c) for c in columns], shared=[])
+        columns = [options.get(c.name, c) for c in columns]
+        if name in one_way:  # a second stream of the table (opportunity roles)
+            columns = [*one_way[name].columns.values(), *columns]
+        one_way[name] = table(name, columns, shared=[])
+        if stream.roles is not None:
+            one_way[stream.roles.connection_table] = table(stream.roles.connection_table, [], shared=[])
     return DataverseFacts(
         tables={"lead": table("lead", lead_only), "contact": table("contact", contact_only), **one_way}
     )
@@ -115,6 +120,7 @@ def healthy_marketo() -> MarketoFacts:
     for stream in MAPPING.ordered_entities():
         if not stream.is_persons:
             names = [stream.key_field, *(f.marketo for f in stream.synced_fields)]
+            names += ["leadId", "role", "isPrimary"] if stream.roles else []
             described = objects.get(stream.marketo_object)
             known = [f.name for f in described.fields] if described else []
             objects[stream.marketo_object] = ObjectDescription(
