@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from sync.check.model import CheckedSystem, CheckResult, DataverseFacts, MarketoFacts, Problem, Status, StorageFacts
 from sync.connectors.dynamics.metadata import OPTION_SET_CASTS
 from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
+from sync.connectors.marketo.models import ObjectDescription
+from sync.engine.crm_stream import ADMIN_HINT
 from sync.mapping.model import EntityMapping, FieldMapping, LinkFields, MappingConfig
 
 LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
@@ -345,14 +347,16 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
     if described is None:
         custom = target.startswith("customobjects/")
         hint = (
-            "a Marketo admin creates and approves the custom object type (Admin > Marketo Custom Objects)"
+            "custom object types are not created by the sync: " + ADMIN_HINT
             if custom
             else "turn Marketo's native CRM sync off for this instance (1018 CRM enabled), or remove the stream"
         )
+        what = f"the custom object type {target.removeprefix('customobjects/')}" if custom else target
         return [
-            _result("marketo", f"object {target}", "missing", f"Marketo has no {target} (stream {stream.name})", hint)
+            _result("marketo", f"object {target}", "missing", f"Marketo has no {what} (stream {stream.name})", hint)
         ]
     results = [_result("marketo", f"object {target}", "ok", f"exists (stream {stream.name})")]
+    custom = target.startswith("customobjects/")
     fields = {f.name: f for f in described.fields}
     key = stream.key_field
     if [key] != described.dedupe_fields and key not in described.dedupe_fields:
@@ -365,6 +369,15 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
                 f"set marketo_key of {stream.name} to the object's dedupe field (SYNC_MAPPING_FILE)",
             )
         )
+    if custom:
+        links = {str(r.get("field")) for r in described.relationships if isinstance(r, dict)}
+        for reference in stream.references:
+            item = f"{target}.{reference.marketo} link"
+            if reference.marketo in links:
+                results.append(_result("marketo", item, "ok", f"links to {_related(described, reference.marketo)}"))
+            else:
+                message = f"is not a link field of {target} (links: {', '.join(sorted(links)) or 'none'})"
+                results.append(_result("marketo", item, "fail", message, ADMIN_HINT))
     written = [(f.marketo, f"{stream.name}.{f.dynamics}") for f in stream.synced_fields]
     if stream.roles is not None:
         written = [(n, f"{stream.name} roles") for n in ("leadId", "role", "isPrimary")]
@@ -380,6 +393,14 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
         else:
             results.append(_result("marketo", item, "ok", f"{found.data_type} ({source})"))
     return results
+
+
+def _related(described: ObjectDescription, field: str) -> str:
+    for relation in described.relationships:
+        if isinstance(relation, dict) and relation.get("field") == field:
+            related = relation.get("relatedTo") or {}
+            return f"{related.get('name', '?')}.{related.get('field', '?')}"
+    return "?"
 
 
 def _marketo_field(name: str, use: FieldUse, facts: MarketoFacts) -> CheckResult:

@@ -37,6 +37,7 @@ class SyncContext:
     # reference targets found excluded by their stream's filter (application users, access teams), kept for the
     # life of the context so that resolving them costs one Dataverse read, not one per cycle
     excluded_targets: dict[tuple[str, str], str] = field(default_factory=dict)
+    verified_objects: set[str] = field(default_factory=set)  # custom object streams whose type was described
 
     def api_calls(self) -> dict[str, int]:
         return {"dynamics": self.dynamics.calls.total(), "marketo": self.marketo.calls.total()}

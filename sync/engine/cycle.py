@@ -26,6 +26,7 @@ from sync.connectors.marketo.budget import marketo_day_end
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
+from sync.engine.crm_stream import verify_object_type
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.engine.roles import CONNECTION_COLUMNS, RoleBatches, batches_for
@@ -134,6 +135,7 @@ class OneWayCycle(_Cycle):
 
     def run(self) -> bool:
         self._deadline = self.ctx.clock() + self.ctx.time_budget
+        verify_object_type(self.ctx, self.entity)  # a custom object type that lacks a mapped field fails here
         state, name = self.ctx.state, self.entity.name
         retry = sorted({e.record_id for e in state.errors.list(name) if e.system == "dynamics"})
         self.batches.retried = set(retry)

@@ -33,6 +33,7 @@ from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
+from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
@@ -428,6 +429,7 @@ def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) 
 def _one_way_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
     """A page of a one-way stream, through the CRM adapter (the same batches as its incremental cycle)."""
     batches = batches_for(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run)
+    verify_object_type(ctx, batches.stream)
     if isinstance(batches, RoleBatches) and task.cursor is None and not job.dry_run:
         start_connection_feed(ctx, batches)  # connections changed from now on are read by the incremental cycle
     pages = ctx.dynamics.read_changes(batches.stream.table, batches.select(), task.cursor, annotations=True)

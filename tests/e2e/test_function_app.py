@@ -23,7 +23,7 @@ HTTP_ROUTES = {
 }
 TIMERS = {
     f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%"
-    for s in ("systemuser", "team", "account", "lead", "contact", "opportunity", "opportunityrole")
+    for s in ("systemuser", "team", "account", "lead", "contact", "opportunity", "opportunityrole", "new_product")
 }
 
 

@@ -195,13 +195,16 @@ def test_a_full_sync_then_an_idle_cycle_of_every_stream_writes_nothing_to_market
         "opportunity", name="Full deal", **{"customerid_contact@odata.bind": f"/contacts({buyer})"}
     )
     connect(world, opportunity, helper, "Influencer")
-    run_job(world, {"entities": ["opportunityrole"]})  # brings the streams it points at, never synced, along
+    product = world.dv_create("new_product", new_name="Widget", **{"new_AccountId@odata.bind": f"/accounts({account})"})
+    run_job(world, {"entities": ["opportunityrole", "new_product"]})  # brings the streams they point at along
     assert roles(world, opportunity) == {
         (person_id(world, "Fullbuyer"), "Customer", True),
         (person_id(world, "Fullhelper"), "Influencer", False),
     }
     found = world.mk_crm("opportunities", "externalOpportunityId", [opportunity], ("name", "externalCompanyId"))
     assert found[opportunity] == {**found[opportunity], "name": "Full deal", "externalCompanyId": account}
+    product_c = world.mk_crm("customobjects/product_c", "productCode", [product], ("externalCompanyId",))
+    assert product_c[product]["externalCompanyId"] == account
 
     world.clear_request_logs()
     for stream in world.ctx.mapping.ordered_entities():

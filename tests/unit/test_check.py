@@ -128,7 +128,11 @@ def healthy_marketo() -> MarketoFacts:
                 id_field="id",
                 dedupe_fields=[stream.key_field],
                 searchable_fields=[[stream.key_field]],
-                relationships=[],
+                relationships=[
+                    {"field": r.marketo, "type": "parent", "relatedTo": {"name": "Company", "field": r.marketo}}
+                    for r in stream.references
+                    if stream.marketo_object.startswith("customobjects/")
+                ],
                 fields=[ObjectField(name=n, data_type="string") for n in dict.fromkeys([*known, *names])],
             )
     return MarketoFacts(fields=fields, searchable=searchable, used_today=1_234, objects=objects)
