@@ -53,19 +53,20 @@ def seed(emulators: Any, sales: Any, n: int) -> dict[str, int]:
         return list(emulators.control("dataverse", "POST", "/seed", json={"fast": True, **body}).json()["ids"])
 
     control({"table": "account", "count": n, "values": YES})
-    contacts = control({"table": "contact", "count": 2 * n, "values": YES, "refs": {"parentcustomerid": "account"}})
-    opportunities = control(
-        {"table": "opportunity", "count": n, "values": YES, "refs": {"customerid": "contact"}}
-    )  # opportunity i's customer: contact i
+    control({"table": "contact", "count": 2 * n, "values": YES, "refs": {"parentcustomerid": "account"}})
+    control({"table": "opportunity", "count": n, "values": YES, "refs": {"customerid": "contact"}})
     control({"table": "new_product", "count": n, "refs": {"new_accountid": "account"}})
+    customers = {r.id: r.values["_customerid_value"] for r in sales.query("opportunity", ["_customerid_value"])}
+    taken = {str(c).lower() for c in customers.values()}
+    others = [r.id for r in sales.query("contact", ["contactid"]) if r.id.lower() not in taken]
     [role] = sales.query("connectionrole", ["connectionroleid"], filter="name eq 'Influencer'")
-    stakeholders = [
+    stakeholders = [  # each opportunity: its customer contact, and a stakeholder that is another contact
         {
             "record1id_opportunity@odata.bind": f"/opportunities({opportunity})",
-            "record2id_contact@odata.bind": f"/contacts({contacts[n + i]})",  # the second half of the contacts
+            "record2id_contact@odata.bind": f"/contacts({others[i]})",
             "record2roleid@odata.bind": f"/connectionroles({role.id})",
         }
-        for i, opportunity in enumerate(opportunities)
+        for i, opportunity in enumerate(sorted(customers))
     ]
     for start in range(0, len(stakeholders), CONNECTIONS_PER_CALL):
         results = sales.create_multiple("connection", stakeholders[start : start + CONNECTIONS_PER_CALL])

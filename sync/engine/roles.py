@@ -258,12 +258,14 @@ class RoleBatches:
         links = self.ctx.state.links.get_many_by_dynamics_id(name, [*ids, *deleted])
         work: list[_Opportunity] = []
         live: list[tuple[_Opportunity, Any]] = []
+        settled: list[str] = []
         for record, row_id in zip(records, ids, strict=True):
             reason = skip_reason(self.stream, self.ctx.mapping, record.values)
             if reason is not None:
                 kept = " (its roles are kept, not updated)" if links.get(row_id) else ""
                 self.counts["skipped"] += 1
                 self.skipped[f"{reason}{kept}"] += 1
+                settled.append(row_id)
                 continue
             item = _Opportunity(row_id, links.get(row_id))
             work.append(item)
@@ -271,6 +273,12 @@ class RoleBatches:
         for row_id in deleted:
             if row_id in links:
                 work.append(_Opportunity(row_id, links[row_id], deleted=True))
+            else:
+                settled.append(row_id)
+        if not self.dry_run:  # skipped, or deleted before any role was written: a retried error is settled
+            for row_id in settled:
+                if row_id in self.retried:
+                    self.ctx.state.errors.resolve(name, "dynamics", row_id)
         self._resolve(live)
         for item in work:
             old = _old_roles(item.link)
@@ -327,7 +335,7 @@ class RoleBatches:
                 self.skipped[reason] += 1
             item.problems += [("invalid_value", p) for p in want.problems]
             opportunity = keys.get((opportunities.name, item.row_id))
-            if isinstance(opportunity, Problem):
+            if isinstance(opportunity, Problem) and opportunity.code != "dry_run":  # dry run: as if synced first
                 if opportunity.waits:
                     text = f"opportunity {item.row_id}: {opportunity.text}"
                     item.problems.append((opportunity.code, text))

@@ -212,3 +212,22 @@ def test_a_full_sync_then_an_idle_cycle_of_every_stream_writes_nothing_to_market
     by_object = world.emulators.control("marketo", "GET", "/requests").json()["by_object"]
     writes = {k: v for k, v in by_object.items() if k.endswith((".sync", ".delete", ".push"))}
     assert writes == {}, by_object
+
+
+def test_an_opted_out_opportunity_keeps_its_roles_as_they_are(world: World) -> None:
+    account = world.dv_create("account", name="Quiet Co")
+    ready(world)
+    buyer = contact(world, "Quiet", **{"parentcustomerid_account@odata.bind": f"/accounts({account})"})
+    helper = contact(world, "Quieter")
+    opportunity = world.dv_create(
+        "opportunity", name="Quiet deal", **{"customerid_contact@odata.bind": f"/contacts({buyer})"}
+    )
+    sync_all(world)
+    world.dv_update("opportunity", opportunity, new_synctomkto=False)
+    connect(world, opportunity, helper, "Influencer")
+    report = world.cycle("opportunityrole")
+    assert report.counts.created == 0 and report.counts.skipped >= 1, report
+    assert roles(world, opportunity) == {(person_id(world, "Quiet"), "Customer", True)}  # kept, not updated
+    world.dv_update("opportunity", opportunity, new_synctomkto=True)  # No -> Yes: written at once
+    world.cycle("opportunityrole")
+    assert len(roles(world, opportunity)) == 2
