@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from sync.engine.records import dynamics_canonical, dynamics_select
-from sync.mapping.model import MappingError, load_mapping, parse_mapping
+from sync.mapping.model import DEFAULT_MAPPING_FILE, MappingError, load_mapping, parse_mapping
 
 MAPPING = load_mapping()
 OPPORTUNITY = MAPPING.entity("opportunity")
@@ -102,4 +103,30 @@ def test_a_computed_field_on_a_two_way_stream_fails() -> None:
         }
     }
     with pytest.raises(MappingError, match="flow to Marketo only"):
+        parse_mapping(raw)
+
+
+def _roles_mapping(**roles: Any) -> dict[str, Any]:
+    raw = yaml.safe_load(DEFAULT_MAPPING_FILE.read_text())
+    raw["entities"]["opportunityrole"]["roles"] = {**raw["entities"]["opportunityrole"]["roles"], **roles}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ({"opportunity": "account"}, "'account' is not an opportunities stream"),
+        ({"persons": "account"}, "'account' is not a persons stream"),
+        ({"customer_role": "x" * 51}, "customer_role"),
+    ],
+)
+def test_a_bad_roles_block_fails_naming_it(roles: dict[str, Any], message: str) -> None:
+    with pytest.raises(MappingError, match=message):
+        parse_mapping(_roles_mapping(**roles))
+
+
+def test_roles_belong_to_a_roles_stream_only() -> None:
+    raw = yaml.safe_load(DEFAULT_MAPPING_FILE.read_text())
+    raw["entities"]["opportunity"]["roles"] = {}
+    with pytest.raises(MappingError, match="opportunities/roles stream, and only it"):
         parse_mapping(raw)
