@@ -166,7 +166,7 @@ def main() -> None:
         writes = {k: v for k, v in idle_log["by_object"].items() if k.endswith((".sync", ".delete", ".push"))}
         print(
             f"idle cycle of every stream: {time.perf_counter() - t1:.1f} s, Marketo calls {idle_log['api_calls']}, "
-            f"writes {writes or 0}, "
+            f"writes {writes or 0}, per stream {[(r.entity, r.api_calls.get('marketo', 0)) for r in reports]}, "
             f"outcomes {[(r.entity, r.outcome) for r in reports]}"
         )
 
