@@ -136,6 +136,15 @@ param syncScheduleLead string = '0 */1 * * * *'
 @description('SYNC_SCHEDULE_CONTACT: NCRONTAB schedule of the contact incremental sync.')
 param syncScheduleContact string = '0 */1 * * * *'
 
+@description('SYNC_SCHEDULE_OPPORTUNITY: NCRONTAB schedule of the opportunities -> Marketo opportunities sync.')
+param syncScheduleOpportunity string = '0 */1 * * * *'
+
+@description('SYNC_SCHEDULE_OPPORTUNITYROLE: NCRONTAB schedule of the opportunity contact roles sync.')
+param syncScheduleOpportunityrole string = '0 */1 * * * *'
+
+@description('SYNC_SCHEDULE_NEW_PRODUCT: NCRONTAB schedule of the products (new_product) -> product_c custom objects sync.')
+param syncScheduleNewProduct string = '0 */1 * * * *'
+
 @description('SYNC_CYCLE_TIME_BUDGET_SECONDS: an incremental cycle stops at a page boundary after this (below the function timeout).')
 @minValue(10)
 @maxValue(3600)
@@ -386,6 +395,9 @@ var syncAppSettings = {
   SYNC_SCHEDULE_ACCOUNT: syncScheduleAccount
   SYNC_SCHEDULE_LEAD: syncScheduleLead
   SYNC_SCHEDULE_CONTACT: syncScheduleContact
+  SYNC_SCHEDULE_OPPORTUNITY: syncScheduleOpportunity
+  SYNC_SCHEDULE_OPPORTUNITYROLE: syncScheduleOpportunityrole
+  SYNC_SCHEDULE_NEW_PRODUCT: syncScheduleNewProduct
   SYNC_CYCLE_TIME_BUDGET_SECONDS: string(syncCycleTimeBudgetSeconds)
   SYNC_FULL_SYNC_QUEUE: fullSyncQueue.name
 }

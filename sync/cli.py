@@ -212,6 +212,37 @@ def cmd_relink(args: argparse.Namespace, console: Console) -> int:
     return run_job_locally(ctx, queue, report.job_id, console)
 
 
+def cmd_reconcile(args: argparse.Namespace, console: Console) -> int:
+    """Drift of a one-way stream: Dataverse's keys read back from Marketo; --repair writes the difference.
+    0: no drift (or all of it repaired), 1: drift left."""
+    from sync.engine.context import build_context
+    from sync.engine.reconcile import reconcile
+
+    ctx = build_context(_settings(args))
+    report = reconcile(ctx, args.entity, repair=args.repair)
+    if args.json:
+        console.print_json(report.model_dump_json())
+    else:
+        counts = report.counts()
+        summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("missing", "extra", "different"))
+        console.print(f"[bold]{report.entity}[/]: {report.compared} compared; {summary}")
+        for drift in report.drift[: args.limit]:
+            console.print(f"  {drift.kind.upper():9} {drift.key}")
+            for name, (dynamics, marketo) in drift.fields.items():
+                console.print(f"            {name}: Dynamics {dynamics!r}, Marketo {marketo!r}")
+        if len(report.drift) > args.limit:
+            console.print(f"  ... and {len(report.drift) - args.limit} more (--limit, or --json for all)")
+        for why, count in report.not_compared.items():
+            console.print(f"  not compared: {count} ({why})")
+        if report.repair:
+            console.print(f"repaired {report.repaired}; kept {report.kept} (on_delete: keep)")
+        for failure in report.failed:
+            console.print(f"  [red]{failure}[/]")
+    if report.failed:
+        return 1
+    return 0 if report.repair or not report.drift else 1
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -262,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     relink.add_argument("--no-wait", action="store_true", help="leave the full sync it starts to the queue worker")
     relink.add_argument("--json", action="store_true")
     relink.set_defaults(handler=cmd_relink)
+
+    reconcile = commands.add_parser(
+        "reconcile", parents=[common], help="drift of a one-way stream (companies, opportunities, ...) in Marketo"
+    )
+    reconcile.add_argument("--entity", required=True, help="a one-way stream of the mapping, e.g. account")
+    reconcile.add_argument("--repair", action="store_true", help="write the difference to Marketo")
+    reconcile.add_argument("--json", action="store_true")
+    reconcile.add_argument("--limit", type=int, default=50, help="drift lines to print (default 50)")
+    reconcile.set_defaults(handler=cmd_reconcile)
 
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)

@@ -32,6 +32,8 @@ DEMO_USERS = 6  # the seed mixes in application and disabled users, and access t
 DEMO_TEAMS = 3
 DEMO_ACCOUNTS = 5
 OWNERS = ["systemuser", "team"]  # the seed spreads ownership over the users and teams that can own records
+DEMO_OPPORTUNITIES = 8  # customers are contacts, so each has a primary role; a few stakeholders add more
+DEMO_PRODUCTS = 10
 
 
 def salesperson_client(emulators: Any, settings: Settings) -> DataverseClient:
@@ -100,6 +102,24 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         "/seed",
         json={"table": "contact", "count": DEMO_CONTACTS, "refs": {**owned, "parentcustomerid": "account"}},
     )
+    opportunities = emulators.control(
+        "dataverse",
+        "POST",
+        "/seed",
+        json={"table": "opportunity", "count": DEMO_OPPORTUNITIES, "refs": {"customerid": "contact"}},
+    ).json()["ids"]
+    products = emulators.control("dataverse", "POST", "/seed", json={"table": "new_product", "count": DEMO_PRODUCTS})
+    customer_contacts = [r.id for r in sales.query("contact", ["contactid"], top=DEMO_OPPORTUNITIES + 1)]
+    [influencer] = sales.query("connectionrole", ["connectionroleid"], filter="name eq 'Influencer'")
+    stakeholders = [  # the next contact is a stakeholder of each of the first three opportunities
+        {
+            "record1id_opportunity@odata.bind": f"/opportunities({opportunity})",
+            "record2id_contact@odata.bind": f"/contacts({customer_contacts[i + 1]})",
+            "record2roleid@odata.bind": f"/connectionroles({influencer.id})",
+        }
+        for i, opportunity in enumerate(opportunities[:3])
+    ]
+    sales.create_multiple("connection", stakeholders)
     users, teams = (len(list(sales.query(table, [f"{table}id"]))) for table in ("systemuser", "team"))
     emulators.control("marketo", "POST", "/seed", json={"count": DEMO_PERSONS, "days": 60})
     shared = [r.values["emailaddress1"] for r in sales.query("lead", ["emailaddress1"], top=5)]
@@ -116,6 +136,9 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         f"Dynamics: {users} users, {teams} teams, {len(accounts)} accounts (owned by users and teams), {leads} leads,"
     )
     console.print(f"  {DEMO_CONTACTS} contacts (each with an account and an owner: a user or a team)")
+    console.print(
+        f"  {len(opportunities)} opportunities (3 with a stakeholder), {len(products.json()['ids'])} products"
+    )
     console.print(
         f"Marketo: {persons_before} persons, {len(shared)} of them sharing an e-mail (in other case) with a Dynamics "
         "lead, 1 marked to sync to Dynamics"
@@ -171,6 +194,21 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
             f"{status.entity}: {len(status.cursors)} watermarks, {status.error_count} record errors, "
             f"last run {last.outcome if last else 'none'}"
         )
+
+    _step(console, "8. Opportunities, their contact roles and the products, in Marketo")
+    found = ctx.marketo.crm("opportunities").query("externalOpportunityId", opportunities, ["name", "amount"])
+    roles = ctx.marketo.crm("opportunities/roles").query(
+        "externalOpportunityId", opportunities, ["leadId", "role", "isPrimary"]
+    )
+    product_ids = products.json()["ids"]
+    custom = ctx.marketo.crm("customobjects/product_c").query("productCode", product_ids, ["productName"])
+    console.print(
+        f"{len(found)} of {len(opportunities)} opportunities (the others opted out with new_synctomkto), "
+        f"{len(roles)} contact roles ({sum(1 for r in roles if r.values.get('isPrimary'))} customer contacts, "
+        f"{sum(1 for r in roles if not r.values.get('isPrimary'))} stakeholders; "
+        "an opted-out contact has no person, so no role), "
+        f"{len(custom)} of {len(product_ids)} products"
+    )
     return outcome
 
 

@@ -121,6 +121,21 @@ class Settings(BaseSettings):
     sync_schedule_contact: str = _setting(
         "SYNC_SCHEDULE_CONTACT", "NCRONTAB schedule of the contact incremental sync.", default=NCRONTAB_EVERY_MINUTE
     )
+    sync_schedule_opportunity: str = _setting(
+        "SYNC_SCHEDULE_OPPORTUNITY",
+        "NCRONTAB schedule of the opportunities -> Marketo opportunities sync.",
+        default=NCRONTAB_EVERY_MINUTE,
+    )
+    sync_schedule_opportunityrole: str = _setting(
+        "SYNC_SCHEDULE_OPPORTUNITYROLE",
+        "NCRONTAB schedule of the opportunity contact roles sync.",
+        default=NCRONTAB_EVERY_MINUTE,
+    )
+    sync_schedule_new_product: str = _setting(
+        "SYNC_SCHEDULE_NEW_PRODUCT",
+        "NCRONTAB schedule of the products (new_product) -> product_c custom objects sync.",
+        default=NCRONTAB_EVERY_MINUTE,
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -178,6 +193,9 @@ class Settings(BaseSettings):
         "sync_schedule_account",
         "sync_schedule_lead",
         "sync_schedule_contact",
+        "sync_schedule_opportunity",
+        "sync_schedule_opportunityrole",
+        "sync_schedule_new_product",
     )
     @classmethod
     def _ncrontab(cls, value: str) -> str:

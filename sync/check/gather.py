@@ -46,6 +46,11 @@ def gather_dataverse(settings: Settings, mapping: MappingConfig) -> DataverseFac
     try:
         with DataverseClient.from_settings(settings, **DATAVERSE_OPTIONS) as client:
             for entity in mapping.ordered_entities():
+                if entity.roles is not None:  # its stakeholders' table, whose changes it reads too
+                    try:
+                        facts.tables[entity.roles.connection_table] = client.describe(entity.roles.connection_table)
+                    except NotFoundError:
+                        facts.tables[entity.roles.connection_table] = None
                 try:
                     table = client.describe(entity.table)
                 except NotFoundError:

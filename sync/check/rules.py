@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from sync.check.model import CheckedSystem, CheckResult, DataverseFacts, MarketoFacts, Problem, Status, StorageFacts
 from sync.connectors.dynamics.metadata import OPTION_SET_CASTS
 from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
+from sync.connectors.marketo.models import ObjectDescription
+from sync.engine.crm_stream import ADMIN_HINT
 from sync.mapping.model import EntityMapping, FieldMapping, LinkFields, MappingConfig
 
 LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
@@ -65,20 +67,42 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
             )
         ]
     results = [_result("dynamics", f"{name} table", "ok", f"exists (entity set {table.entity_set_name})")]
-    results.append(
-        _result("dynamics", f"{name} change tracking", "ok", "enabled")
-        if table.change_tracking
-        else _result(
-            "dynamics",
-            f"{name} change tracking",
-            "missing",
-            "change tracking is off: the incremental sync cannot read changes",
-            f"{POWER_APPS.format(table=name)} > Properties > Advanced options > Track changes",
-        )
-    )
+    results.append(_change_tracking(table))
+    if entity.roles is not None:
+        connections = facts.tables.get(entity.roles.connection_table)
+        item = f"{entity.roles.connection_table} table"
+        if connections is None:
+            results.append(_result("dynamics", item, "missing", f"Dataverse has no table (stream {entity.name})"))
+        else:
+            results.append(_result("dynamics", item, "ok", f"exists (the stakeholders of {entity.name})"))
+            results.append(_change_tracking(connections))
     for mapped in entity.fields:
         results.append(_mapped_column(table, entity, mapped, facts.option_sets))
+    checked = {f.dynamics for f in entity.fields}
+    for mapped in entity.fields:
+        for column in dict.fromkeys(mapped.extra_read_columns):
+            if column in checked:
+                continue
+            checked.add(column)
+            results.append(
+                _column(
+                    table,
+                    column,
+                    purpose=f"a case of Marketo {mapped.marketo}",
+                    hint=f"fix the cases of {entity.name}.{mapped.marketo} ({MAPPING_HINT})",
+                )
+            )
     for reference in entity.references:
+        for column in dict.fromkeys(f.column for f in reference.fallbacks if f.column != reference.column):
+            results.append(
+                _column(
+                    table,
+                    column,
+                    purpose=f"a fallback of {reference.column}, written as Marketo {reference.marketo}",
+                    hint=f"fix the fallbacks of {entity.name}.{reference.column} ({MAPPING_HINT})",
+                    lookup=True,
+                )
+            )
         targets = [mapping.entity(t).table for t in reference.targets]
         results.append(
             _column(
@@ -114,6 +138,19 @@ def _table_results(entity: EntityMapping, mapping: MappingConfig, facts: Dataver
             )
         )
     return results
+
+
+def _change_tracking(table: TableMetadata) -> CheckResult:
+    name = table.logical_name
+    if table.change_tracking:
+        return _result("dynamics", f"{name} change tracking", "ok", "enabled")
+    return _result(
+        "dynamics",
+        f"{name} change tracking",
+        "missing",
+        "change tracking is off: the incremental sync cannot read changes",
+        f"{POWER_APPS.format(table=name)} > Properties > Advanced options > Track changes",
+    )
 
 
 def _mapped_column(
@@ -310,14 +347,16 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
     if described is None:
         custom = target.startswith("customobjects/")
         hint = (
-            "a Marketo admin creates and approves the custom object type (Admin > Marketo Custom Objects)"
+            "custom object types are not created by the sync: " + ADMIN_HINT
             if custom
             else "turn Marketo's native CRM sync off for this instance (1018 CRM enabled), or remove the stream"
         )
+        what = f"the custom object type {target.removeprefix('customobjects/')}" if custom else target
         return [
-            _result("marketo", f"object {target}", "missing", f"Marketo has no {target} (stream {stream.name})", hint)
+            _result("marketo", f"object {target}", "missing", f"Marketo has no {what} (stream {stream.name})", hint)
         ]
     results = [_result("marketo", f"object {target}", "ok", f"exists (stream {stream.name})")]
+    custom = target.startswith("customobjects/")
     fields = {f.name: f for f in described.fields}
     key = stream.key_field
     if [key] != described.dedupe_fields and key not in described.dedupe_fields:
@@ -330,20 +369,38 @@ def _crm_object(stream: EntityMapping, facts: MarketoFacts) -> list[CheckResult]
                 f"set marketo_key of {stream.name} to the object's dedupe field (SYNC_MAPPING_FILE)",
             )
         )
-    for mapped in stream.synced_fields:
-        item = f"{target}.{mapped.marketo}"
-        found = fields.get(mapped.marketo)
+    if custom:
+        links = {str(r.get("field")) for r in described.relationships if isinstance(r, dict)}
+        for reference in stream.references:
+            item = f"{target}.{reference.marketo} link"
+            if reference.marketo in links:
+                results.append(_result("marketo", item, "ok", f"links to {_related(described, reference.marketo)}"))
+            else:
+                message = f"is not a link field of {target} (links: {', '.join(sorted(links)) or 'none'})"
+                results.append(_result("marketo", item, "fail", message, ADMIN_HINT))
+    written = [(f.marketo, f"{stream.name}.{f.dynamics}") for f in stream.synced_fields]
+    if stream.roles is not None:
+        written = [(n, f"{stream.name} roles") for n in ("leadId", "role", "isPrimary")]
+    for marketo_name, source in written:
+        item = f"{target}.{marketo_name}"
+        found = fields.get(marketo_name)
         if found is None:
-            results.append(
-                _result("marketo", item, "missing", f"no such field ({stream.name}.{mapped.dynamics})", MAPPING_HINT)
-            )
+            results.append(_result("marketo", item, "missing", f"no such field ({source})", MAPPING_HINT))
         elif not found.updateable:
             results.append(
                 _result("marketo", item, "fail", f"read-only, and the sync writes it ({stream.name})", MAPPING_HINT)
             )
         else:
-            results.append(_result("marketo", item, "ok", f"{found.data_type} ({stream.name}.{mapped.dynamics})"))
+            results.append(_result("marketo", item, "ok", f"{found.data_type} ({source})"))
     return results
+
+
+def _related(described: ObjectDescription, field: str) -> str:
+    for relation in described.relationships:
+        if isinstance(relation, dict) and relation.get("field") == field:
+            related = relation.get("relatedTo") or {}
+            return f"{related.get('name', '?')}.{related.get('field', '?')}"
+    return "?"
 
 
 def _marketo_field(name: str, use: FieldUse, facts: MarketoFacts) -> CheckResult:

@@ -39,6 +39,7 @@ class SyncContext:
     excluded_targets: dict[tuple[str, str], str] = field(default_factory=dict)
     # when this process last asked both systems whether they are still the ones the state was built against
     identity_checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    verified_objects: set[str] = field(default_factory=set)  # custom object streams whose type was described
 
     def api_calls(self) -> dict[str, int]:
         return {"dynamics": self.dynamics.calls.total(), "marketo": self.marketo.calls.total()}

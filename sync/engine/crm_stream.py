@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sync.connectors.marketo import MarketoError
+from sync.connectors.marketo.models import ObjectDescription
 from sync.engine.crm_plan import CrmInput, CrmPlan, plan_row
 from sync.engine.filters import filter_columns, skip_reason
 from sync.engine.plan import PlanError
@@ -25,6 +27,53 @@ if TYPE_CHECKING:
     from sync.engine.context import SyncContext
 
 NOT_FOUND = "1013"  # Marketo: the record is already gone
+ADMIN_HINT = "a Marketo admin creates and approves custom object types (Admin > Marketo Custom Objects)"
+
+
+class ObjectTypeMismatch(ValueError):
+    """A custom object stream's type is missing in Marketo or lacks what the mapping writes; names the field."""
+
+
+def object_type_problems(stream: EntityMapping, described: ObjectDescription) -> list[str]:
+    """What a custom object type lacks for a stream: a mapped field, its dedupe field, a link field. Pure."""
+    target = stream.marketo_object
+    fields = {f.name for f in described.fields}
+    problems = [
+        f"{target} has no field {f.marketo!r} (mapped from {stream.table}.{f.dynamics})"
+        for f in stream.synced_fields
+        if f.marketo not in fields
+    ]
+    if stream.key_field not in described.dedupe_fields:
+        dedupe = ", ".join(described.dedupe_fields) or "none"
+        problems.append(f"{stream.key_field!r} (marketo_key) is not a dedupe field of {target} ({dedupe})")
+    links = {str(r.get("field")) for r in described.relationships if isinstance(r, dict)}
+    for reference in stream.references:
+        if reference.marketo in fields and reference.marketo not in links:
+            problems.append(
+                f"{reference.marketo!r} (from {stream.table}.{reference.column}) is not a link field of {target}"
+                f" (links: {', '.join(sorted(links)) or 'none'})"
+            )
+    return problems
+
+
+def verify_object_type(ctx: SyncContext, stream: EntityMapping) -> None:
+    """Before a custom object stream writes anything (once per process): its type exists with every mapped field,
+    its dedupe field and its link. Raises ObjectTypeMismatch naming what is missing."""
+    if not stream.marketo_object.startswith("customobjects/") or stream.name in ctx.verified_objects:
+        return
+    try:
+        described = ctx.marketo.crm(stream.marketo_object).describe()
+    except MarketoError as exc:
+        if exc.systemic:
+            raise
+        raise ObjectTypeMismatch(
+            f"stream {stream.name}: Marketo has no custom object type {stream.marketo_object} ({exc.code} "
+            f"{exc.message}); {ADMIN_HINT}"
+        ) from None
+    problems = object_type_problems(stream, described)
+    if problems:
+        raise ObjectTypeMismatch(f"stream {stream.name}: {'; '.join(problems)}; {ADMIN_HINT}")
+    ctx.verified_objects.add(stream.name)
 
 
 class CrmBatches:

@@ -29,10 +29,11 @@ from sync.connectors.marketo.errors import MarketoAuthError, MarketoError
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
-from sync.engine.crm_stream import CrmBatches
+from sync.engine.crm_stream import verify_object_type
 from sync.engine.identity import SandboxChanged, guard, on_token_refused
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
+from sync.engine.roles import CONNECTION_COLUMNS, RoleBatches, batches_for
 from sync.mapping.model import EntityMapping
 from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
 from sync.state.runs import RunOutcome
@@ -140,7 +141,7 @@ class OneWayCycle(_Cycle):
 
     def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False) -> None:
         super().__init__(ctx, entity, dry_run)
-        self.batches = CrmBatches(ctx, entity, dry_run)
+        self.batches = batches_for(ctx, entity, dry_run)
 
     @property
     def counts(self) -> Counter[str]:
@@ -156,6 +157,7 @@ class OneWayCycle(_Cycle):
 
     def run(self) -> bool:
         self._deadline = self.ctx.clock() + self.ctx.time_budget
+        verify_object_type(self.ctx, self.entity)  # a custom object type that lacks a mapped field fails here
         state, name = self.ctx.state, self.entity.name
         retry = sorted({e.record_id for e in state.errors.list(name) if e.system == "dynamics"})
         self.batches.retried = set(retry)
@@ -171,6 +173,20 @@ class OneWayCycle(_Cycle):
                 on_token_refused(self.ctx, self.entity.table)
             self.keep_lease()
             self.batches.run(page.records, page.deleted_ids)
+            mark = self._advance(mark, page.cursor)
+            if not page.is_last and self.past_deadline():
+                return False
+        if isinstance(self.batches, RoleBatches):
+            return self._connection_changes(self.batches)
+        return True
+
+    def _connection_changes(self, batches: RoleBatches) -> bool:
+        """Roles: the connections changed since the connection feed's watermark name the opportunities to redo."""
+        mark = self.ctx.state.watermarks.get(batches.connection_feed, "dynamics")
+        table = batches.rules.connection_table
+        for page in self.ctx.dynamics.read_changes(table, CONNECTION_COLUMNS, mark.cursor, annotations=True):
+            self.keep_lease()
+            batches.run_opportunities(batches.opportunities_of(page.records, page.deleted_ids))
             mark = self._advance(mark, page.cursor)
             if not page.is_last and self.past_deadline():
                 return False

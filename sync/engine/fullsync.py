@@ -33,11 +33,12 @@ from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
-from sync.engine.crm_stream import CrmBatches
+from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
 from sync.engine.identity import SandboxChanged, check_systems, halted_reason
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
+from sync.engine.roles import RoleBatches, batches_for, start_connection_feed
 from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
 from sync.state.jobs import JobState, Phase
@@ -458,7 +459,10 @@ def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) 
 
 def _one_way_page(ctx: SyncContext, job: Job, task: Task) -> PageResult:
     """A page of a one-way stream, through the CRM adapter (the same batches as its incremental cycle)."""
-    batches = CrmBatches(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run)
+    batches = batches_for(ctx, ctx.mapping.entity(task.entity), dry_run=job.dry_run)
+    verify_object_type(ctx, batches.stream)
+    if isinstance(batches, RoleBatches) and task.cursor is None and not job.dry_run:
+        start_connection_feed(ctx, batches)  # connections changed from now on are read by the incremental cycle
     pages = ctx.dynamics.read_changes(batches.stream.table, batches.select(), task.cursor, annotations=True)
     page = next(iter(pages), None)
     if page is None:

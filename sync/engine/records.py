@@ -21,8 +21,10 @@ def option_sets(dynamics: DataverseClient, entity: EntityMapping) -> OptionSets:
 
 
 def dynamics_select(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
-    """The columns to read from Dataverse for an entity."""
-    return list(dict.fromkeys([*(f.dynamics_read_column for f in entity.synced_fields), *extra]))
+    """The columns to read from Dataverse for an entity: its fields (and their cases'), its references' lookups."""
+    columns = [c for f in entity.fields for c in (f.dynamics_read_column, *f.extra_read_columns)]
+    columns += [c for r in entity.references for c in r.read_columns]
+    return list(dict.fromkeys([*columns, *extra]))
 
 
 def marketo_fields(entity: EntityMapping, extra: tuple[str, ...] = ()) -> list[str]:
@@ -40,7 +42,7 @@ def dynamics_canonical(
     values: dict[str, Canonical] = {}
     problems: list[str] = []
     for field in entity.fields:
-        column = field.dynamics_read_column
+        column = field.source_column(raw) if field.cases else field.dynamics_read_column
         if column not in raw:
             continue
         formatted = None
@@ -52,7 +54,11 @@ def dynamics_canonical(
             problems.append(str(exc))
             continue
         placeholder = entity.required_defaults.get(field.dynamics)
-        values[field.key] = None if placeholder is not None and value == placeholder else value
+        value = None if placeholder is not None and value == placeholder else value
+        if value is None and field.required:
+            problems.append(f"Dynamics {column} is blank: Marketo requires {field.marketo}")
+            continue
+        values[field.key] = value
     return values, problems
 
 

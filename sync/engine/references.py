@@ -85,6 +85,20 @@ def target_of(reference: Reference, mapping: MappingConfig, record: Any) -> Targ
     return Target(stream, row_id)
 
 
+def _final(target: Target | Problem) -> bool:
+    """Whether a reference has its answer: a problem, a target row, or a fixed key (not "points at nothing")."""
+    return isinstance(target, Problem) or target.stream is not None or target.row_id is not None
+
+
+def _pointed_at(record: Any, column: str) -> tuple[str, str] | None:
+    """The (table, row id) a lookup of the record points at, when Dataverse said which table."""
+    raw = (getattr(record, "values", {}) or {}).get(f"_{column}_value")
+    table = logical_name(record, f"_{column}_value")
+    if raw in (None, "") or table is None:
+        return None
+    return table, str(raw).lower()
+
+
 class ReferenceResolver:
     """Resolves a stream's references for batches of rows. Keeps, for the life of the context, the target rows that
     were found excluded by their stream's filter, so that a page of records owned by an application user costs one
@@ -101,20 +115,21 @@ class ReferenceResolver:
         resolved = Resolved()
         if not self.stream.references or not records:
             return resolved
+        found = self._targets(records)
         targets: dict[str, dict[str, Target]] = {}  # row id -> Marketo field -> target
         for record in records:
             row_id = str(record.id).lower()
             row_targets: dict[str, Target] = {}
             for reference in self.stream.references:
-                found = target_of(reference, self.mapping, record)
-                if isinstance(found, Problem):
-                    resolved.waiting[row_id] = found
+                target = found[(row_id, reference.marketo)]
+                if isinstance(target, Problem):
+                    resolved.waiting[row_id] = target
                     break
-                row_targets[reference.marketo] = found
+                row_targets[reference.marketo] = target
             else:
                 targets[row_id] = row_targets
         self._administrators(targets)
-        keys = self._keys(t for row in targets.values() for t in row.values())
+        keys = self.keys(t for row in targets.values() for t in row.values())
         for row_id, row_targets in targets.items():
             values: dict[str, Canonical] = {}
             for marketo_field, target in row_targets.items():
@@ -140,6 +155,63 @@ class ReferenceResolver:
                 resolved.values[row_id] = values
         return resolved
 
+    def _targets(self, records: Sequence[Any]) -> dict[tuple[str, str], Target | Problem]:
+        """(row id, Marketo field) -> what each reference points at: its column, else its fallbacks in order. A
+        fallback `via` a lookup of the row pointed at reads those rows, one batched read per table and round."""
+        done: dict[tuple[str, str], Target | Problem] = {}
+        todo = {(str(r.id).lower(), ref.marketo): (r, ref, 0) for r in records for ref in self.stream.references}
+        while todo:
+            wanted: dict[tuple[str, str], tuple[str, str, str]] = {}  # key -> (table, row id, via column)
+            for key, (record, reference, step) in list(todo.items()):
+                while True:
+                    fallback = reference.fallbacks[step - 1] if step else None
+                    if fallback is not None and fallback.via:
+                        pointed = _pointed_at(record, fallback.column)
+                        if pointed is not None:
+                            wanted[key] = (*pointed, fallback.via)
+                            todo[key] = (record, reference, step)
+                            break
+                        step += 1
+                    else:
+                        column = fallback.column if fallback else reference.column
+                        target = target_of(reference.model_copy(update={"column": column}), self.mapping, record)
+                        if _final(target) or step >= len(reference.fallbacks):
+                            done[key] = target
+                            del todo[key]
+                            break
+                        step += 1
+                    if step > len(reference.fallbacks):
+                        done[key] = Target(None, None)
+                        del todo[key]
+                        break
+            if not wanted:
+                break
+            rows = self._via_rows(wanted.values())
+            for key, (table, row_id, via) in wanted.items():
+                record, reference, step = todo[key]
+                row = rows.get((table, row_id))
+                pointed_at: Target | Problem = Target(None, None)
+                if row is not None:
+                    pointed_at = target_of(reference.model_copy(update={"column": via}), self.mapping, row)
+                if _final(pointed_at) or step >= len(reference.fallbacks):
+                    done[key] = pointed_at
+                    del todo[key]
+                else:
+                    todo[key] = (record, reference, step + 1)
+        return done
+
+    def _via_rows(self, wanted: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], Any]:
+        by_table: dict[str, tuple[set[str], set[str]]] = {}
+        for table, row_id, via in wanted:
+            ids, columns = by_table.setdefault(table, (set(), set()))
+            ids.add(row_id)
+            columns.add(f"_{via}_value")
+        rows: dict[tuple[str, str], Any] = {}
+        for table, (ids, columns) in by_table.items():
+            found = self.ctx.dynamics.get_by_ids(table, sorted(ids), [f"{table}id", *sorted(columns)], annotations=True)
+            rows.update({(table, str(k).lower()): v for k, v in found.items()})
+        return rows
+
     def _administrators(self, targets: dict[str, dict[str, Target]]) -> None:
         """Owner policy "administrator": a team owner stands for its administrator (one read for all teams)."""
         teams = sorted({t.via_team for row in targets.values() for t in row.values() if t.via_team})
@@ -153,7 +225,7 @@ class ReferenceResolver:
                     admin = admins.get(target.via_team)
                     row[name] = Target(target.stream, str(admin).lower() if admin else None)
 
-    def _keys(self, targets: Iterable[Target]) -> dict[tuple[str, str], Canonical | Problem]:
+    def keys(self, targets: Iterable[Target]) -> dict[tuple[str, str], Canonical | Problem]:
         wanted: dict[str, set[str]] = {}
         for target in targets:
             if target.stream is not None and target.row_id is not None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Direction = Literal["both", "to_marketo", "to_dynamics"]
 System = Literal["dynamics", "marketo"]
 Transform = Literal[
-    "text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name", "reference"
+    "text", "trim", "email", "choice", "datetime", "date", "boolean", "number", "lookup_name", "reference", "map"
 ]
 OnDelete = Literal["keep", "delete"]
 TeamOwnerPolicy = Literal["team", "administrator", "sales_person"]
@@ -33,6 +33,7 @@ DEFAULT_MARKETO_KEYS = {
     "companies": "externalCompanyId",
     "salespersons": "externalSalesPersonId",
     "opportunities": "externalOpportunityId",
+    "opportunities/roles": "externalOpportunityId",  # with leadId and role: the compound key
 }
 # Person fields Marketo takes from the person's company once it has one (Sync Leads refuses them then: 1021).
 MARKETO_COMPANY_FIELDS = frozenset(
@@ -64,6 +65,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Condition(_Strict):
+    """A test on a row's column: `in` (one of) or `not_in` (none of) the values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    column: str = Field(min_length=1)
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Condition:
+        if (self.in_ is None) == (self.not_in is None):
+            raise ValueError(f"when on {self.column!r}: give exactly one of 'in' and 'not_in'")
+        return self
+
+    def holds(self, raw: Mapping[str, Any]) -> bool:
+        value = raw.get(self.column)
+        if isinstance(value, str) and value == "":
+            value = None
+        return value in self.in_ if self.in_ is not None else value not in (self.not_in or [])
+
+
+class SourceCase(_Strict):
+    """Read the field from another column when a condition holds: e.g. amount from actualvalue once won."""
+
+    when: Condition
+    dynamics: str = Field(min_length=1)
+
+
 class FieldMapping(_Strict):
     dynamics: str = Field(min_length=1, description="Dataverse column (for lookups: the lookup column, e.g. ownerid)")
     marketo: str = Field(min_length=1, description="Marketo REST field name")
@@ -71,6 +100,11 @@ class FieldMapping(_Strict):
     transform: Transform = "text"
     winner: System | None = Field(default=None, description="overrides the entity's conflict winner for this field")
     never_blank: bool = Field(default=False, description="a blank source value is not written (e.g. a company link)")
+    required: bool = Field(default=False, description="a blank value is a record error (Marketo requires the field)")
+    cases: list[SourceCase] = Field(
+        default_factory=list, description="the first case whose condition holds names the column read instead"
+    )
+    values: dict[Any, Any] | None = Field(default=None, description="transform map: Dataverse value -> Marketo value")
 
     @property
     def key(self) -> str:
@@ -82,8 +116,27 @@ class FieldMapping(_Strict):
         """The column to $select: lookups are read as _<name>_value."""
         return f"_{self.dynamics}_value" if self.transform in ("lookup_name", "reference") else self.dynamics
 
+    def source_column(self, raw: Mapping[str, Any]) -> str:
+        """The column this row's value comes from: the first case that holds, else `dynamics`."""
+        return next((case.dynamics for case in self.cases if case.when.holds(raw)), self.dynamics)
+
+    @property
+    def extra_read_columns(self) -> list[str]:
+        """Columns read besides the field's own: its cases' columns and the columns their conditions test."""
+        return [c for case in self.cases for c in (case.dynamics, case.when.column)]
+
+    @property
+    def one_way(self) -> bool:
+        return bool(self.cases) or self.transform == "map"
+
     @model_validator(mode="after")
     def _check(self) -> FieldMapping:
+        if self.transform == "map" and not self.values:
+            raise ValueError("transform: map needs values: {<Dataverse value>: <Marketo value>, ...}")
+        if self.values is not None and self.transform != "map":
+            raise ValueError("values is for transform: map")
+        if self.cases and self.transform in ("lookup_name", "reference", "choice"):
+            raise ValueError(f"cases cannot be combined with transform: {self.transform}")
         if self.transform == "lookup_name" and self.direction != "to_marketo":
             raise ValueError("a lookup_name field can only flow to_marketo (a display name cannot be written back)")
         if self.transform == "reference" and self.direction != "to_marketo":
@@ -91,13 +144,28 @@ class FieldMapping(_Strict):
         return self
 
 
+class Fallback(_Strict):
+    """Where a reference looks when its column points at none of its targets: another lookup column of the row,
+    or (with `via`) a lookup of the row that column points at (e.g. the customer contact's parentcustomerid)."""
+
+    column: str = Field(min_length=1, description="a lookup column of the row, e.g. customerid")
+    via: str | None = Field(default=None, description="a lookup column of the row it points at, e.g. parentcustomerid")
+
+
 class Reference(_Strict):
     """A lookup column that becomes another stream's Marketo key: e.g. a contact's parentcustomerid ->
-    externalCompanyId. The lookup's target table picks the stream; a target no listed stream syncs writes nothing."""
+    externalCompanyId. The lookup's target table picks the stream; a target no listed stream syncs writes nothing.
+    `fallbacks` are tried in order while the lookup is blank or points at a table none of the targets syncs."""
 
     column: str = Field(min_length=1, description="the lookup column, e.g. parentcustomerid or ownerid")
     marketo: str = Field(min_length=1, description="the Marketo field written, e.g. externalCompanyId")
     targets: list[str] = Field(min_length=1, description="the streams it may point at, e.g. [systemuser, team]")
+    fallbacks: list[Fallback] = Field(default_factory=list)
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The lookup columns to $select (as _<name>_value) on the stream's own table."""
+        return list(dict.fromkeys(f"_{c}_value" for c in [self.column, *(f.column for f in self.fallbacks)]))
 
     def as_field(self) -> FieldMapping:
         # Marketo cannot take a person out of a company, so a company link is never blanked.
@@ -176,6 +244,18 @@ class Qualification(_Strict):
     column: str = Field(min_length=1, description="the lookup to it on this table, e.g. originatingleadid")
 
 
+class RoleRules(_Strict):
+    """An opportunities/roles stream: which persons are an opportunity's contact roles, and with what role name."""
+
+    opportunity: str = Field(default="opportunity", description="the opportunities stream the roles belong to")
+    persons: str = Field(default="contact", description="the person stream of the contacts (leadId comes from it)")
+    customer_role: str = Field(default="Customer", min_length=1, max_length=50, description="the customer contact's")
+    stakeholder_role: str = Field(
+        default="Stakeholder", min_length=1, max_length=50, description="a connection without a connection role"
+    )
+    connection_table: str = Field(default="connection", description="the stakeholders: active connections")
+
+
 class EntityMapping(_Strict):
     """One stream: a Dataverse table and its Marketo target, keys, fields, references, filter and direction."""
 
@@ -196,6 +276,7 @@ class EntityMapping(_Strict):
     on_delete: OnDelete = Field(default="keep", description="CRM objects: what a deleted row does to its record")
     required_defaults: dict[str, str] = Field(default_factory=dict)
     qualified_from: Qualification | None = None
+    roles: RoleRules | None = Field(default=None, description="opportunities/roles: where the roles come from")
     fields: list[FieldMapping] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -216,7 +297,11 @@ class EntityMapping(_Strict):
         else:
             known = ", ".join(["persons", *CRM_OBJECTS, "customobjects/<apiName>"])
             raise ValueError(f"marketo_object {target!r} is not one of {known}")
-        if not self.fields and not self.references:
+        if (target == "opportunities/roles") != (self.roles is not None):
+            raise ValueError("an opportunities/roles stream, and only it, takes roles: {opportunity, persons, ...}")
+        if self.roles is not None and (self.fields or self.references):
+            raise ValueError("a roles stream writes externalOpportunityId, leadId, role and isPrimary: no fields")
+        if not self.fields and not self.references and self.roles is None:
             raise ValueError("a stream needs at least one field")
         return self
 
@@ -249,11 +334,16 @@ class EntityMapping(_Strict):
         return next(f for f in self.synced_fields if f.key == key)
 
     def reference_targets(self) -> list[str]:
-        return [n for n in dict.fromkeys(t for r in self.references for t in r.targets) if n != self.name]
+        """The streams its records point at (a roles stream: its opportunities and their persons)."""
+        names = [t for r in self.references for t in r.targets]
+        names += [self.roles.opportunity, self.roles.persons] if self.roles else []
+        return [n for n in dict.fromkeys(names) if n != self.name]
 
     def depends_on(self) -> list[str]:
         """The streams this one must follow: its references' targets, and the stream it is qualified from."""
         names = [t for r in self.references for t in r.targets]
+        if self.roles:
+            names += [self.roles.opportunity, self.roles.persons]
         if self.qualified_from:
             names.append(self.qualified_from.entity)
         return [n for n in dict.fromkeys(names) if n != self.name]
@@ -327,8 +417,11 @@ def _check_entity(entity: EntityMapping, config: MappingConfig) -> None:
         where = f"entity {entity.name!r}, field {field.dynamics!r}"
         if field.marketo in seen_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is mapped twice")
-        if field.dynamics in seen_dynamics and field.transform != "reference":  # a lookup may also give a name
+        one_way = entity.field_direction(field) == "to_marketo"
+        if field.dynamics in seen_dynamics and not one_way:  # a column may feed several fields read one way
             raise MappingError(f"{where}: Dynamics column {field.dynamics!r} is mapped twice")
+        if field.one_way and not one_way:
+            raise MappingError(f"{where}: cases and transform: map flow to Marketo only (set direction: to_marketo)")
         if field.marketo in reserved_marketo:
             raise MappingError(f"{where}: Marketo field {field.marketo!r} is a link field the sync maintains")
         if field.dynamics in reserved_dynamics:
@@ -348,6 +441,16 @@ def _check_entity(entity: EntityMapping, config: MappingConfig) -> None:
                 raise MappingError(f"{where}: {target!r} is a persons stream; only leadId can point at a person")
     if entity.qualified_from and entity.qualified_from.entity not in config.entities:
         raise MappingError(f"entity {entity.name!r}, qualified_from: unknown entity {entity.qualified_from.entity!r}")
+    if entity.roles is not None:
+        opportunity = config.entities.get(entity.roles.opportunity)
+        persons = config.entities.get(entity.roles.persons)
+        where = f"entity {entity.name!r}, roles"
+        if opportunity is None or opportunity.marketo_object != "opportunities":
+            raise MappingError(f"{where}: opportunity {entity.roles.opportunity!r} is not an opportunities stream")
+        if persons is None or not persons.is_persons:
+            raise MappingError(f"{where}: persons {entity.roles.persons!r} is not a persons stream")
+        if entity.table != opportunity.table:
+            raise MappingError(f"{where}: its table must be the opportunities stream's ({opportunity.table})")
 
 
 def _describe_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:

@@ -25,6 +25,13 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _canonical(value: Any) -> Canonical:
+    """A mapped value as a canonical scalar: JSON scalars stay, anything else is its text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
 def _parse_datetime(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         parsed = value
@@ -90,6 +97,8 @@ def _common(field: FieldMapping, value: Any, side: str) -> Canonical:
             return _to_bool(value, name)
         case "number":
             return _to_number(value, name)
+        case "map":  # pragma: no cover - from_dynamics and from_marketo handle it
+            return _canonical(value)
     raise TransformError(f"{name}: unknown transform {field.transform!r}")  # pragma: no cover - Literal-checked
 
 
@@ -102,6 +111,8 @@ def from_dynamics(
     """A Dataverse value as canonical. `options` maps choice values to labels; `formatted` is a lookup's name."""
     if field.transform == "lookup_name":
         return _common(field, formatted, "Dynamics")
+    if field.transform == "map":
+        return _mapped(field, value)
     if field.transform == "choice":
         value = _blank_to_none(value)
         if value is None:
@@ -114,7 +125,24 @@ def from_dynamics(
     return _common(field, value, "Dynamics")
 
 
+def _mapped(field: FieldMapping, value: Any) -> Canonical:
+    """transform: map. Keys match as written in the mapping or as text (YAML keys 1 and "1" are the same value)."""
+    table = field.values or {}
+    if value in table:
+        return _canonical(_blank_to_none(table[value]))
+    by_text = {str(k).lower(): v for k, v in table.items()}
+    key = "null" if value is None else str(value).lower()
+    if key in by_text:
+        return _canonical(_blank_to_none(by_text[key]))
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    known = ", ".join(str(k) for k in table)
+    raise TransformError(f"Dynamics {field.dynamics}: {value!r} is not one of the mapped values ({known})")
+
+
 def from_marketo(field: FieldMapping, value: Any) -> Canonical:
+    if field.transform == "map":
+        return _canonical(_blank_to_none(value))
     return _common(field, value, "Marketo")
 
 

@@ -22,7 +22,10 @@ HTTP_ROUTES = {
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
     "sync_relink": ("sync/relink", ["POST"]),
 }
-TIMERS = {f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%" for s in ("systemuser", "team", "account", "lead", "contact")}
+TIMERS = {
+    f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%"
+    for s in ("systemuser", "team", "account", "lead", "contact", "opportunity", "opportunityrole", "new_product")
+}
 
 
 def _functions() -> dict[str, func.Function]:

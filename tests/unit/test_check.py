@@ -72,14 +72,24 @@ def healthy_dataverse() -> DataverseFacts:
         )
 
     one_way = {}
-    for name in ("systemuser", "team", "account"):
-        stream = MAPPING.entity(name)
+    for stream in MAPPING.ordered_entities():
+        if stream.is_persons:
+            continue
+        name = stream.table
         columns = [_col(f.dynamics, "Picklist" if f.transform == "choice" else "String") for f in stream.fields]
+        columns += [_col(c) for f in stream.fields for c in f.extra_read_columns]
         columns += [_col(rule.column) for rule in stream.filter]
-        columns += [owner] if stream.references else []
+        columns += [owner] if any(r.column == "ownerid" for r in stream.references) else []
+        lookups = {c.removeprefix("_").removesuffix("_value") for r in stream.references for c in r.read_columns}
+        columns += [_col(c, "Lookup", targets=["account"]) for c in sorted(lookups - {"ownerid"})]
         columns += [_col("new_synctomkto", "Boolean", options={0: "No", 1: "Yes"})] if stream.sync_filter else []
         options = {c.name: c.model_copy(update={"options": {1: "Accounting"}}) for c in columns if c.type == "Picklist"}
-        one_way[name] = table(name, [options.get(c.name, c) for c in columns], shared=[])
+        columns = [options.get(c.name, c) for c in columns]
+        if name in one_way:  # a second stream of the table (opportunity roles)
+            columns = [*one_way[name].columns.values(), *columns]
+        one_way[name] = table(name, columns, shared=[])
+        if stream.roles is not None:
+            one_way[stream.roles.connection_table] = table(stream.roles.connection_table, [], shared=[])
     return DataverseFacts(
         tables={"lead": table("lead", lead_only), "contact": table("contact", contact_only), **one_way}
     )
@@ -110,6 +120,7 @@ def healthy_marketo() -> MarketoFacts:
     for stream in MAPPING.ordered_entities():
         if not stream.is_persons:
             names = [stream.key_field, *(f.marketo for f in stream.synced_fields)]
+            names += ["leadId", "role", "isPrimary"] if stream.roles else []
             described = objects.get(stream.marketo_object)
             known = [f.name for f in described.fields] if described else []
             objects[stream.marketo_object] = ObjectDescription(
@@ -117,7 +128,11 @@ def healthy_marketo() -> MarketoFacts:
                 id_field="id",
                 dedupe_fields=[stream.key_field],
                 searchable_fields=[[stream.key_field]],
-                relationships=[],
+                relationships=[
+                    {"field": r.marketo, "type": "parent", "relatedTo": {"name": "Company", "field": r.marketo}}
+                    for r in stream.references
+                    if stream.marketo_object.startswith("customobjects/")
+                ],
                 fields=[ObjectField(name=n, data_type="string") for n in dict.fromkeys([*known, *names])],
             )
     return MarketoFacts(fields=fields, searchable=searchable, used_today=1_234, objects=objects)

@@ -32,7 +32,16 @@ def test_default_mapping_has_the_native_fields_and_winners() -> None:
     assert (lead.conflict_winner, contact.conflict_winner) == ("marketo", "dynamics")
     assert lead.required_defaults == {"lastname": "[not provided]", "companyname": "[not provided]"}
     assert [e.name for e in mapping.person_streams()] == ["lead", "contact"]
-    assert [e.name for e in mapping.ordered_entities()] == ["systemuser", "team", "account", "lead", "contact"]
+    assert [e.name for e in mapping.ordered_entities()] == [
+        "systemuser",
+        "team",
+        "account",
+        "lead",
+        "contact",
+        "opportunity",
+        "opportunityrole",  # after the opportunities and the contacts whose persons they name
+        "new_product",
+    ]
     assert mapping.link_fields.dynamics_marketo_id == "new_marketopersonid"
 
 
