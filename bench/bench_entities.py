@@ -145,8 +145,8 @@ def main() -> None:
             op = "leads" if name == "persons" else name.replace("/", "_")
             writes = sum(v for k, v in by_object.items() if k.split(".")[0] in (op, name) and k.endswith(".sync"))
             bulk = sum(v for k, v in log["by_endpoint"].items() if "/bulk/" in k and "leads" in k)
-            extra = f" (Bulk Import: {bulk} calls to create, poll and read back)" if name == "persons" else ""
-            print(f"{name:22} {records:>8} {writes:>12} {math.ceil(records / 300):>12}{extra}")
+            note = f" (Bulk Import: {bulk} calls to create, poll and read back)" if name == "persons" else ""
+            print(f"{name:22} {records:>8} {writes:>12} {math.ceil(records / 300):>12}{note}")
         print(f"by object: {dict(sorted(by_object.items()))}")
 
         rows = {t: [r.id for r in sales.query(t, [f"{t}id"])] for t in ("account", "opportunity", "new_product")}
@@ -163,10 +163,10 @@ def main() -> None:
         t1 = time.perf_counter()
         reports = [run_cycle(ctx, s.name) for s in ctx.mapping.ordered_entities()]
         idle_log = emulators.control("marketo", "GET", "/requests").json()
-        writes = {k: v for k, v in idle_log["by_object"].items() if k.endswith((".sync", ".delete", ".push"))}
+        idle_writes = {k: v for k, v in idle_log["by_object"].items() if k.endswith((".sync", ".delete", ".push"))}
         print(
             f"idle cycle of every stream: {time.perf_counter() - t1:.1f} s, Marketo calls {idle_log['api_calls']}, "
-            f"writes {writes or 0}, per stream {[(r.entity, r.api_calls.get('marketo', 0)) for r in reports]}, "
+            f"writes {idle_writes or 0}, per stream {[(r.entity, r.api_calls.get('marketo', 0)) for r in reports]}, "
             f"outcomes {[(r.entity, r.outcome) for r in reports]}"
         )
 
