@@ -703,3 +703,64 @@ def test_example_parameters_file_fits_the_template() -> None:
     assert given.isdisjoint(secure), "secrets are typed at deployment time, never kept in a file"
     required = {name for name, p in template.parameters.items() if p["default"] is None} - secure
     assert required <= given, f"the example misses required parameters {required - given}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Binding settings: every %NAME% a function binding names (and every connection it names) must be an app setting both
+# locally (local.settings.example.json, what `func start` reads) and in Azure (the template's app settings).
+# ---------------------------------------------------------------------------------------------------------------------
+LOCAL_SETTINGS = INFRA.parent / "local.settings.example.json"
+BINDING_SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
+
+
+def _binding_settings(functions: list[Any]) -> dict[str, str]:
+    """Setting name -> the function whose binding names it: %NAME% in any binding value, and `connection` names."""
+    names: dict[str, str] = {}
+    for function in functions:
+        for binding in function.get_bindings():
+            for key, value in binding.get_dict_repr().items():
+                text = value.value if isinstance(value, Enum) else value
+                if not isinstance(text, str):
+                    continue
+                for name in BINDING_SETTING.findall(text):
+                    names.setdefault(name, function.get_function_name())
+                if key == "connection":
+                    names.setdefault(text, function.get_function_name())
+    return names
+
+
+def _is_set(name: str, settings: set[str]) -> bool:
+    # a connection may be identity-based: AzureWebJobsStorage__accountName and friends stand for AzureWebJobsStorage
+    return name in settings or any(s.startswith(f"{name}__") for s in settings)
+
+
+def binding_setting_problems(bindings: dict[str, str], local: set[str], azure: set[str]) -> list[str]:
+    problems = []
+    for name, function in sorted(bindings.items()):
+        if not _is_set(name, local):
+            problems.append(f"{name} (named by {function}) is missing from local.settings.example.json")
+        if not _is_set(name, azure):
+            problems.append(f"{name} (named by {function}) is not an app setting in infra/main.bicep")
+    return problems
+
+
+def _local_settings() -> set[str]:
+    return set(json.loads(LOCAL_SETTINGS.read_text())["Values"])
+
+
+def test_every_setting_a_binding_names_is_set_locally_and_in_azure() -> None:
+    from tests.e2e.functions import FUNCTIONS
+
+    bindings = _binding_settings(FUNCTIONS)
+    assert {"SYNC_FULL_SYNC_QUEUE", "SYNC_SCHEDULE_LEAD", "AzureWebJobsStorage"} <= bindings.keys()
+    assert binding_setting_problems(bindings, _local_settings(), set(_template().app_settings())) == []
+
+
+def test_a_binding_setting_missing_from_either_file_is_reported() -> None:
+    local = _local_settings() - {"SYNC_FULL_SYNC_QUEUE"}
+    azure = set(_template().app_settings()) - {"SYNC_SCHEDULE_LEAD"}
+    bindings = {"SYNC_FULL_SYNC_QUEUE": "sync_full_worker", "SYNC_SCHEDULE_LEAD": "sync_lead"}
+    assert binding_setting_problems(bindings, local, azure) == [
+        "SYNC_FULL_SYNC_QUEUE (named by sync_full_worker) is missing from local.settings.example.json",
+        "SYNC_SCHEDULE_LEAD (named by sync_lead) is not an app setting in infra/main.bicep",
+    ]
