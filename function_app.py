@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
@@ -20,7 +19,9 @@ def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _respond(response: api.ApiResponse) -> func.HttpResponse:
-    return _json(response.json(), response.status, response.headers)
+    return func.HttpResponse(
+        response.json(), status_code=response.status, mimetype=response.mimetype, headers=response.headers
+    )
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -36,13 +37,24 @@ def sync_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("sync_errors")
 @app.route(route="sync/errors", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_errors(req: func.HttpRequest) -> func.HttpResponse:
-    entity = req.params.get("entity") or None
-    errors = [e.model_dump(mode="json") for e in runtime.state().errors.list(entity)]
-    return _json(json.dumps({"errors": errors}))
+    return _respond(api.list_errors(runtime.state(), dict(req.params)))
+
+
+@app.function_name("sync_errors_retry")
+@app.route(route="sync/errors/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_errors_retry(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.retry_errors(runtime.context(), req.get_body(), req.headers.get("content-type")))
+
+
+@app.function_name("sync_errors_dismiss")
+@app.route(route="sync/errors/dismiss", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_errors_dismiss(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.dismiss_errors(runtime.state(), req.get_body(), req.headers.get("content-type")))
 
 
 def _log_cycle(entity: str) -> None:
     report = runtime.run_incremental(entity)
+    runtime.state().errors.prune()  # errors are kept 30 days after they were last seen
     c = report.counts
     message = (
         f"sync {entity}: {report.outcome}; read {c.read}, created {c.created}, updated {c.updated}, "

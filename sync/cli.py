@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sync.engine.cycle import CycleReport
 from sync.mapping.model import MappingError, load_mapping
+from sync.record_errors import ErrorQuery
 from sync.settings import Settings, SettingsError, load_settings
-from sync.state import StateStore
+from sync.state import RecordError, StateStore
 from sync.status import collect_status
 
 Command = Callable[[argparse.Namespace, Console], int]
@@ -67,24 +69,51 @@ def stream_names(settings: Settings) -> list[str]:
     return [stream.name for stream in load_mapping(settings.sync_mapping_file).ordered_entities()]
 
 
+def _error_query(args: argparse.Namespace) -> ErrorQuery:
+    return ErrorQuery(stream=args.stream, system=args.system, code=args.code, text=args.text, record_id=args.record)
+
+
 def cmd_errors(args: argparse.Namespace, console: Console) -> int:
+    from sync import record_errors
+
     state = _state(args)
-    if args.clear:
-        removed = state.errors.clear(args.entity)
-        console.print(f"cleared {removed} record errors")
+    query = _error_query(args)
+    if args.dismiss:
+        removed = record_errors.dismiss(state, query)
+        console.print(f"dismissed {removed} record errors")
         return 0
-    errors = list(state.errors.list(args.entity))
+    if args.retry:
+        from sync.engine.context import build_context
+
+        outcomes = record_errors.retry(build_context(_settings(args), state), query)
+        for o in outcomes:
+            line = f"{o.stream}: retried {o.selected}, resolved {o.resolved} (cycle {o.cycle})"
+            console.print(line + (f": {escape(o.detail)}" if o.detail else ""))
+        if not outcomes:
+            console.print("no record errors match")
+        return 0 if all(o.selected == o.resolved for o in outcomes) else 1
+    errors = record_errors.find(state, query, args.limit)
     if args.json:
         console.print_json(json.dumps([e.model_dump(mode="json") for e in errors]))
         return 0
-    table = Table(title=f"{len(errors)} record errors", title_justify="left")
-    for column in ("entity", "system", "record", "operation", "code", "message", "attempts", "last seen"):
-        table.add_column(column)
-    for e in errors:
-        last = e.last_seen.isoformat(timespec="seconds") if e.last_seen else ""
-        table.add_row(e.entity, e.system, e.record_id, e.operation, e.code or "", e.message, str(e.attempts), last)
-    console.print(table)
+    if args.csv:
+        sys.stdout.write(record_errors.to_csv(errors))
+        return 0
+    print_errors(errors, console)
     return 0
+
+
+def print_errors(errors: list[RecordError], console: Console) -> None:
+    """One stacked block per error, so that ids, codes and messages read whole at 80 columns and in a log."""
+    console.print(f"[bold]{len(errors)} record errors[/]")
+    for e in errors:
+        last = e.last_seen.isoformat(timespec="seconds") if e.last_seen else "never"
+        console.print(f"{e.entity} {e.system} record {escape(e.record_id)} ({e.direction})", highlight=False)
+        console.print(
+            f"  {e.operation} failed, code {escape(e.code or 'none')}, {e.attempts} attempts, last seen {last}",
+            highlight=False,
+        )
+        console.print(f"  {escape(e.message)}", highlight=False)
 
 
 def print_cycle(report: CycleReport, console: Console) -> None:
@@ -179,10 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
 
-    errors = commands.add_parser("errors", parents=[common], help="list (or clear) record errors")
-    errors.add_argument("--json", action="store_true")
-    errors.add_argument("--entity")
-    errors.add_argument("--clear", action="store_true", help="remove the listed errors")
+    errors = commands.add_parser("errors", parents=[common], help="find, export, retry or dismiss record errors")
+    errors.add_argument("--stream", "--entity", dest="stream", help="only this stream's errors (e.g. lead)")
+    errors.add_argument("--system", choices=["dynamics", "marketo"], help="the system holding the failing record")
+    errors.add_argument("--code", help="the service's error code, e.g. 1006 or 0x80040237")
+    errors.add_argument("--text", help="a piece of the message, record id or code (any case)")
+    errors.add_argument("--record", help="one record id (with --stream and --system: one error)")
+    errors.add_argument("--limit", type=int, help="at most this many, the most recently seen first")
+    output = errors.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true", help="export as CSV on stdout")
+    output.add_argument("--retry", action="store_true", help="retry the matching errors now (runs their streams)")
+    output.add_argument("--dismiss", "--clear", dest="dismiss", action="store_true", help="remove the matching errors")
     errors.set_defaults(handler=cmd_errors)
 
     run = commands.add_parser("run", parents=[common], help="one incremental cycle, as the timers run it")

@@ -17,6 +17,8 @@ from tests.e2e.functions import BY_NAME, FUNCTIONS
 HTTP_ROUTES = {
     "sync_status": ("sync/status", ["GET"]),
     "sync_errors": ("sync/errors", ["GET"]),
+    "sync_errors_retry": ("sync/errors/retry", ["POST"]),
+    "sync_errors_dismiss": ("sync/errors/dismiss", ["POST"]),
     "sync_full_start": ("sync/full", ["POST"]),
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
@@ -113,3 +115,23 @@ def test_errors_endpoint_lists_and_filters(app_env: None) -> None:
     req = func.HttpRequest("GET", "/api/sync/errors", body=b"", params={"entity": "contact"})
     body = json.loads(_call("sync_errors", req).get_body())
     assert [(e["entity"], e["message"]) for e in body["errors"]] == [("contact", "bad e-mail")]
+
+
+def test_errors_endpoint_exports_csv_and_dismisses_from_a_form(app_env: None) -> None:
+    for record_id in ("r1", "r2"):
+        runtime.state().errors.record(
+            RecordError(entity="lead", system="marketo", record_id=record_id, operation="update", message="bad")
+        )
+    req = func.HttpRequest("GET", "/api/sync/errors", body=b"", params={"format": "csv", "code": "key"})
+    response = _call("sync_errors", req)
+    assert response.mimetype == "text/csv"
+    assert response.get_body().decode().splitlines()[0].startswith("stream,system,direction,record_id")
+    form = func.HttpRequest(
+        "POST",
+        "/api/sync/errors/dismiss",
+        body=b"stream=lead&system=marketo&record_id=r1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    response = _call("sync_errors_dismiss", form)
+    assert response.status_code == 200 and json.loads(response.get_body()) == {"dismissed": 1}
+    assert [e.record_id for e in runtime.state().errors.list()] == ["r2"]
