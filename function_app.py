@@ -31,7 +31,15 @@ def _base_url(req: func.HttpRequest) -> str:
 @app.function_name("sync_status")
 @app.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(collect_status(runtime.state(), runtime.stream_names()).model_dump_json())
+    """?backlog=false skips measuring the backlog (which reads both systems: a few calls per stream)."""
+    measure = (req.params.get("backlog") or "true").lower() not in ("0", "false", "no")
+    report = collect_status(
+        runtime.state(),
+        runtime.stream_names(),
+        ctx=runtime.context() if measure else None,
+        marketo_call_budget=runtime.settings().marketo_daily_call_budget,
+    )
+    return _json(report.model_dump_json())
 
 
 @app.function_name("sync_errors")

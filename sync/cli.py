@@ -7,17 +7,17 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from sync.engine.cycle import CycleReport
 from sync.mapping.model import MappingError, load_mapping
 from sync.record_errors import ErrorQuery
 from sync.settings import Settings, SettingsError, load_settings
 from sync.state import RecordError, StateStore
-from sync.status import collect_status
+from sync.status import StatusReport, collect_status
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -32,37 +32,89 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     settings = _settings(args)
-    report = collect_status(StateStore.from_settings(settings), stream_names(settings))
+    state = StateStore.from_settings(settings)
+    ctx = None
+    if not args.no_backlog:
+        from sync.engine.context import build_context
+
+        ctx = build_context(settings, state)
+    report = collect_status(
+        state, stream_names(settings), ctx=ctx, marketo_call_budget=settings.marketo_daily_call_budget
+    )
     if args.json:
         console.print_json(report.model_dump_json())
         return 0
-    for entity in report.entities:
-        table = Table(title=f"{entity.entity}: {entity.error_count} record errors", title_justify="left")
-        for column in ("started", "kind", "direction", "outcome", "read", "created", "updated", "failed", "calls"):
-            table.add_column(column)
-        for run in entity.last_runs:
-            c = run.counts
-            calls = ", ".join(f"{k} {v}" for k, v in sorted(run.api_calls.items()))
-            table.add_row(
-                run.started_at.isoformat(timespec="seconds"),
-                run.kind,
-                run.direction,
-                run.outcome,
-                *(str(v) for v in (c.read, c.created, c.updated, c.failed)),
-                calls,
-            )
-        console.print(table)
-        for cursor in entity.cursors:
-            when = cursor.updated_at.isoformat(timespec="seconds") if cursor.updated_at else "never"
-            console.print(f"  {cursor.system} watermark: {'set' if cursor.has_cursor else 'none'} (advanced {when})")
-        if entity.lease_holder:
-            console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
-        newest = next((run for run in entity.last_runs if run.skipped_reasons), None)
-        for reason, count in (newest.skipped_reasons if newest else {}).items():
-            console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
-        if entity.resumes_at:
-            console.print(f"  the day's Marketo calls are spent: resumes at {entity.resumes_at.isoformat()}")
+    print_status(report, console)
     return 0
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "never"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
+
+
+def print_status(report: StatusReport, console: Console) -> None:
+    """Stacked lines rather than a wide table: every value whole at 80 columns and in a log (no terminal)."""
+    out = partial(console.print, highlight=False)
+    budget = report.marketo_call_budget
+    share = f" of {budget} ({100 * report.marketo_calls_today / budget:.0f}%)" if budget else ""
+    out(f"[bold]Sync status[/] at {_when(report.generated_at)}")
+    out(f"Marketo calls today: {report.marketo_calls_today}{share}, by this sync since 00:00 US Central")
+    out(f"Dataverse 429s today: {report.dynamics_429s_today}")
+    if not report.backlog_measured:
+        out("Backlog: not measured (--no-backlog)")
+    for job in report.jobs:
+        eta = f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds is not None else ""
+        out(f"Full sync {job.job_id}: {job.state}{eta} ({job.direction}{', dry run' if job.dry_run else ''})")
+        for t in job.tasks:
+            of = f" of {t.expected_records} ({t.percent}%)" if t.expected_records else ""
+            out(f"  {t.entity} {t.direction}: {t.state}, read {t.read}{of}, {t.pages_done} pages")
+        if job.error:
+            out(f"  [red]{escape(job.error)}[/]")
+    for e in report.entities:
+        out("")
+        out(f"[bold]{e.entity}[/]: {e.state}, {e.error_count} record errors")
+        for b in e.backlog:
+            oldest = f", oldest {_when(b.oldest_at)}" if b.oldest_at and b.count else ""
+            out(f"  waiting in {b.system} ({b.direction}): {b.label}{oldest}")
+            out(f"    {escape(b.note)}; {b.calls} calls")
+        if e.backlog:
+            age = _duration(e.oldest_waiting_age_seconds) + " ago" if e.oldest_waiting_at else "none"
+            out(f"  oldest waiting change: {age}; ETA {_duration(e.eta_seconds)}")
+        out(f"  synced: {e.synced_last_hour} in the last hour, {e.synced_last_24h} in 24 h")
+        out(f"  last run: {_when(e.last_run_at)}")
+        out(f"  last successful cycle: {_when(e.last_success_at)}")
+        for cursor in e.cursors:
+            state = "set" if cursor.has_cursor else "none"
+            out(f"  {cursor.system} watermark: {state}, advanced {_when(cursor.updated_at)}")
+        if e.lease_holder:
+            out(f"  lease: {escape(e.lease_holder)} until {_when(e.lease_expires_at)}")
+        if e.dynamics_429s_24h:
+            out(f"  Dataverse 429s in 24 h: {e.dynamics_429s_24h}")
+        newest = next((run for run in e.last_runs if run.skipped_reasons), None)
+        for reason, count in (newest.skipped_reasons if newest else {}).items():
+            out(f"  skipped ({_when(newest.started_at) if newest else ''}): {count} {escape(reason)}")
+        if e.resumes_at:
+            out(f"  the day's Marketo calls are spent: resumes at {e.resumes_at.isoformat()}")
+        if e.last_runs:
+            out("  recent runs:")
+        for run in e.last_runs:
+            c = run.counts
+            out(f"    {_when(run.started_at)} {run.kind} {run.outcome}")
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(run.api_calls.items())) or "none"
+            out(
+                f"      read {c.read}, created {c.created}, updated {c.updated}, deleted {c.deleted}, failed {c.failed}"
+            )
+            out(f"      calls: {calls}")
+            if run.error:
+                out(f"      {escape(run.error)}")
 
 
 def stream_names(settings: Settings) -> list[str]:
@@ -204,8 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sync", description=__doc__, parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    status = commands.add_parser("status", parents=[common], help="watermarks, last runs, record error counts")
+    status = commands.add_parser("status", parents=[common], help="backlog, throughput, last runs, quota, jobs")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--no-backlog", action="store_true", help="do not read Dataverse and Marketo to measure the backlog"
+    )
     status.set_defaults(handler=cmd_status)
 
     errors = commands.add_parser("errors", parents=[common], help="find, export, retry or dismiss record errors")

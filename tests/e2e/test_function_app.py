@@ -100,7 +100,8 @@ def test_status_endpoint_reports_state(app_env: None) -> None:
     runtime.state().errors.record(
         RecordError(entity="lead", system="marketo", record_id="7", operation="update", code="1006", message="x")
     )
-    response = _call("sync_status", func.HttpRequest("GET", "/api/sync/status", body=b""))
+    req = func.HttpRequest("GET", "/api/sync/status", body=b"", params={"backlog": "false"})
+    response = _call("sync_status", req)
     assert response.status_code == 200
     body = json.loads(response.get_body())
     lead = next(e for e in body["entities"] if e["entity"] == "lead")
