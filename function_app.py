@@ -6,8 +6,9 @@ import logging
 
 import azure.functions as func
 
-from sync import api, runtime
+from sync import api, dashboard, runtime
 from sync.engine.fullsync import process_message
+from sync.record_errors import ErrorQueryError
 from sync.state.queue import WorkMessage
 from sync.status import collect_status
 
@@ -32,11 +33,10 @@ def _base_url(req: func.HttpRequest) -> str:
 @app.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
     """?backlog=false skips measuring the backlog (which reads both systems: a few calls per stream)."""
-    measure = (req.params.get("backlog") or "true").lower() not in ("0", "false", "no")
     report = collect_status(
         runtime.state(),
         runtime.stream_names(),
-        ctx=runtime.context() if measure else None,
+        ctx=runtime.context() if _measure_backlog(req) else None,
         marketo_call_budget=runtime.settings().marketo_daily_call_budget,
     )
     return _json(report.model_dump_json())
@@ -58,6 +58,39 @@ def sync_errors_retry(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="sync/errors/dismiss", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def sync_errors_dismiss(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(api.dismiss_errors(runtime.state(), req.get_body(), req.headers.get("content-type")))
+
+
+def _measure_backlog(req: func.HttpRequest) -> bool:
+    return (req.params.get("backlog") or "true").lower() not in ("0", "false", "no")
+
+
+def _dashboard(req: func.HttpRequest, notice: str | None = None, status: int = 200) -> func.HttpResponse:
+    html = dashboard.page(
+        runtime.state(),
+        runtime.stream_names(),
+        runtime.context() if _measure_backlog(req) else None,
+        runtime.settings().marketo_daily_call_budget,
+        notice,
+    )
+    return func.HttpResponse(html, status_code=status, mimetype="text/html", charset="utf-8")
+
+
+@app.function_name("sync_dashboard")
+@app.route(route="sync/dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    return _dashboard(req)
+
+
+@app.function_name("sync_dashboard_action")
+@app.route(route="sync/dashboard", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_dashboard_action(req: func.HttpRequest) -> func.HttpResponse:
+    """The page's retry and dismiss buttons post here (the page's own URL); the answer is the page again."""
+    try:
+        values = api.request_values(req.get_body(), req.headers.get("content-type"))
+        notice = dashboard.act(runtime.context(), values)
+    except ErrorQueryError as exc:
+        return _dashboard(req, f"Not done: {exc}", 400)
+    return _dashboard(req, notice)
 
 
 def _log_cycle(entity: str) -> None:

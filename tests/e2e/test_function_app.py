@@ -19,6 +19,8 @@ HTTP_ROUTES = {
     "sync_errors": ("sync/errors", ["GET"]),
     "sync_errors_retry": ("sync/errors/retry", ["POST"]),
     "sync_errors_dismiss": ("sync/errors/dismiss", ["POST"]),
+    "sync_dashboard": ("sync/dashboard", ["GET"]),
+    "sync_dashboard_action": ("sync/dashboard", ["POST"]),
     "sync_full_start": ("sync/full", ["POST"]),
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
