@@ -6,7 +6,7 @@ import logging
 
 import azure.functions as func
 
-from sync import api, dashboard, runtime
+from sync import api, dashboard, metrics, runtime
 from sync.engine.fullsync import process_message
 from sync.record_errors import ErrorQueryError
 from sync.state.queue import WorkMessage
@@ -95,8 +95,21 @@ def sync_dashboard_action(req: func.HttpRequest) -> func.HttpResponse:
 
 def _log_cycle(entity: str) -> None:
     report = runtime.run_incremental(entity)
-    runtime.state().errors.prune()  # errors are kept 30 days after they were last seen
+    state = runtime.state()
+    state.errors.prune()  # errors are kept 30 days after they were last seen
     c = report.counts
+    metrics.write(
+        metrics.CYCLE,
+        logging.ERROR if report.outcome == "failed" else logging.INFO,
+        stream=entity,
+        outcome=report.outcome,
+        complete=report.complete,
+        synced=c.created + c.updated + c.deleted,
+        failed=c.failed,
+        record_errors=state.errors.count(entity),
+        marketo_calls=report.api_calls.get("marketo", 0),
+        dynamics_calls=report.api_calls.get("dynamics", 0),
+    )
     message = (
         f"sync {entity}: {report.outcome}; read {c.read}, created {c.created}, updated {c.updated}, "
         f"deleted {c.deleted}, unchanged {c.unchanged}, skipped {c.skipped}, failed {c.failed}; "
@@ -147,5 +160,20 @@ def sync_job_cancel(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="msg", queue_name="%SYNC_FULL_SYNC_QUEUE%", connection="AzureWebJobsStorage")
 def sync_full_worker(msg: func.QueueMessage) -> None:
     message = WorkMessage.model_validate_json(msg.get_body())
-    outcome = process_message(runtime.context(), runtime.queue(), message, msg.dequeue_count or 1)
-    logging.info("full sync %s: %s", message.job, outcome)
+    ctx = runtime.context()
+    before = ctx.api_calls()
+    try:
+        outcome = process_message(ctx, runtime.queue(), message, msg.dequeue_count or 1)
+        logging.info("full sync %s: %s", message.job, outcome)
+    finally:  # also when the page raised: the host retries it, and its last try may have failed the job
+        found = ctx.state.jobs.get(message.job)
+        state = found[0].state if found else "missing"
+        metrics.write(
+            metrics.FULL_SYNC,
+            logging.ERROR if state == "failed" else logging.INFO,
+            job=message.job,
+            stream=message.entity,
+            phase=message.phase,
+            state=state,
+            marketo_calls=ctx.api_calls()["marketo"] - before["marketo"],
+        )

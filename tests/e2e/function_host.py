@@ -12,8 +12,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+import pytest
+from dotenv import dotenv_values
 
+from sync import runtime
 from tests.e2e.functions import FUNCTIONS
+
+RUNTIME_CACHES = (runtime.settings, runtime.state, runtime.context, runtime.queue)
+
+
+@contextmanager
+def runtime_of(env_file: str | object, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The function app's runtime configured from a settings file (as app settings), with fresh cached clients."""
+    for name, value in dotenv_values(str(env_file)).items():
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    for cached in RUNTIME_CACHES:
+        cached.cache_clear()
+    try:
+        yield
+    finally:
+        for cached in RUNTIME_CACHES:
+            cached.cache_clear()
 
 
 def _routes() -> list[tuple[re.Pattern[str], set[str], func.Function]]:

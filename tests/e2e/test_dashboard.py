@@ -10,15 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dotenv import dotenv_values
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from sync import runtime
 from sync.engine.fullsync import FullSyncRequest, start_full_sync
-from tests.e2e.function_host import function_host
+from tests.e2e.function_host import function_host, runtime_of
 from tests.e2e.test_operate_errors import _ambiguous_lead, _waiting_contacts
 from tests.e2e.world import World
 
@@ -50,16 +48,8 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def host(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The function app configured with the world's settings (emulators, Azurite, its tables), served on loopback."""
-    for name, value in dotenv_values(world.env_file).items():
-        if value is not None:
-            monkeypatch.setenv(name, value)
-    caches = (runtime.settings, runtime.state, runtime.context, runtime.queue)
-    for cached in caches:
-        cached.cache_clear()
-    with function_host(KEY) as base_url:
+    with runtime_of(world.env_file, monkeypatch), function_host(KEY) as base_url:
         yield f"{base_url}/api/sync/dashboard?code={KEY}"
-    for cached in caches:
-        cached.cache_clear()
 
 
 def _row(browser: WebDriver, stream: str) -> dict[str, str]:

@@ -764,3 +764,104 @@ def test_a_binding_setting_missing_from_either_file_is_reported() -> None:
         "SYNC_FULL_SYNC_QUEUE (named by sync_full_worker) is missing from local.settings.example.json",
         "SYNC_SCHEDULE_LEAD (named by sync_lead) is not an app setting in infra/main.bicep",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Alerts: an action group e-mails the operator; four log search rules read only the log lines the app writes
+# (sync/metrics.py: names and fields).
+# ---------------------------------------------------------------------------------------------------------------------
+LOG_LINE_NAME = re.compile(r'startswith "([A-Z_]+) "')
+LOG_LINE_FIELD = re.compile(r'extract\("([a-z_]+)=')
+ALERTS = {  # rule -> (the line it reads, the fields it needs, the parameter its threshold comes from)
+    "alertRecordErrors": ({"SYNC_CYCLE"}, {"stream", "record_errors"}, "alertRecordErrorsThreshold"),
+    "alertNoSuccessfulCycle": ({"SYNC_CYCLE"}, {"stream", "outcome", "complete"}, "alertNoSuccessMinutes"),
+    "alertFullSyncFailed": ({"SYNC_FULL_SYNC"}, {"job", "state"}, None),
+    "alertMarketoQuota": ({"SYNC_CYCLE", "SYNC_FULL_SYNC"}, {"marketo_calls"}, "alertMarketoQuotaPercent"),
+}
+
+
+def alert_problems(template: Template) -> list[str]:
+    from sync import metrics
+
+    problems = []
+    groups = template.symbols_of_type("Microsoft.Insights/actionGroups")
+    if len(groups) != 1:
+        return [f"expected one action group, found {groups}"]
+    receivers = template.config(groups[0])["properties"].get("emailReceivers") or []
+    if [template.parameter_of(r.get("emailAddress")) for r in receivers] != ["alertEmail"]:
+        problems.append("the action group must e-mail exactly the alertEmail parameter")
+    rules = template.symbols_of_type("Microsoft.Insights/scheduledQueryRules")
+    if sorted(rules) != sorted(ALERTS):
+        problems.append(f"alert rules are {sorted(rules)}, expected {sorted(ALERTS)}")
+    for rule in sorted(set(rules) & set(ALERTS)):
+        properties = template.config(rule)["properties"]
+        lines, fields, parameter = ALERTS[rule]
+        if [template.resource_of(s) for s in properties["scopes"]] != ["appInsights"]:
+            problems.append(f"{rule}: must query the app's Application Insights")
+        if [template.resource_of(a) for a in properties["actions"]["actionGroups"]] != [groups[0]]:
+            problems.append(f"{rule}: must notify the action group")
+        [criterion] = properties["criteria"]["allOf"]
+        query = template.resolve(criterion["query"])
+        text = " ".join(_leaf_strings(query))
+        read_lines = set(LOG_LINE_NAME.findall(text))
+        read_fields = set(LOG_LINE_FIELD.findall(text))
+        if read_lines != lines:
+            problems.append(f"{rule}: reads the lines {sorted(read_lines)}, expected {sorted(lines)}")
+        written = {f for name in read_lines if name in metrics.LINES for f in metrics.LINES[name]}
+        for field in sorted(read_fields - written):
+            problems.append(f"{rule}: reads {field}=, which no line it reads writes")
+        if not fields <= read_fields:
+            problems.append(f"{rule}: does not read {sorted(fields - read_fields)}")
+        measure = criterion.get("metricMeasureColumn")
+        if measure is not None and f"summarize {measure} =" not in text:
+            problems.append(f"{rule}: its query does not produce the measure column {measure}")
+        if parameter is not None and parameter not in _identifiers(criterion) | _identifiers(query):
+            problems.append(f"{rule}: its threshold does not come from {parameter}")
+    return problems
+
+
+def test_alert_rules_email_the_operator_and_read_what_the_app_writes() -> None:
+    template = _template()
+    assert alert_problems(template) == []
+    assert not template.parameters["alertEmail"]["default"], "the operator's address is a required parameter"
+    quota = template.config("alertMarketoQuota")["properties"]["criteria"]["allOf"][0]["threshold"]
+    assert {"marketoDailyCallBudget", "alertMarketoQuotaPercent"} <= _identifiers(quota)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            'record_errors = toint(extract("record_errors=',
+            'record_errors = toint(extract("errors_stored=',
+            "alertRecordErrors: reads errors_stored=, which no line it reads writes",
+        ),
+        (
+            'where message startswith "SYNC_FULL_SYNC " | extend job',
+            'where message startswith "SYNC_FULLSYNC " | extend job',
+            "alertFullSyncFailed: reads the lines ['SYNC_FULLSYNC'], expected ['SYNC_FULL_SYNC']",
+        ),
+        (
+            "        emailAddress: alertEmail\n",
+            "        emailAddress: 'ops@example.com'\n",
+            "the action group must e-mail exactly the alertEmail parameter",
+        ),
+    ],
+)
+def test_alert_drift_is_reported(old: str, new: str, problem: str) -> None:
+    assert problem in alert_problems(_mutated(old, new))
+
+
+def test_the_app_writes_its_metric_lines_with_exactly_the_documented_fields() -> None:
+    from sync import metrics
+
+    line = metrics.metric_line(
+        metrics.FULL_SYNC, job="j1", stream="lead", phase="to_marketo", state="failed", marketo_calls=12
+    )
+    assert line == "SYNC_FULL_SYNC job=j1 stream=lead phase=to_marketo state=failed marketo_calls=12"
+    assert re.search(r"state=([^ ]+)", line)[1] == "failed"  # type: ignore[index]
+    with pytest.raises(ValueError, match="SYNC_CYCLE takes the fields stream, outcome"):
+        metrics.metric_line(metrics.CYCLE, stream="lead")
+    readme = (INFRA.parent / "README.md").read_text()
+    for name, fields in metrics.LINES.items():
+        assert f"`{name}`" in readme and all(f"`{f}`" in readme for f in fields), f"README must document {name}"
