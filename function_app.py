@@ -95,7 +95,7 @@ def sync_dashboard_action(req: func.HttpRequest) -> func.HttpResponse:
 
 def _log_cycle(entity: str) -> None:
     report = runtime.run_incremental(entity)
-    state = runtime.state()
+    state = runtime.context().state
     state.errors.prune()  # errors are kept 30 days after they were last seen
     c = report.counts
     metrics.write(
