@@ -65,7 +65,8 @@ def run_demo(console: Console, workdir: Path | None = None, leads: int = DEMO_LE
 
 
 def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
-    from sync.cli import print_cycle
+    from sync import dashboard
+    from sync.cli import print_cycle, print_status
     from sync.engine.context import build_context
     from sync.engine.cycle import run_cycle
     from sync.engine.fullsync import FullSyncRequest, start_full_sync
@@ -141,12 +142,14 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         console.print(f"{label} cycle: {writes} writes; API calls {calls}")
 
     _step(console, "7. Status, as `python -m sync status` shows it")
-    for entity in collect_status(ctx.state, [e.name for e in ctx.mapping.ordered_entities()]).entities:
-        last = entity.last_runs[0] if entity.last_runs else None
-        console.print(
-            f"{entity.entity}: {len(entity.cursors)} watermarks, {entity.error_count} record errors, "
-            f"last run {last.outcome if last else 'none'}"
-        )
+    streams = [e.name for e in ctx.mapping.ordered_entities()]
+    print_status(
+        collect_status(ctx.state, streams, ctx=ctx, marketo_call_budget=settings.marketo_daily_call_budget), console
+    )
+    page = env_file.parent / "status.html"  # the status page as GET /api/sync/dashboard serves it
+    page.write_text(dashboard.page(ctx.state, streams, ctx, settings.marketo_daily_call_budget), encoding="utf-8")
+    console.print(f"status page: {page.as_uri()}")
+    console.print("deployed, it is https://<app>/api/sync/dashboard?code=<function key>")
     return outcome
 
 
