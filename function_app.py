@@ -109,6 +109,7 @@ def _log_cycle(entity: str) -> None:
         record_errors=state.errors.count(entity),
         marketo_calls=report.api_calls.get("marketo", 0),
         dynamics_calls=report.api_calls.get("dynamics", 0),
+        dynamics_429s=report.api_calls.get(metrics.THROTTLED, 0),
     )
     message = (
         f"sync {entity}: {report.outcome}; read {c.read}, created {c.created}, updated {c.updated}, "

@@ -186,14 +186,14 @@ def print_cycle(report: CycleReport, console: Console) -> None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Exactly what the timers run: one incremental cycle per entity, under its lease."""
     from sync.engine.context import build_context
-    from sync.engine.cycle import run_cycle
+    from sync.metrics import run_cycle_counted
 
     settings = _settings(args)
     ctx = build_context(settings)
     names = [e.name for e in ctx.mapping.ordered_entities()] if args.entity == "all" else [args.entity]
     worst = 0
     for name in names:
-        report = run_cycle(ctx, name, dry_run=args.dry_run)
+        report = run_cycle_counted(ctx, name, dry_run=args.dry_run)
         print_cycle(report, console)
         if args.dry_run:
             for plan in report.plans:

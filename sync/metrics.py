@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync.engine.context import SyncContext
+    from sync.engine.cycle import CycleReport
 
 log = logging.getLogger("sync.metrics")
 
 # One line per incremental cycle (timer): stream, outcome, complete (read to the end of the changes), synced
 # (created + updated + deleted), failed, record_errors (stored for the stream after the cycle), marketo_calls,
-# dynamics_calls.
+# dynamics_calls, dynamics_429s (Dataverse's service protection answers).
 CYCLE = "SYNC_CYCLE"
 CYCLE_FIELDS = (
     "stream",
@@ -25,6 +30,7 @@ CYCLE_FIELDS = (
     "record_errors",
     "marketo_calls",
     "dynamics_calls",
+    "dynamics_429s",
 )
 # One line per full-sync queue message: job, stream, phase, state (the job's, after the message), marketo_calls.
 FULL_SYNC = "SYNC_FULL_SYNC"
@@ -51,3 +57,21 @@ def write(name: str, level: int = logging.INFO, **fields: object) -> str:
     line = metric_line(name, **fields)
     log.log(level, line)
     return line
+
+
+THROTTLED = "dynamics_429"  # the key of a run's api_calls that counts Dataverse's 429 answers
+
+
+def run_cycle_counted(ctx: SyncContext, stream: str, dry_run: bool = False) -> CycleReport:
+    """run_cycle, and the Dataverse 429s it met added to its run's api_calls (as THROTTLED), where status reads them."""
+    from sync.engine.cycle import run_cycle
+
+    before = ctx.dynamics.throttled.total()
+    report = run_cycle(ctx, stream, dry_run=dry_run)
+    throttled = ctx.dynamics.throttled.total() - before
+    if throttled and not dry_run:
+        report.api_calls[THROTTLED] = throttled
+        run = next((r for r in ctx.state.runs.recent(stream, limit=5) if r.run_id == report.run_id), None)
+        if run is not None:
+            ctx.state.runs.record(run.model_copy(update={"api_calls": {**run.api_calls, THROTTLED: throttled}}))
+    return report

@@ -134,7 +134,7 @@ class RetryOutcome(BaseModel):
 
 def retry(ctx: SyncContext, query: ErrorQuery) -> list[RetryOutcome]:
     """Run one cycle of every stream with a matching error (which retries its errors first), in the mapping's order."""
-    from sync.engine.cycle import run_cycle
+    from sync.metrics import run_cycle_counted
 
     selected = find(ctx.state, query)
     by_stream: dict[str, set[tuple[str, str]]] = {}
@@ -151,7 +151,7 @@ def retry(ctx: SyncContext, query: ErrorQuery) -> list[RetryOutcome]:
                 )
             )
             continue
-        report = run_cycle(ctx, stream)
+        report = run_cycle_counted(ctx, stream)
         left = {(e.system, e.record_id) for e in ctx.state.errors.list(stream)}
         outcomes.append(
             RetryOutcome(

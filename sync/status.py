@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from sync.connectors.marketo.budget import MARKETO_DAY_ZONE, marketo_day
 from sync.mapping.model import EntityMapping, System
+from sync.metrics import THROTTLED
 from sync.state import RunRecord, StateStore
 
 if TYPE_CHECKING:
@@ -337,10 +338,10 @@ def collect_status(
             last_run_at=last_runs[0].started_at if last_runs else None,
             last_success_at=next((r.ended_at or r.started_at for r in last_runs if r.outcome == "succeeded"), None)
             or next((r.ended_at or r.started_at for r in day if r.outcome == "succeeded"), None),
-            dynamics_429s_24h=sum(r.api_calls.get("dynamics_429", 0) for r in day),
+            dynamics_429s_24h=sum(r.api_calls.get(THROTTLED, 0) for r in day),
         )
         report.marketo_calls_today += sum(r.api_calls.get("marketo", 0) for r in day if r.started_at >= day_start)
-        report.dynamics_429s_today += sum(r.api_calls.get("dynamics_429", 0) for r in day if r.started_at >= day_start)
+        report.dynamics_429s_today += sum(r.api_calls.get(THROTTLED, 0) for r in day if r.started_at >= day_start)
         if measure and ctx is not None and entity in ctx.mapping.entities:
             stream = ctx.mapping.entity(entity)
             dv = marks.get("dynamics")

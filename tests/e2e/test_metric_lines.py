@@ -23,7 +23,7 @@ def _lines(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, str]]:
     for record in caplog.records:
         message = record.getMessage()
         if message.startswith(f"{name} "):
-            found.append(dict(re.findall(r"([a-z_]+)=([^ ]+)", message)) | {"level": record.levelname})
+            found.append(dict(re.findall(r"([a-z0-9_]+)=([^ ]+)", message)) | {"level": record.levelname})
     return found
 
 
@@ -45,6 +45,7 @@ def test_each_timer_cycle_writes_a_sync_cycle_line(
         "record_errors": str(len(contacts)),
         "marketo_calls": line["marketo_calls"],
         "dynamics_calls": line["dynamics_calls"],
+        "dynamics_429s": "0",
         "level": "INFO",
     }
     assert int(line["synced"]) >= 1 and int(line["marketo_calls"]) >= 1 and int(line["dynamics_calls"]) >= 1

@@ -11,6 +11,7 @@ import pytest
 from sync import status as status_module
 from sync.cli import main
 from sync.engine.fullsync import FullSyncRequest, start_full_sync
+from sync.metrics import THROTTLED, run_cycle_counted
 from sync.status import StatusReport, collect_status
 from tests.console import recording_console
 from tests.e2e.world import World
@@ -128,3 +129,19 @@ def test_the_cli_table_reads_whole_at_80_columns_and_as_json(world: World) -> No
         ("dynamics", 2, "2"),
         ("marketo", 1, "1"),
     ]
+
+
+def test_dataverse_429s_are_counted_per_run_and_shown_for_the_day(world: World) -> None:
+    world.upstream("lead")
+    world.cycle("lead")
+    world.dv_create("lead", lastname="Slow", emailaddress1="slow@example.com", companyname="S")
+    world.emulators.control(
+        "dataverse", "POST", "/faults", json={"queue": [{"status": 429, "retry_after": 0, "times": 2}]}
+    )
+    report = run_cycle_counted(world.ctx, "lead")
+    assert report.outcome == "succeeded" and report.api_calls[THROTTLED] == 2
+    assert len(world.mk_by_email("slow@example.com")) == 1  # retried through, nothing lost
+    assert world.ctx.state.runs.recent("lead", limit=1)[0].api_calls[THROTTLED] == 2
+    shown = status(world)
+    assert shown.dynamics_429s_today == 2
+    assert {e.entity: e.dynamics_429s_24h for e in shown.entities}["lead"] == 2

@@ -771,7 +771,7 @@ def test_a_binding_setting_missing_from_either_file_is_reported() -> None:
 # (sync/metrics.py: names and fields).
 # ---------------------------------------------------------------------------------------------------------------------
 LOG_LINE_NAME = re.compile(r'startswith "([A-Z_]+) "')
-LOG_LINE_FIELD = re.compile(r'extract\("([a-z_]+)=')
+LOG_LINE_FIELD = re.compile(r'extract\("([a-z0-9_]+)=')
 ALERTS = {  # rule -> (the line it reads, the fields it needs, the parameter its threshold comes from)
     "alertRecordErrors": ({"SYNC_CYCLE"}, {"stream", "record_errors"}, "alertRecordErrorsThreshold"),
     "alertNoSuccessfulCycle": ({"SYNC_CYCLE"}, {"stream", "outcome", "complete"}, "alertNoSuccessMinutes"),
