@@ -175,8 +175,9 @@ def act(ctx: SyncContext, values: Mapping[str, Any]) -> str:
     if action == "dismiss":
         removed = record_errors.dismiss(ctx.state, query)
         return f"Dismissed {removed} error of {query.stream} record {query.record_id}."
-    [outcome] = record_errors.retry(ctx, query) or [None]
-    if outcome is None:
+    outcomes = record_errors.retry(ctx, query)
+    if not outcomes:
         return f"No error of {query.stream} record {query.record_id} to retry."
+    outcome = outcomes[0]
     result = "synced" if outcome.resolved else f"still failing ({outcome.detail or outcome.cycle})"
     return f"Retried {query.stream} record {query.record_id}: {result}."

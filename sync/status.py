@@ -179,7 +179,8 @@ def dynamics_backlog(
         backlog.note = "no watermark yet: the first cycle reads the whole table"
         return backlog
     before = ctx.dynamics.calls.total()
-    count, sample, pages = 0, [], 0
+    count, pages = 0, 0
+    sample: list[str] = []
     try:
         for page in ctx.dynamics.read_changes(stream.table, [stream.primary_key], cursor):
             pages += 1
@@ -216,7 +217,8 @@ def marketo_backlog(ctx: SyncContext, stream: EntityMapping, cursor: str | None)
         return backlog
     before = ctx.marketo.calls.total()
     tokens = MarketoCursor.load(cursor)
-    count, exact, dates = 0, True, []
+    count, exact = 0, True
+    dates: list[datetime] = []
     try:
         for pages, page in enumerate(ctx.marketo.lead_changes(tokens.changes, marketo_fields(stream)), start=1):
             count += len(page.activities)
