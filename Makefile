@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 help:
 	@echo "make demo   run the sync end to end on local Azurite and the emulators, with demo data"
-	@echo "make test   lint, format check and the whole test suite (starts Azurite and the emulators itself)"
+	@echo "make test   lint, format check, typecheck and the whole test suite (starts Azurite and the emulators itself)"
 	@echo "make typecheck  mypy: the product strictly (sync/, function_app.py), then emulators/ and bench/ (looser)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -35,6 +35,7 @@ demo: deps
 test: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # Settings in pyproject.toml [tool.mypy]: the first run checks its `files` (the product), the second the rest.

@@ -26,7 +26,8 @@ def _respond(response: api.ApiResponse) -> func.HttpResponse:
 
 
 def _base_url(req: func.HttpRequest) -> str:
-    return req.url.split("/api/", 1)[0]
+    url: str = req.url  # HttpRequest.url is unannotated; the abstract request it implements declares str
+    return url.split("/api/", 1)[0]
 
 
 @app.function_name("sync_status")
@@ -143,6 +144,12 @@ for _stream in runtime.stream_names():
 @app.route(route="sync/full", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def sync_full_start(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(api.start_full(runtime.context(), runtime.queue(), req.get_body(), _base_url(req)))
+
+
+@app.function_name("sync_relink")
+@app.route(route="sync/relink", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_relink(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.relink(runtime.context(), runtime.queue(), req.get_body(), _base_url(req)))
 
 
 @app.function_name("sync_job_status")

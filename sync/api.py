@@ -147,3 +147,23 @@ def dismiss_errors(state: StateStore, body: bytes | None, content_type: str | No
     except ErrorQueryError as exc:
         return _error(400, str(exc))
     return ApiResponse(200, {"dismissed": record_errors.dismiss(state, query)})
+
+
+def relink(ctx: SyncContext, queue: WorkQueue, body: bytes | None, base_url: str) -> ApiResponse:
+    """POST /api/sync/relink {"afterRefresh": true} -> 202 with the re-baseline's report and its full sync's jobId;
+    400 without the confirmation; 409 while a full sync runs."""
+    from sync.relink import RelinkRejected, relink_after_refresh
+
+    try:
+        confirmed = bool(json.loads(body or b"{}").get("afterRefresh"))
+    except (ValueError, AttributeError):
+        confirmed = False
+    if not confirmed:
+        return _error(400, 'relink re-baselines every link: send {"afterRefresh": true} to confirm')
+    try:
+        report = relink_after_refresh(ctx, queue)
+    except RelinkRejected as exc:
+        return _error(409, str(exc))
+    status_url = f"{base_url.rstrip('/')}/api/sync/jobs/{report.job_id}"
+    body_out = {"jobId": report.job_id, "statusUrl": status_url, "report": report.model_dump(mode="json")}
+    return ApiResponse(202, body_out, {"Location": status_url})

@@ -66,6 +66,11 @@ def print_status(report: StatusReport, console: Console) -> None:
     budget = report.marketo_call_budget
     share = f" of {budget} ({100 * report.marketo_calls_today / budget:.0f}%)" if budget else ""
     out(f"[bold]Sync status[/] at {_when(report.generated_at)}")
+    for halt in report.halts:
+        out(
+            f"[red]WRITING STOPPED[/] ({halt.system}, {_when(halt.detected_at)}): {escape(halt.reason)}; "
+            "run `python -m sync relink --after-refresh`"
+        )
     out(f"Marketo calls today: {report.marketo_calls_today}{share}, by this sync since 00:00 US Central")
     out(f"Dataverse 429s today: {report.dynamics_429s_today}")
     if not report.backlog_measured:
@@ -244,6 +249,49 @@ def cmd_full(args: argparse.Namespace, console: Console) -> int:
     return run_job_locally(ctx, queue, job_id, console)
 
 
+def cmd_relink(args: argparse.Namespace, console: Console) -> int:
+    """Re-baseline after a Dynamics sandbox refresh or a Marketo sandbox reset (sync/relink.py), then run the full
+    sync it starts here (or leave it to the queue worker with --no-wait)."""
+    from sync.engine.context import build_context
+    from sync.fulljob import run_job_locally
+    from sync.relink import RelinkRejected, relink_after_refresh
+    from sync.state.queue import WorkQueue
+
+    if not args.after_refresh:
+        console.print("[red]error:[/] relink re-baselines every link; confirm with --after-refresh")
+        return 2
+    settings = _settings(args)
+    ctx = build_context(settings)
+    queue = WorkQueue.from_settings(settings)
+    try:
+        report = relink_after_refresh(ctx, queue)
+    except RelinkRejected as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    if args.json:
+        console.print_json(report.model_dump_json())
+    else:
+        for halt in report.halts:
+            console.print(f"was stopped: {halt.system}: {halt.reason}")
+        for s in report.persons:
+            console.print(
+                f"{s.entity}: {s.records} records; paired {s.proven} by proven link values, {s.by_email} by e-mail, "
+                f"{s.unpaired} unpaired; Dynamics {s.dynamics_rewritten} rewritten, {s.dynamics_cleared} cleared; "
+                f"Marketo {s.marketo_rewritten} rewritten, {s.marketo_cleared} cleared"
+            )
+            for error in s.errors:
+                console.print(f"  [red]{error}[/]")
+        for o in report.orphans:
+            console.print(
+                f"{o.entity}: {o.count} {o.marketo_object} keyed on ids gone from Dynamics are kept ({o.key_field})"
+            )
+        console.print(f"dropped {sum(report.links_dropped.values())} links, {report.watermarks_dropped} watermarks")
+        console.print(f"full sync {report.job_id} started")
+    if args.no_wait or report.job_id is None:
+        return 0
+    return run_job_locally(ctx, queue, report.job_id, console)
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -297,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     full.add_argument("--resume", metavar="JOB_ID", help="continue a job that was interrupted")
     full.set_defaults(handler=cmd_full)
+
+    relink = commands.add_parser(
+        "relink", parents=[common], help="re-baseline after a Dynamics sandbox refresh or a Marketo sandbox reset"
+    )
+    relink.add_argument("--after-refresh", action="store_true", help="required: confirms the re-baseline")
+    relink.add_argument("--no-wait", action="store_true", help="leave the full sync it starts to the queue worker")
+    relink.add_argument("--json", action="store_true")
+    relink.set_defaults(handler=cmd_relink)
 
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)

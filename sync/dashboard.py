@@ -37,6 +37,8 @@ table { border-collapse: collapse; } th, td { padding: .3em .6em; border-bottom:
   vertical-align: top; } th { background: #f6f8fa; }
 .state-idle { color: #1a7f37; } .state-failing, .state-partial { color: #cf222e; } .state-running { color: #0969da; }
 .notice { background: #ddf4ff; padding: .5em .8em; border-radius: 4px; }
+.halt { background: #ffebe9; color: #cf222e; padding: .5em .8em; border-radius: 4px; }
+.state-writing-stopped { color: #cf222e; font-weight: bold; }
 .muted { color: #57606a; } form { display: inline; }
 svg.chart { display: block; background: #eef2f6; } svg.chart rect { fill: #0969da; }
 </style>
@@ -44,6 +46,8 @@ svg.chart { display: block; background: #eef2f6; } svg.chart rect { fill: #0969d
 <body>
 <h1>Marketo - Dynamics sync</h1>
 {% if notice %}<p class="notice" id="notice">{{ notice }}</p>{% endif %}
+{% for halt in report.halts %}<p class="halt">Writing stopped ({{ halt.system }}, {{ when(halt.detected_at) }}):
+{{ halt.reason }}. Run <code>python -m sync relink --after-refresh</code> (or POST /api/sync/relink).</p>{% endfor %}
 <p id="summary">Generated {{ when(report.generated_at) }}.
 Marketo calls today: <strong id="marketo-calls">{{ report.marketo_calls_today }}</strong>
 {% if report.marketo_call_budget %} of {{ report.marketo_call_budget }}{% endif %} (this sync).

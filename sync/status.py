@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, computed_field
 from sync.connectors.marketo.budget import MARKETO_DAY_ZONE, marketo_day
 from sync.mapping.model import EntityMapping, System
 from sync.metrics import THROTTLED
-from sync.state import RunRecord, StateStore
+from sync.state import Halt, RunRecord, StateStore
 
 if TYPE_CHECKING:
     from sync.engine.context import SyncContext
@@ -34,7 +34,9 @@ DYNAMICS_COUNT_PAGES = 3  # pages of up to DYNAMICS_PAGE_SIZE changes (5,000 by 
 MARKETO_COUNT_PAGES = 2  # pages of up to 300 lead-change activities (plus one page of deletions)
 OLDEST_SAMPLE = 50  # changed rows whose modifiedon is read to date the oldest Dataverse change
 BUCKET = timedelta(minutes=5)  # the last hour's throughput chart: 12 bars
-StreamState = Literal["idle", "running", "partial", "failing", "waiting for quota", "full sync", "never run"]
+StreamState = Literal[
+    "idle", "running", "partial", "failing", "waiting for quota", "full sync", "never run", "writing stopped"
+]
 
 
 class CursorStatus(BaseModel):
@@ -120,13 +122,18 @@ class StatusReport(BaseModel):
     dynamics_429s_today: int = 0
     backlog_measured: bool = False
     jobs: list[JobSummary] = Field(default_factory=list)  # queued and running full syncs, then the newest others
+    halts: list[Halt] = Field(default_factory=list)  # writing stopped: a system changed under the state
 
 
 def _synced(run: RunRecord) -> int:
     return run.counts.created + run.counts.updated + run.counts.deleted
 
 
-def _state(entity: str, state: StateStore, last: RunRecord | None, lease_active: bool, waits: bool) -> StreamState:
+def _state(
+    entity: str, state: StateStore, last: RunRecord | None, lease_active: bool, waits: bool, halted: bool
+) -> StreamState:
+    if halted:  # a sandbox refresh or reset: every cycle stops until relink
+        return "writing stopped"
     if state.jobs.holder(entity) is not None:
         return "full sync"
     if lease_active:
@@ -312,6 +319,7 @@ def collect_status(
         marketo_call_budget=marketo_call_budget,
         backlog_measured=measure,
         jobs=_jobs(state, ctx),
+        halts=state.systems.halts(),
     )
     for entity in names:
         lease = state.leases.get(entity)
@@ -324,7 +332,7 @@ def collect_status(
         marks = {w.system: w for w in watermarks if w.entity == entity}
         status = EntityStatus(
             entity=entity,
-            state=_state(entity, state, last_runs[0] if last_runs else None, lease_active, waits),
+            state=_state(entity, state, last_runs[0] if last_runs else None, lease_active, waits, bool(report.halts)),
             cursors=[
                 CursorStatus(system=w.system, has_cursor=w.cursor is not None, updated_at=w.updated_at)
                 for w in marks.values()

@@ -41,6 +41,10 @@ Test controls (JSON over HTTPS, no auth, not part of the Dataverse API), all und
   PATCH  /schema/<table>/columns/<c>  {"required": "SystemRequired", "max_length": 50}
   DELETE /schema/<table>/columns/<c>  remove a custom column (and any alternate key on it)
   POST   /schema/<table>/keys         {"name": "x_key", "columns": ["emailaddress1"]}
+  POST   /sandbox-refresh             {"shift": 1000000?, "link_values": {"<old>": "<new>"}?}: a copy from
+                                      production: new GUIDs (lookups follow), production's new_marketopersonid
+                                      values, a new OrganizationId, every delta token refused (0x80044352);
+                                      answers {"rows", "organization_id", "ids": {old: new}}
   GET    /records/<table>[/<id>]      count and version, or one raw row (not logged: for asserting final state)
 
 Faults on the command line (`python -m emulators --faults SPEC`): comma-separated `dataverse:<key>=<number>`; keys

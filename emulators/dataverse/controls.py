@@ -106,6 +106,10 @@ def _route(emulator: DataverseEmulator, method: str, parts: list[str], params: d
         if payload.get("expire_all"):
             emulator.web_api.expired_before = emulator.now() + 1
         return 200, {"expiry_seconds": emulator.web_api.delta_expiry_seconds}
+    if head == "sandbox-refresh" and method == "POST":
+        from emulators.dataverse.refresh import sandbox_refresh
+
+        return 200, sandbox_refresh(emulator, payload)
     if head == "schema" and len(parts) >= 2:
         return _schema(emulator, method, parts[1:], payload)
     if head == "records" and len(parts) >= 2:

@@ -37,6 +37,8 @@ class SyncContext:
     # reference targets found excluded by their stream's filter (application users, access teams), kept for the
     # life of the context so that resolving them costs one Dataverse read, not one per cycle
     excluded_targets: dict[tuple[str, str], str] = field(default_factory=dict)
+    # when this process last asked both systems whether they are still the ones the state was built against
+    identity_checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def api_calls(self) -> dict[str, int]:
         return {"dynamics": self.dynamics.calls.total(), "marketo": self.marketo.calls.total()}

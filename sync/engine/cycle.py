@@ -27,10 +27,12 @@ from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_mark
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
 from sync.engine.crm_stream import CrmBatches
+from sync.engine.identity import SandboxChanged, guard, on_token_refused
 from sync.engine.pairs import PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
 from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
+from sync.state.runs import RunOutcome
 
 MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the clock (as a Dataverse page)
 # A cycle's lease is short, so a killed runner blocks its entity for about a minute; the live holder renews it at
@@ -45,7 +47,7 @@ class LeaseLost(Exception):
 class CycleReport(BaseModel):
     entity: str
     run_id: str
-    outcome: str  # succeeded, partial (stopped at the time budget or with record errors), failed, skipped
+    outcome: RunOutcome  # succeeded, partial (stopped at the time budget or with record errors), failed, skipped
     counts: RunCounts = Field(default_factory=RunCounts)
     conflicts: list[dict[str, Any]] = Field(default_factory=list)
     api_calls: dict[str, int] = Field(default_factory=dict)
@@ -65,6 +67,7 @@ class _Cycle:
         self.dry_run = dry_run
         self._deadline: datetime | None = None
         self.lease: Lease | None = None  # renewed as the cycle goes; run_cycle sets it
+        self.token_refused = False  # the Dynamics delta token was refused and the organization checked
 
     def past_deadline(self) -> bool:
         return self._deadline is not None and self.ctx.clock() >= self._deadline
@@ -144,6 +147,9 @@ class OneWayCycle(_Cycle):
         mark = state.watermarks.get(name, "dynamics")
         pages = self.ctx.dynamics.read_changes(self.entity.table, self.batches.select(), mark.cursor, annotations=True)
         for page in pages:
+            if page.full_resync and not self.token_refused:
+                self.token_refused = True  # once: the pages after it are of the same full read
+                on_token_refused(self.ctx, self.entity.table)
             self.keep_lease()
             self.batches.run(page.records, page.deleted_ids)
             mark = self._advance(mark, page.cursor)
@@ -202,6 +208,9 @@ class IncrementalCycle(_Cycle):
             self.entity.table, self.builder.select(), dv_mark.cursor, annotations=self.builder.annotations
         )
         for page in pages:
+            if page.full_resync and not self.token_refused:
+                self.token_refused = True  # once: the pages after it are of the same full read
+                on_token_refused(self.ctx, self.entity.table)
             self.keep_lease()
             self.builder.run_batch(self.builder.dynamics_batch(page.records, page.deleted_ids, changes, pending))
             dv_mark = self._advance(dv_mark, page.cursor)
@@ -231,6 +240,11 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     entity = ctx.mapping.entity(entity_name)
     run = RunRecord(entity=entity.name, direction=entity.direction, kind="incremental", started_at=ctx.clock())
     report = CycleReport(entity=entity.name, run_id=run.run_id, outcome="running")
+    calls_before = ctx.api_calls()  # from here: the identity check below counts as this cycle's
+    stopped = guard(ctx)
+    if stopped is not None:  # a system changed under the state (sandbox refresh or reset): nothing is written
+        report.outcome, report.error = "skipped", stopped
+        return report
     job = ctx.state.jobs.holder(entity.name)
     if job is not None:  # the full sync owns the entity until it ends; its delta link then becomes the watermark
         report.outcome, report.error = "skipped", f"a full sync of {entity.name} is running (job {job})"
@@ -245,7 +259,6 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     except LeaseHeld as held:
         report.outcome, report.error = "skipped", str(held)
         return report
-    calls_before = ctx.api_calls()
     cycle: _Cycle = IncrementalCycle(ctx, entity, dry_run) if entity.is_persons else OneWayCycle(ctx, entity, dry_run)
     cycle.lease = lease
     if not dry_run:
@@ -262,6 +275,9 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.error = (
             f"{exc}; stopped at a page boundary, resumes at {report.resumes_at.isoformat()} (00:00 US Central)"
         )
+    except SandboxChanged as exc:  # found mid-cycle: it stops before writing the page whose token was refused
+        report.outcome, report.complete = "skipped", False
+        report.error = f"writing stopped: {exc}; run `python -m sync relink --after-refresh`"
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
         report.error = f"{type(exc).__name__}: {exc}"

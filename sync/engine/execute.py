@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from sync.connectors.dynamics.models import WriteResult
+from sync.connectors.marketo.models import RecordResult
 from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
 from sync.mapping.model import EntityMapping, MappingConfig
 from sync.state import Link, RecordError, StateStore
@@ -46,21 +48,22 @@ class BatchOutcome:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _dynamics_error_text(result: Any, action: str, table: str, record_id: str | None) -> tuple[str | None, str]:
+def _dynamics_error_text(result: WriteResult, action: str, table: str, record_id: str | None) -> tuple[str | None, str]:
     error = result.error
-    code = getattr(error, "code", None)
-    message = getattr(error, "message", str(error))
-    column = getattr(error, "column", None)
+    if error is None:  # accepted, but no id came back for it
+        code, message, column = None, "no record id in the answer", None
+    else:
+        code, message, column = error.code, error.message, error.column
     where = f"{table} {record_id}" if record_id else f"a new {table}"
     text = f"Dynamics refused to {action} {where}: {message}" + (f" (column {column})" if column else "")
     return code, text
 
 
 def _marketo_error_text(
-    result: Any, action: str, record_id: str | None, fields: list[str] | None = None
+    result: RecordResult, action: str, record_id: str | None, fields: list[str] | None = None
 ) -> tuple[str | None, str]:
     """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them."""
-    reasons = getattr(result, "reasons", None) or []
+    reasons = result.reasons
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
     where = f"person {record_id}" if record_id else "a new person"
@@ -80,14 +83,12 @@ class Executor:
 
     # --- writes -------------------------------------------------------------------------------------------------
     def _create_dynamics(self, works: list[PairWork]) -> None:
-        todo = [w for w in works if w.ok and w.plan.create_dynamics is not None]
+        todo = [(w, w.plan.create_dynamics) for w in works if w.ok and w.plan.create_dynamics is not None]
         if not todo:
             return
         key = self.mapping.link_fields.dynamics_marketo_id
-        results = self.ctx.dynamics.upsert_multiple(
-            self.entity.table, [w.plan.create_dynamics for w in todo], alternate_key=key
-        )
-        for work, result in zip(todo, results, strict=True):
+        results = self.ctx.dynamics.upsert_multiple(self.entity.table, [row for _, row in todo], alternate_key=key)
+        for (work, _), result in zip(todo, results, strict=True):
             if result.error is None and result.id:
                 work.plan.dynamics_id = str(result.id)
             else:
@@ -112,30 +113,32 @@ class Executor:
             self._fail_write(
                 creates[index], "marketo", "create", reason.split(" ", 1)[0], f"Bulk Import rejected it: {reason}"
             )
-        imported = [w for i, w in enumerate(creates) if i not in failed and w.plan.dynamics_id]
+        imported = [(w, w.plan.dynamics_id) for i, w in enumerate(creates) if i not in failed and w.plan.dynamics_id]
         if not imported:
             return
-        people = self.ctx.marketo.get_leads(link_field, [w.plan.dynamics_id for w in imported], ["id", link_field])
+        people = self.ctx.marketo.get_leads(
+            link_field, [dynamics_id for _, dynamics_id in imported], ["id", link_field]
+        )
         ids = {str(p.values.get(link_field) or "").lower(): str(p.id) for p in people}
-        for work in imported:
-            person = ids.get(str(work.plan.dynamics_id).lower())
+        for work, dynamics_id in imported:
+            person = ids.get(dynamics_id.lower())
             if person is None:
                 self._fail_write(work, "marketo", "create", "not_found", "imported, but not found by its link field")
             else:
                 work.plan.marketo_id = person
 
     def _write_marketo(self, works: list[PairWork]) -> None:
-        creates = [w for w in works if w.ok and w.plan.create_marketo is not None]
+        creates = [(w, w.plan.create_marketo) for w in works if w.ok and w.plan.create_marketo is not None]
         if creates and self.bulk and len(creates) >= self.ctx.bulk_import_threshold:
-            self._bulk_create_marketo(creates)
+            self._bulk_create_marketo([w for w, _ in creates])
             creates = []
         if creates:
             results = self.ctx.marketo.sync_leads(
-                [w.plan.create_marketo for w in creates],
+                [person for _, person in creates],
                 action="createOrUpdate",
                 lookup_field=self.entity.marketo_id_field,
             )
-            for work, result in zip(creates, results, strict=True):
+            for (work, _), result in zip(creates, results, strict=True):
                 if result.status in ("created", "updated") and result.id is not None:
                     work.plan.marketo_id = str(result.id)
                 else:
@@ -180,12 +183,14 @@ class Executor:
                 self._fail_write(work, "dynamics", "update", code, text)
 
     def _deletes(self, works: list[PairWork]) -> None:
-        marketo_deletes = [w for w in works if w.ok and w.plan.delete_marketo and w.plan.marketo_id]
+        marketo_deletes = [
+            (w, w.plan.marketo_id) for w in works if w.ok and w.plan.delete_marketo and w.plan.marketo_id
+        ]
         if marketo_deletes:
-            results = self.ctx.marketo.delete_leads([int(w.plan.marketo_id) for w in marketo_deletes])  # type: ignore[arg-type]
-            for work, result in zip(marketo_deletes, results, strict=True):
+            results = self.ctx.marketo.delete_leads([int(marketo_id) for _, marketo_id in marketo_deletes])
+            for (work, marketo_id), result in zip(marketo_deletes, results, strict=True):
                 if result.status != "deleted" and not any(r.code == "1004" for r in result.reasons):
-                    code, text = _marketo_error_text(result, "delete", work.plan.marketo_id)
+                    code, text = _marketo_error_text(result, "delete", marketo_id)
                     self._fail_write(work, "marketo", "delete", code, text)
         for work in works:
             if work.ok and work.plan.delete_dynamics and work.plan.dynamics_id:
@@ -259,6 +264,10 @@ class Executor:
                     now=now,
                 )
                 continue
-            for system, record_id in (("dynamics", work.plan.dynamics_id), ("marketo", work.plan.marketo_id)):
+            sides: tuple[tuple[SystemName, str | None], ...] = (
+                ("dynamics", work.plan.dynamics_id),
+                ("marketo", work.plan.marketo_id),
+            )
+            for system, record_id in sides:
                 if record_id and (system, record_id) in retried:
                     state.errors.resolve(self.entity.name, system, record_id)

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -35,11 +35,12 @@ from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import CrmBatches
 from sync.engine.cycle import counts_of
+from sync.engine.identity import SandboxChanged, check_systems, halted_reason
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
-from sync.mapping.model import EntityMapping, MappingConfig
+from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
-from sync.state.jobs import Phase
+from sync.state.jobs import JobState, Phase
 from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FullSyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     entities: list[str] | None = None
-    direction: Literal["both", "to_marketo", "to_dynamics"] = "both"
+    direction: Direction = "both"
     dry_run: bool = Field(default=False, alias="dryRun")
     since: datetime | None = Field(
         default=None, description="oldest Marketo person to read, by Bulk Extract from that date (default: all)"
@@ -88,7 +89,7 @@ class FullSyncRequest(BaseModel):
             raise FullSyncRejected(f"{where}: {first['msg']}") from None
 
 
-def phases_for(entity: EntityMapping, direction: str) -> list[Phase]:
+def phases_for(entity: EntityMapping, direction: Direction) -> list[Phase]:
     phases: list[Phase] = []
     if direction in ("both", "to_marketo") and entity.direction in ("both", "to_marketo"):
         phases.append("to_marketo")
@@ -97,12 +98,26 @@ def phases_for(entity: EntityMapping, direction: str) -> list[Phase]:
     return phases
 
 
+class MarketoReadCursor(TypedDict, total=False):
+    """The to_dynamics phase's cursor (JSON in Task.cursor): a REST id range, or Bulk Extract windows and where in
+    the current window's file the last message stopped."""
+
+    window: str  # ISO start of the export window being read
+    until: str  # ISO end of the whole read
+    low: int  # the lowest person id, until the first message chose REST or Bulk Extract with it
+    ids: list[int]  # [next id, last id], read by REST
+    export: str  # the current window's export
+    byte: int  # where its next message resumes reading the file
+    header: list[str] | None
+    next_export: str | None  # the next window's export, queued ahead
+
+
 class JobView(BaseModel):
     """What GET /api/sync/jobs/{id} answers."""
 
     job_id: str
-    state: str
-    direction: str
+    state: JobState
+    direction: Direction
     dry_run: bool
     entities: list[str]
     created_at: datetime
@@ -124,6 +139,7 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
     if not names:
         raise FullSyncRejected("entities: give at least one entity")
     names = list(dict.fromkeys(names))
+    _refuse_if_systems_changed(ctx)
     if request.direction in ("both", "to_marketo"):
         names = _with_unsynced_dependencies(ctx, names)
     job = Job(entities=names, direction=request.direction, dry_run=request.dry_run)
@@ -161,6 +177,16 @@ def start_full_sync(ctx: SyncContext, queue: WorkQueue, request: FullSyncRequest
         ctx.state.jobs.release(job.job_id, names)
         raise
     return job
+
+
+def _refuse_if_systems_changed(ctx: SyncContext) -> None:
+    """A full sync starts by asking both systems whether they are still the ones the state knows (sync/engine/
+    identity.py): after a sandbox refresh only `relink --after-refresh` may start one."""
+    with contextlib.suppress(SandboxChanged):  # recorded as a halt, read just below
+        check_systems(ctx)
+    stopped = halted_reason(ctx)
+    if stopped is not None:
+        raise FullSyncConflict(stopped)
 
 
 def _with_unsynced_dependencies(ctx: SyncContext, names: list[str]) -> list[str]:
@@ -214,7 +240,7 @@ def _marketo_read_cursor(ctx: SyncContext, since: datetime | None, now: datetime
     if since is not None:
         return json.dumps({"window": since.isoformat(), "until": now.isoformat()})
     oldest = oldest_persons(ctx.marketo, now)
-    cursor: dict[str, Any] = {"window": oldest.created.isoformat(), "until": now.isoformat()}
+    cursor: MarketoReadCursor = {"window": oldest.created.isoformat(), "until": now.isoformat()}
     if oldest.lowest_id is not None:
         cursor["low"] = oldest.lowest_id
     return json.dumps(cursor)
@@ -366,41 +392,46 @@ def _start_next_phase(ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[
         queue.send(WorkMessage(job=job.job_id, entity=following.entity, phase=following.phase, page=0))
 
 
-def _finish_task(ctx: SyncContext, task: Task, state: str, error: str | None, queue: WorkQueue) -> None:
+def _job_and_tasks(ctx: SyncContext, job_id: str) -> tuple[Job, list[Task]]:
+    found = ctx.state.jobs.get(job_id)
+    if found is None:  # a job's rows are never deleted while one of its tasks runs
+        raise LookupError(f"full sync job {job_id} is gone while one of its tasks was finishing")
+    return found
+
+
+def _finish_task(ctx: SyncContext, task: Task, state: JobState, error: str | None, queue: WorkQueue) -> None:
     """End a task; when it was its entity's last, hand the watermarks over, release the entity and start the streams
     that were waiting for it; when it was the job's last, end the job."""
     fresh = ctx.state.jobs.get_task(task.job_id, task.entity, task.phase)
-    fresh.state = state  # type: ignore[assignment]
+    fresh.state = state
     fresh.error = error
     fresh.finished_at = ctx.clock()
     fresh.pages_done = max(fresh.pages_done, task.pages_done)
     ctx.state.jobs.save_task(fresh)
-    found = ctx.state.jobs.get(task.job_id)
-    assert found is not None
-    job, tasks = found
+    job, tasks = _job_and_tasks(ctx, task.job_id)
     entity_tasks = [t for t in tasks if t.entity == task.entity]
     if state != "succeeded":  # the entity's later phases will not run
         for other in entity_tasks:
             if other.state in ("queued", "running") and other.phase != task.phase:
-                other.state = "cancelled"  # type: ignore[assignment]
+                other.state = "cancelled"
                 other.finished_at = ctx.clock()
                 ctx.state.jobs.save_task(other)
-        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
+        tasks = _job_and_tasks(ctx, task.job_id)[1]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks if t.entity == task.entity):
         if not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
             _set_watermark_if_unset(ctx, task.entity, "marketo", fresh.marketo_start)
         ctx.state.jobs.release(job.job_id, [task.entity])
         _start_ready(ctx, queue, job, tasks)
-        tasks = ctx.state.jobs.get(task.job_id)[1]  # type: ignore[index]
+        tasks = _job_and_tasks(ctx, task.job_id)[1]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks):
         states = {t.state for t in tasks}
-        job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"  # type: ignore[assignment]
+        job.state = "failed" if "failed" in states else "cancelled" if "cancelled" in states else "succeeded"
         job.error = next((f"{t.entity}/{t.phase}: {t.error}" for t in tasks if t.error), None)
         job.finished_at = ctx.clock()
         ctx.state.jobs.update_job(job)
 
 
-def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: str | None) -> None:
+def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: System, cursor: str | None) -> None:
     """The incremental sync continues from where the full sync started reading, unless it already runs on its own."""
     if cursor is None:
         return
@@ -412,7 +443,7 @@ def _set_watermark_if_unset(ctx: SyncContext, entity: str, system: str, cursor: 
 # --- pages ------------------------------------------------------------------------------------------------------------
 def _builder(ctx: SyncContext, job: Job, task: Task) -> PairBuilder:
     entity = ctx.mapping.entity(task.entity)
-    return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)  # type: ignore[arg-type]
+    return PairBuilder(ctx, entity, dry_run=job.dry_run, direction=job.direction, bulk=True)
 
 
 def _process_page(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> PageResult:
@@ -478,7 +509,7 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     """The next Marketo persons: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a Bulk Extract.
     The phase's first message chooses which: REST when the id range is narrow and provable (person_ids)."""
     builder = _builder(ctx, job, task)
-    state = json.loads(task.cursor or "{}")
+    state: MarketoReadCursor = json.loads(task.cursor or "{}")
     fields = ["id", *builder.marketo_field_names()]
     expected = None
     if "low" in state:
@@ -507,7 +538,9 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
 
 
-def _read_ids(ctx: SyncContext, state: dict[str, Any], fields: list[str]) -> tuple[list[MarketoPerson], dict, bool]:
+def _read_ids(
+    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
+) -> tuple[list[MarketoPerson], MarketoReadCursor, bool]:
     """The next IDS_PER_MESSAGE ids of the range, 300 per call; deleted ids simply come back empty."""
     first, last = state["ids"]
     end = min(first + IDS_PER_MESSAGE - 1, last)
@@ -517,8 +550,8 @@ def _read_ids(ctx: SyncContext, state: dict[str, Any], fields: list[str]) -> tup
 
 
 def _read_extract(
-    ctx: SyncContext, state: dict[str, Any], fields: list[str]
-) -> tuple[list[MarketoPerson], dict, bool, int | None]:
+    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
+) -> tuple[list[MarketoPerson], MarketoReadCursor, bool, int | None]:
     """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
     message; later messages resume reading its file at the byte they stopped."""
     window = datetime.fromisoformat(state["window"])
@@ -529,13 +562,13 @@ def _read_extract(
     expected = None
     if not state.get("export"):
         status = _window_export(ctx, fields, window, window_end, state.pop("next_export", None))
-        state.update(export=status.job_id, byte=0, header=None)
+        state.update({"export": status.job_id, "byte": 0, "header": None})
         expected = status.number_of_records
         if window_end < until:  # the next window's export runs while this one is read (Marketo runs 2 at once)
             next_end = min(window_end + EXTRACT_WINDOW, until)
             state["next_export"] = ctx.marketo.queue_lead_export(fields, window_end, next_end, "createdAt")
     persons: list[MarketoPerson] = []
-    end_byte = state["byte"]
+    end_byte: int | None = state["byte"]
     header = state.get("header")
     for row, offset in ctx.marketo.lead_export_rows(state["export"], state["byte"], header):
         end_byte = offset
@@ -548,6 +581,6 @@ def _read_extract(
         state = {"window": window_end.isoformat(), "until": state["until"], "next_export": state.get("next_export")}
         end_byte = None
     if end_byte is not None:
-        state.update(byte=end_byte, header=header)
+        state.update({"byte": end_byte, "header": header})
     finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until
     return persons, state, finished, expected

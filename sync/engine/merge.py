@@ -21,8 +21,6 @@ from pydantic import BaseModel, Field
 from sync.mapping.model import MARKETO_COMPANY_FIELDS, EntityMapping, System
 from sync.mapping.transforms import Canonical, same
 
-_MISSING = object()
-
 
 class Conflict(BaseModel):
     field: str
@@ -73,7 +71,8 @@ def merge_pair(
                 result.snapshot[key] = value
             continue
 
-        base = snapshot.get(key, _MISSING) if snapshot is not None else _MISSING
+        has_base = snapshot is not None and key in snapshot  # a snapshot's None is a value: both sides were blank
+        base = snapshot.get(key) if snapshot is not None else None
         if same(field, d, m):
             result.snapshot[key] = d
             continue
@@ -82,16 +81,16 @@ def merge_pair(
             if field.never_blank and source_value is None:  # the target keeps what it has
                 result.snapshot[key] = m if direction == "to_marketo" else d
                 continue
-            if base is _MISSING:
+            if not has_base:
                 source_changed = source_value is not None
             else:
-                source_changed = not same(field, source_value, base)  # type: ignore[arg-type]
+                source_changed = not same(field, source_value, base)
             if source_changed:
                 target[key] = source_value
             result.snapshot[key] = source_value
             continue
 
-        if base is _MISSING:
+        if not has_base:
             if d is None or m is None:  # first link: fill the blank side, never blank out data
                 winner: System = "marketo" if d is None else "dynamics"
             else:
@@ -99,14 +98,14 @@ def merge_pair(
                 result.conflicts.append(
                     Conflict(field=key, dynamics_value=d, marketo_value=m, base_value=None, winner=winner)
                 )
-        elif same(field, d, base):  # type: ignore[arg-type]
+        elif same(field, d, base):
             winner = "marketo"
-        elif same(field, m, base):  # type: ignore[arg-type]
+        elif same(field, m, base):
             winner = "dynamics"
         else:
             winner = entity.winner_for(field)
             result.conflicts.append(
-                Conflict(field=key, dynamics_value=d, marketo_value=m, base_value=base, winner=winner)  # type: ignore[arg-type]
+                Conflict(field=key, dynamics_value=d, marketo_value=m, base_value=base, winner=winner)
             )
         if winner == "marketo":
             result.to_dynamics[key] = m

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from sync.connectors.dynamics.models import DataverseRecord
+from sync.connectors.marketo.models import MarketoPerson
 from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
 from sync.engine.execute import BatchOutcome, Executor, PairWork
@@ -40,10 +41,12 @@ from sync.engine.records import (
     option_sets,
 )
 from sync.engine.references import ReferenceResolver, Resolved
-from sync.mapping.model import Direction, EntityMapping
+from sync.mapping.model import Direction, EntityMapping, System
+from sync.mapping.transforms import Canonical
 from sync.state import Link
 
-LOOKUP_THREADS = 16
+Side = TypeVar("Side", DynamicsSide, MarketoSide)
+Candidate = TypeVar("Candidate", DataverseRecord, MarketoPerson)
 
 
 def link_ref(link: Link) -> LinkRef:
@@ -74,7 +77,7 @@ class PairBuilder:
         self.annotations = any(f.transform in ("lookup_name", "reference") for f in entity.synced_fields)
         self._options: OptionSets | None = None
         self.references = ReferenceResolver(ctx, entity, dry_run)
-        self._resolved: dict[tuple[str, tuple[Any, ...]], tuple[dict[str, Any] | None, str | None]] = {}
+        self._resolved: dict[tuple[str, tuple[object, ...]], tuple[dict[str, Any] | None, str | None]] = {}
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
 
     # --- small helpers ------------------------------------------------------------------------------------------
@@ -102,11 +105,11 @@ class PairBuilder:
     def links_by_marketo_id(self, entity: str, ids: Iterable[str]) -> dict[str, Link]:
         return self.links.get_many_by_marketo_id(entity, ids)
 
-    def _reference_key(self, record: Any) -> tuple[str, tuple[Any, ...]]:
+    def _reference_key(self, record: DataverseRecord) -> tuple[str, tuple[object, ...]]:
         values = record.values
         return str(record.id).lower(), tuple(values.get(f"_{r.column}_value") for r in self.entity.references)
 
-    def resolve_references(self, records: Sequence[Any]) -> None:
+    def resolve_references(self, records: Sequence[DataverseRecord]) -> None:
         """Resolve the references of these rows in one batch (see references.py); `_dynamics_side` reads them."""
         if not self.entity.references:
             return
@@ -120,17 +123,9 @@ class PairBuilder:
                 self._problem_codes[row_id] = waiting.code
             self._resolved[self._reference_key(record)] = (resolved.values.get(row_id), text)
 
-    def _parallel(self, fn: Any, items: Sequence[Any]) -> list[Any]:
-        if len(items) <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(LOOKUP_THREADS, len(items))) as pool:
-            return list(pool.map(fn, items))
-
     # --- sides --------------------------------------------------------------------------------------------------
-    def _dynamics_side(self, record: Any) -> tuple[DynamicsSide | None, str | None]:
-        values, problems = dynamics_canonical(
-            self.entity, record.values, self.options, getattr(record, "annotations", None)
-        )
+    def _dynamics_side(self, record: DataverseRecord) -> tuple[DynamicsSide | None, str | None]:
+        values, problems = dynamics_canonical(self.entity, record.values, self.options, record.annotations)
         if self.entity.references:
             if self._reference_key(record) not in self._resolved:
                 self.resolve_references([record])
@@ -156,7 +151,7 @@ class PairBuilder:
             None,
         )
 
-    def _marketo_side(self, person: Any) -> tuple[MarketoSide | None, str | None]:
+    def _marketo_side(self, person: MarketoPerson) -> tuple[MarketoSide | None, str | None]:
         values, problems = marketo_canonical(self.entity, person.values)
         if problems:
             return None, "; ".join(problems)
@@ -173,7 +168,7 @@ class PairBuilder:
             None,
         )
 
-    def _snapshot_values(self, link: Link) -> dict[str, Any]:
+    def _snapshot_values(self, link: Link) -> dict[str, Canonical]:
         return {f.key: link.snapshot.get(f.key) for f in self.entity.synced_fields if f.key in link.snapshot}
 
     def _dynamics_from_snapshot(self, link: Link) -> DynamicsSide:
@@ -194,14 +189,14 @@ class PairBuilder:
         return MarketoSide(id=link.marketo_id, values=values, linked_dynamics_id=link.dynamics_id), None
 
     # --- fetching -----------------------------------------------------------------------------------------------
-    def fetch_persons(self, ids: Iterable[str]) -> dict[str, Any]:
+    def fetch_persons(self, ids: Iterable[str]) -> dict[str, MarketoPerson]:
         ids = sorted(set(ids), key=lambda x: int(x) if x.isdigit() else 0)
         if not ids:
             return {}
         persons = self.ctx.marketo.get_leads("id", [int(i) for i in ids], self.marketo_field_names())
         return {str(p.id): p for p in persons}
 
-    def fetch_dynamics(self, ids: Iterable[str]) -> dict[str, Any]:
+    def fetch_dynamics(self, ids: Iterable[str]) -> dict[str, DataverseRecord]:
         ids = sorted(set(ids))
         if not ids:
             return {}
@@ -242,7 +237,7 @@ class PairBuilder:
         fields = self.marketo_field_names()
         # 1. The record names its person (new_marketopersonid), or a person names the record (its link field).
         named = self.fetch_persons(s.marketo_id for s in sides if s.marketo_id and s.marketo_id.isdigit())
-        by_link = {}
+        by_link: dict[str, list[MarketoPerson]] = {}
         if sides:
             people = self.ctx.marketo.get_leads(self.entity.marketo_id_field, [s.id for s in sides], fields)
             for person in people:
@@ -257,12 +252,16 @@ class PairBuilder:
                 works.append(self._skip(side.id, None, f"its Marketo person follows {owner}"))
                 continue
             candidates = [c for c in candidates if str(c.id) not in followed]
-            if side.marketo_id in named and all(str(c.id) != side.marketo_id for c in candidates):
-                owner = self._linked_elsewhere(side.marketo_id)  # type: ignore[arg-type]
-                if owner is not None:
-                    works.append(self._skip(side.id, None, f"its Marketo person {side.marketo_id} follows {owner}"))
+            if (
+                side.marketo_id is not None
+                and side.marketo_id in named
+                and all(str(c.id) != side.marketo_id for c in candidates)
+            ):
+                linked_to = self._linked_elsewhere(side.marketo_id)
+                if linked_to is not None:
+                    works.append(self._skip(side.id, None, f"its Marketo person {side.marketo_id} follows {linked_to}"))
                     continue
-                candidates = [named[side.marketo_id], *candidates]  # type: ignore[index]
+                candidates = [named[side.marketo_id], *candidates]
             if not candidates:
                 pending.append(side)
                 continue
@@ -271,7 +270,7 @@ class PairBuilder:
         # 2. The e-mail address.
         batch_dupes = duplicates_within(pending)
         emails = group_by_email(pending, lambda s: s.values.get("email"))
-        found_by_email: dict[str, list[Any]] = {}
+        found_by_email: dict[str, list[MarketoPerson]] = {}
         if emails:
             for person in self.ctx.marketo.get_leads("email", list(emails), fields):
                 found_by_email.setdefault(str(person.values.get("email", "")).strip().casefold(), []).append(person)
@@ -280,14 +279,14 @@ class PairBuilder:
         )
         return inputs
 
-    def _person_owner(self, person: Any, dynamics_id: str) -> str | None:
+    def _person_owner(self, person: MarketoPerson, dynamics_id: str) -> str | None:
         for other in self.ctx.mapping.person_streams():
             value = person.values.get(other.marketo_id_field)
             if value not in (None, "") and str(value).lower() != dynamics_id:
                 return f"{other.name} {value}"
         return self._linked_elsewhere(str(person.id))
 
-    def _pair_for_match(self, side: DynamicsSide, person: Any, error: str | None) -> PairInput:
+    def _pair_for_match(self, side: DynamicsSide, person: MarketoPerson | None, error: str | None) -> PairInput:
         if error is not None:
             return PairInput(dynamics=side, match_error=error)
         if person is None:
@@ -301,7 +300,9 @@ class PairBuilder:
         """Unlinked Marketo persons marked to sync to Dynamics: find their Dynamics record, or plan a create."""
         inputs: list[PairInput] = []
         select = self.select()
-        named = self.fetch_dynamics(s.linked_dynamics_id for s in sides if _is_guid(s.linked_dynamics_id))
+        named = self.fetch_dynamics(
+            s.linked_dynamics_id for s in sides if s.linked_dynamics_id is not None and _is_guid(s.linked_dynamics_id)
+        )
         # by the link field, then by e-mail: both asked in the same queries; e-mail answers serve the unmatched only
         link_column = self.link_fields.dynamics_marketo_id
         email_column = next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
@@ -317,10 +318,12 @@ class PairBuilder:
         pending: list[MarketoSide] = []
         for side in sides:
             candidates = list(by_person.get(side.id, []))
-            if side.linked_dynamics_id in named and all(
-                str(c.id).lower() != side.linked_dynamics_id for c in candidates
+            if (
+                side.linked_dynamics_id is not None
+                and side.linked_dynamics_id in named
+                and all(str(c.id).lower() != side.linked_dynamics_id for c in candidates)
             ):
-                candidates.insert(0, named[side.linked_dynamics_id])  # type: ignore[index]
+                candidates.insert(0, named[side.linked_dynamics_id])
             if not candidates:
                 pending.append(side)
                 continue
@@ -337,14 +340,16 @@ class PairBuilder:
         )
         return inputs
 
-    def _dynamics_owner(self, record: Any, marketo_id: str) -> str | None:
+    def _dynamics_owner(self, record: DataverseRecord, marketo_id: str) -> str | None:
         value = record.values.get(self.link_fields.dynamics_marketo_id)
         if value not in (None, "") and str(value) != marketo_id:
             return f"Marketo person {value}"
         link = self.links.get_by_dynamics_id(self.entity.name, str(record.id).lower())
         return f"Marketo person {link.marketo_id}" if link and link.marketo_id != marketo_id else None
 
-    def _pair_for_dynamics_match(self, side: MarketoSide, record: Any, error: str | None) -> PairInput:
+    def _pair_for_dynamics_match(
+        self, side: MarketoSide, record: DataverseRecord | None, error: str | None
+    ) -> PairInput:
         if error is not None:
             return PairInput(marketo=side, match_error=error)
         if record is None:
@@ -358,16 +363,16 @@ class PairBuilder:
         plan = PairPlan(dynamics_id=dynamics_id, marketo_id=marketo_id, outcome="skipped", reason=reason)
         return PairWork(pair=PairInput(), plan=plan)
 
-    def _read_failure(self, system: str, record_id: str, message: str) -> PairWork:
+    def _read_failure(self, system: System, record_id: str, message: str) -> PairWork:
         plan = PairPlan(outcome="failed")
         code = self._problem_codes.get(record_id, "invalid_value") if system == "dynamics" else "invalid_value"
-        plan.error = PlanError(system=system, record_id=record_id, operation="read", code=code, message=message)  # type: ignore[arg-type]
+        plan.error = PlanError(system=system, record_id=record_id, operation="read", code=code, message=message)
         return PairWork(pair=PairInput(), plan=plan)
 
     # --- batches ------------------------------------------------------------------------------------------------
     def dynamics_batch(
         self,
-        records: Sequence[Any],
+        records: Sequence[DataverseRecord],
         deleted_ids: Sequence[str],
         changes: MarketoChangeSet,
         pending: set[str],
@@ -435,7 +440,7 @@ class PairBuilder:
         return works + self._plan(inputs)
 
     def _qualified_or_matched(
-        self, unlinked: list[DynamicsSide], records: Sequence[Any], works: list[PairWork]
+        self, unlinked: list[DynamicsSide], records: Sequence[DataverseRecord], works: list[PairWork]
     ) -> list[PairInput]:
         if not unlinked:
             return []
@@ -475,7 +480,7 @@ class PairBuilder:
         person_ids: set[str],
         changes: MarketoChangeSet,
         dynamics_complete: bool,
-        known_persons: Sequence[Any] = (),
+        known_persons: Sequence[MarketoPerson] = (),
         synced_since: datetime | None = None,
         assume_unlinked: bool = False,
     ) -> list[PairWork]:
@@ -557,12 +562,12 @@ class PairBuilder:
 
 
 def _match_by_email(
-    pending: Sequence[Any],
+    pending: Sequence[Side],
     batch_dupes: dict[str, str],
-    found_by_email: dict[str, list[Any]],
-    owner_of: Any,
+    found_by_email: dict[str, list[Candidate]],
+    owner_of: Callable[[Candidate, str], str | None],
     what: str,
-    pair_for: Any,
+    pair_for: Callable[[Side, Candidate | None, str | None], PairInput],
 ) -> list[PairInput]:
     """The e-mail step of matching, the same both ways: a record shares its address with an earlier one of the same
     batch (error), or the other system holds exactly one free record with it (link), several (error) or none (create).
@@ -575,13 +580,13 @@ def _match_by_email(
             continue
         email = side.values.get("email")
         key = email.strip().casefold() if isinstance(email, str) else ""
-        match = pick(
-            f"e-mail {email}",
-            found_by_email.get(key, []) if key else [],
-            lambda candidate: str(candidate.id),
-            lambda candidate, side=side: owner_of(candidate, side.id),
-            what,
-        )
+
+        side_id: str = side.id
+
+        def taken_by(candidate: Candidate, side_id: str = side_id) -> str | None:
+            return owner_of(candidate, side_id)
+
+        match = pick(f"e-mail {email}", found_by_email.get(key, []) if key else [], lambda c: str(c.id), taken_by, what)
         inputs.append(pair_for(side, match.found, match.error))
     return inputs
 
@@ -595,7 +600,7 @@ def _is_guid(value: str | None) -> bool:
     return True
 
 
-def _as_bool(value: Any) -> bool | None:
+def _as_bool(value: object) -> bool | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync.mapping.model import EntityMapping
 from sync.mapping.transforms import Canonical, TransformError, from_dynamics, from_marketo, to_dynamics, to_marketo
+
+if TYPE_CHECKING:
+    from sync.connectors.dynamics.client import DataverseClient
 
 FORMATTED = "@OData.Community.Display.V1.FormattedValue"
 OptionSets = Mapping[str, Mapping[int, str]]  # Dataverse column -> option value -> label
 
 
-def option_sets(dynamics: Any, entity: EntityMapping) -> OptionSets:
+def option_sets(dynamics: DataverseClient, entity: EntityMapping) -> OptionSets:
     """The labels of every choice column the entity maps (one metadata read each, cached by the client)."""
     return {f.dynamics: dynamics.option_set(entity.table, f.dynamics) for f in entity.fields if f.transform == "choice"}
 

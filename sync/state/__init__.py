@@ -17,10 +17,11 @@ from sync.state.jobs import CheckpointConflict, EntityClaimed, Job, JobStore, Ta
 from sync.state.leases import Lease, LeaseHeld, LeaseStore
 from sync.state.links import Link, LinkStore
 from sync.state.runs import RunCounts, RunHistory, RunRecord
+from sync.state.systems import Halt, SystemStore
 from sync.state.tables import ensure_table, service_client
 from sync.state.watermarks import Watermark, WatermarkConflict, WatermarkStore
 
-TABLE_KINDS = ("watermarks", "links", "runs", "errors", "leases", "jobs")
+TABLE_KINDS = ("watermarks", "links", "runs", "errors", "leases", "jobs", "systems")
 
 
 class StateStore:
@@ -39,6 +40,7 @@ class StateStore:
         self.errors = RecordErrorStore(tables["errors"])
         self.leases = LeaseStore(tables["leases"], clock=clock)
         self.jobs = JobStore(tables["jobs"])
+        self.systems = SystemStore(tables["systems"])
 
     @classmethod
     def from_settings(cls, settings: Settings, **client_options: Any) -> StateStore:
@@ -60,6 +62,7 @@ class StateStore:
 __all__ = [
     "CheckpointConflict",
     "EntityClaimed",
+    "Halt",
     "Job",
     "JobStore",
     "Lease",

@@ -255,6 +255,16 @@ class LinkStore:
                 sent += 1
         return sent
 
+    def delete_all(self, entity: str) -> int:
+        """Remove every link of an entity (both sides, in transactions); returns how many links there were."""
+        count = 0
+        for partition in (self._d_partition(entity), self._m_partition(entity)):
+            rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"])
+            keys = [{"PartitionKey": partition, "RowKey": row["RowKey"]} for row in rows]
+            submit_transactions(self._table, [("delete", key) for key in keys])
+            count = count or len(keys)
+        return count
+
     def list(self, entity: str) -> Iterator[Link]:
         """Every link of an entity, streamed page by page."""
         query = "PartitionKey eq @pk"

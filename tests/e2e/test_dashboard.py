@@ -14,6 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from sync.engine.fullsync import FullSyncRequest, start_full_sync
 from tests.e2e.function_host import function_host, runtime_of
@@ -50,6 +52,14 @@ def host(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The function app configured with the world's settings (emulators, Azurite, its tables), served on loopback."""
     with runtime_of(world.env_file, monkeypatch), function_host(KEY) as base_url:
         yield f"{base_url}/api/sync/dashboard?code={KEY}"
+
+
+def _press(browser: WebDriver, selector: str) -> None:
+    """Click a button and wait for the page its form posts to (the click returns before the navigation ends)."""
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, selector).click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "notice")))
 
 
 def _row(browser: WebDriver, stream: str) -> dict[str, str]:
@@ -93,13 +103,13 @@ def test_the_status_page_shows_streams_errors_and_jobs_and_its_buttons_work(
 
     world.cycle("account")  # the accounts reach Marketo: retrying the contacts now succeeds
     retry = f'#errors tr[data-record="{contacts[0]}"] button.retry'
-    browser.find_element(By.CSS_SELECTOR, retry).click()
+    _press(browser, retry)
     assert browser.find_element(By.ID, "notice").text == f"Retried contact record {contacts[0]}: synced."
     errors = {r.get_attribute("data-record") for r in browser.find_elements(By.CSS_SELECTOR, "#errors tr.error")}
     assert errors == {lead}  # the contact cycle retried both contacts
     assert world.mk_by_email("wait0@example.com")[0]["company"] == "Waiting Co 0"
 
-    browser.find_element(By.CSS_SELECTOR, f'#errors tr[data-record="{lead}"] button.dismiss').click()
+    _press(browser, f'#errors tr[data-record="{lead}"] button.dismiss')
     assert browser.find_element(By.ID, "notice").text == f"Dismissed 1 error of lead record {lead}."
     assert browser.find_element(By.ID, "no-errors").text == "No record errors."
     assert world.ctx.state.errors.count() == 0

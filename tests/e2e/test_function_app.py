@@ -24,6 +24,7 @@ HTTP_ROUTES = {
     "sync_full_start": ("sync/full", ["POST"]),
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
+    "sync_relink": ("sync/relink", ["POST"]),
 }
 TIMERS = {f"sync_{s}": f"%SYNC_SCHEDULE_{s.upper()}%" for s in ("systemuser", "team", "account", "lead", "contact")}
 

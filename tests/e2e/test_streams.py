@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
+from sync.mapping.model import DEFAULT_MAPPING_FILE, parse_mapping
 from tests.e2e.world import World
 
 SALES_FIELDS = ("externalSalesPersonId", "email", "firstName", "lastName", "title")
@@ -210,3 +213,97 @@ def test_a_linked_person_takes_its_company_name_from_the_company_and_the_sync_do
     assert report.counts.failed == 0, report  # no 1021: the company fields are not sent
     assert world.mk_get(person["id"])["title"] == "Buyer"
     assert world.dv_get("lead", lead)["companyname"] == "Typed by hand"  # the company's name does not flow back
+
+
+# --- policies and bad input ----------------------------------------------------------------------------------------
+def custom_mapping(world: World, change: Any) -> None:
+    raw = yaml.safe_load(DEFAULT_MAPPING_FILE.read_text())
+    change(raw)
+    world.ctx.mapping = parse_mapping(raw, "custom.yaml")
+
+
+def test_the_administrator_policy_gives_a_team_owned_lead_the_team_administrators_sales_person(world: World) -> None:
+    custom_mapping(world, lambda raw: raw["owners"].update(teams="administrator"))
+    upstream(world)
+    team, admin = default_team(world), users(world)["System Administrator"]["id"]
+    world.cycles("lead")
+    world.dv_create(
+        "lead", lastname="Admin", emailaddress1="adm@example.com", **{"ownerid@odata.bind": f"/teams({team})"}
+    )
+    world.cycle("lead")
+    [person] = world.mk_by_email("adm@example.com")
+    assert person["externalSalesPersonId"] == admin
+
+
+def test_a_user_marketo_refuses_is_a_record_error_and_the_other_users_sync(world: World) -> None:
+    world.cycles("systemuser")
+    bad = world.dv_create(
+        "systemuser", lastname="Typo", domainname="typo@contoso.example", internalemailaddress="typo at contoso"
+    )
+    good = world.dv_create(
+        "systemuser", lastname="Good", domainname="good@contoso.example", internalemailaddress="good@contoso.example"
+    )
+    report = world.cycle("systemuser")
+    assert (report.counts.created, report.counts.failed) == (1, 1), report
+    assert set(sales_persons(world, bad, good)) == {good}
+    [error] = world.ctx.state.errors.list("systemuser")
+    assert error.record_id == bad and error.code == "1003"
+    assert f"systemuser {bad}" in error.message and "typo at contoso" in error.message
+    assert world.ctx.state.watermarks.get("systemuser", "dynamics").cursor is not None
+    world.dv_update("systemuser", bad, internalemailaddress="typo@contoso.example")  # fixed at the source
+    world.cycle("systemuser")
+    assert set(sales_persons(world, bad)) == {bad} and list(world.ctx.state.errors.list("systemuser")) == []
+
+
+def test_a_value_too_long_for_marketo_is_a_record_error_naming_the_account(world: World) -> None:
+    def long_sic(raw: dict) -> None:  # a custom mapping that carries a 2,000-character column into a 255 one
+        fields = raw["entities"]["account"]["fields"]
+        raw["entities"]["account"]["fields"] = [f for f in fields if f["marketo"] != "sicCode"]
+        raw["entities"]["account"]["fields"].append({"dynamics": "description", "marketo": "sicCode"})
+
+    custom_mapping(world, long_sic)
+    upstream(world)
+    long_one = world.dv_create("account", name="Long Co", description="x" * 300)
+    short = world.dv_create("account", name="Short Co", description="fine")
+    report = world.cycle("account")
+    assert (report.counts.created, report.counts.failed) == (1, 1), report
+    assert set(companies(world, long_one, short)) == {short}
+    [error] = world.ctx.state.errors.list("account")
+    assert error.record_id == long_one and "sicCode" in error.message and "max length" in error.message
+
+
+def test_a_stream_that_deletes_removes_the_company_of_a_deleted_account(world: World) -> None:
+    custom_mapping(world, lambda raw: raw["entities"]["account"].update(on_delete="delete"))
+    upstream(world)
+    account = world.dv_create("account", name="Gone For Good")
+    world.cycle("account")
+    assert set(companies(world, account)) == {account}
+    world.dv_delete("account", account)
+    report = world.cycle("account")
+    assert report.counts.deleted == 1, report
+    assert companies(world, account) == {}
+    assert world.ctx.state.links.get_by_dynamics_id("account", account) is None
+
+
+def test_a_full_sync_runs_every_stream_in_dependency_order(world: World) -> None:
+    from tests.e2e.test_full_sync import run_job
+
+    accounts = [world.dv_create("account", name=f"Full {i}") for i in range(3)]
+    for i, account in enumerate(accounts):
+        world.dv_create(
+            "contact",
+            lastname=f"Full{i}",
+            emailaddress1=f"full{i}@example.com",
+            **{"parentcustomerid_account@odata.bind": f"/accounts({account})"},
+        )
+    job = run_job(world, {"entities": ["contact"], "direction": "to_marketo"})  # brings users, teams, accounts along
+    assert job.entities == ["systemuser", "team", "account", "contact"]
+    finished = {t["entity"]: t["finished_at"] for t in job.tasks}
+    started = {t["entity"]: t["started_at"] for t in job.tasks}
+    assert finished["systemuser"] <= started["account"] and finished["team"] <= started["account"]
+    assert finished["account"] <= started["contact"]
+    for i, account in enumerate(accounts):
+        [person] = world.mk_by_email(f"full{i}@example.com")
+        assert person["externalCompanyId"] == account and person["company"] == f"Full {i}"
+    assert world.ctx.state.errors.count() == 0
+    assert set(companies(world, *accounts)) == set(accounts)

@@ -638,3 +638,29 @@ def test_the_report_prints_one_line_per_check_and_a_fix_under_each_problem() -> 
     assert lines[missing + 1].strip().startswith("fix: add the column in make.powerapps.com > Tables > lead")
     assert lines[-1] == f"1 missing, 0 failed, of {len(results)} checks"
     assert _printed(run()).splitlines()[-1] == f"all {len(run())} checks passed"
+
+
+def test_a_missing_crm_object_or_field_of_a_one_way_stream_is_named_with_its_fix() -> None:
+    marketo = healthy_marketo()
+    companies = marketo.objects["companies"]
+    assert companies is not None
+    marketo.objects["companies"] = companies.model_copy(
+        update={"fields": [f for f in companies.fields if f.name != "sicCode"]}
+    )
+    marketo.objects["salespersons"] = None  # e.g. 1018: Marketo's native CRM sync is on
+    results = {(r.system, r.item): r for r in run(marketo=marketo)}
+    assert results[("marketo", "companies.sicCode")].status == "missing"
+    assert "account.sic" in results[("marketo", "companies.sicCode")].message
+    missing = results[("marketo", "object salespersons")]
+    assert missing.status == "missing" and "1018" in missing.hint
+    assert results[("marketo", "object companies")].status == "ok"
+
+
+def test_every_synced_table_is_checked_for_change_tracking() -> None:
+    dataverse = healthy_dataverse()
+    team = dataverse.tables["team"]
+    assert team is not None
+    dataverse.tables["team"] = team.model_copy(update={"change_tracking": False})
+    results = {(r.system, r.item): r.status for r in run(dataverse=dataverse)}
+    assert results[("dynamics", "team change tracking")] == "missing"
+    assert all(results[("dynamics", f"{t} change tracking")] == "ok" for t in ("systemuser", "account", "lead"))

@@ -196,6 +196,11 @@ class DataverseClient:
 
     # --- reads ----------------------------------------------------------------------------------------------
 
+    def who_am_i(self) -> dict[str, str]:
+        """WhoAmI: UserId, BusinessUnitId and OrganizationId (a sandbox refreshed from production has a new one)."""
+        body = self._get_json("WhoAmI", "WhoAmI")
+        return {k: str(v) for k, v in body.items() if not k.startswith("@")}
+
     def read_changes(
         self,
         logical_name: str,
