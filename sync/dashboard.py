@@ -29,7 +29,7 @@ _TEMPLATE = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <title>Marketo - Dynamics sync status</title>
-{% if refresh %}<meta http-equiv="refresh" content="60">{% endif %}
+{% if refresh %}<meta http-equiv="refresh" content="300">{% endif %}
 <style>
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1b1f24; }
 h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
