@@ -329,7 +329,7 @@ class Measured:
         return sum(float(e.get("ms", 0.0)) for e in self.mk_log.get("entries", []) if not e.get("identity"))
 
 
-def measure(bench: Bench, ctx: SyncContext, label: str, with_cprofile: bool = False) -> Measured:
+def measure(bench: Bench, ctx: SyncContext, label: str, with_cprofile: bool = False, entity: str = "lead") -> Measured:
     dv_before, mk_before = Counter(ctx.dynamics.calls), Counter(ctx.marketo.calls)
     waited_before = ctx.marketo.limits.window.waited
     bench.clear_logs()
@@ -341,7 +341,7 @@ def measure(bench: Bench, ctx: SyncContext, label: str, with_cprofile: bool = Fa
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    report = run_cycle(ctx, "lead")
+    report = run_cycle(ctx, entity)
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started

@@ -77,6 +77,12 @@ def max_length(column: str, logical_name: str, limit: int) -> DataverseFault:
     )
 
 
+def invalid_character(char: str) -> DataverseFault:
+    # (unverified) code: the text is .NET's XmlException for a character XML cannot hold, as Dynamics reports it.
+    text = f"'\\u{ord(char):04x}', hexadecimal value 0x{ord(char):02X}, is an invalid character."
+    return DataverseFault(400, "0x80040203", text)
+
+
 def required_missing(column: str, logical_name: str) -> DataverseFault:
     # (unverified) code and text: Dataverse enforces SystemRequired columns on create with a validation error.
     return DataverseFault(

@@ -60,6 +60,15 @@ def _type_error(table: Table, column: Column, value: Any) -> errors.DataverseFau
     )
 
 
+# Characters XML 1.0 cannot carry: Dataverse's pipeline serializes records as XML (plug-ins, audit) and refuses them.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def utf16_length(text: str) -> int:
+    """A string's length as Dataverse (.NET) counts it: UTF-16 code units, so an emoji counts 2."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
 def coerce(table: Table, column: Column, value: Any) -> Any:
     """A JSON value for one column, checked as Dataverse checks it, in its stored form."""
     if value is None:
@@ -68,8 +77,11 @@ def coerce(table: Table, column: Column, value: Any) -> Any:
     if ctype in STRING_TYPES:
         if not isinstance(value, str):
             raise _type_error(table, column, value)
-        if column.max_length is not None and len(value) > column.max_length:
+        if column.max_length is not None and utf16_length(value) > column.max_length:
             raise errors.max_length(column.name, table.logical_name, column.max_length)
+        bad = _XML_INVALID.search(value)
+        if bad is not None:
+            raise errors.invalid_character(bad.group())
         return value
     if ctype in ("Integer", "BigInt", "Picklist", "State", "Status"):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -83,6 +83,9 @@ class InvalidValue(Exception):
         self.message = message
 
 
+TEXT_AREA_BYTES = 30_000
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -109,6 +112,11 @@ def coerce(definition: FieldDef, value: Any) -> Any:
         if len(text) > limit:
             # (unverified) Marketo's exact code for an over-long value; 1003 "Invalid data" family.
             raise InvalidValue("1003", f"Value for field '{definition.name}' exceeds max length {limit}")
+        if kind == "text" and len(text) > TEXT_AREA_BYTES // 4 and len(text.encode("utf-8")) > TEXT_AREA_BYTES:
+            # Adobe's field types: a text area holds up to 30,000 bytes; a Unicode character takes up to 4 of them.
+            raise InvalidValue(
+                "1003", f"Value for field '{definition.name}' exceeds max length {TEXT_AREA_BYTES} bytes (UTF-8)"
+            )
         if kind == "email" and (not text.isascii() or not _EMAIL.match(text)):
             raise InvalidValue("1003", f"Invalid email address '{text}'")  # (unverified) message
         return text

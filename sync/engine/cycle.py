@@ -21,8 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sync.connectors.dynamics.errors import AuthenticationError as DataverseAuthenticationError
+from sync.connectors.dynamics.errors import DataverseError
 from sync.connectors.marketo import CallBudgetExhaustedError, DailyQuotaExceededError
 from sync.connectors.marketo.budget import marketo_day_end
+from sync.connectors.marketo.errors import MarketoAuthError, MarketoError
 from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_marketo_changes
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
@@ -56,6 +59,22 @@ class CycleReport(BaseModel):
     plans: list[PairPlan | CrmPlan] = Field(default_factory=list)  # kept for dry runs
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
     resumes_at: datetime | None = None  # stopped by Marketo's daily quota or our call budget: waits until then
+
+
+def failure_line(exc: Exception) -> str:
+    """One line for the operator: which system failed, and for a refused credential which setting to renew."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if isinstance(exc, DataverseAuthenticationError):
+        return f"Dynamics refused the sync's credential (renew DYNAMICS_CLIENT_SECRET or _CERTIFICATE): {text}"
+    if isinstance(exc, MarketoAuthError):
+        return f"Marketo refused the sync's credential (renew MARKETO_CLIENT_ID / MARKETO_CLIENT_SECRET): {text}"
+    if isinstance(exc, MarketoError) and exc.code == "1006":  # a mapped field an admin deleted
+        return f"Marketo: {text}; the mapping names a field Marketo does not have: `python -m sync check` lists them"
+    if isinstance(exc, DataverseError):
+        return f"Dynamics: {text}"
+    if isinstance(exc, MarketoError):
+        return f"Marketo: {text}"
+    return text
 
 
 class _Cycle:
@@ -280,7 +299,7 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.error = f"writing stopped: {exc}; run `python -m sync relink --after-refresh`"
     except Exception as exc:  # recorded for the operator; the watermark stays where the last commit left it
         report.outcome = "failed"
-        report.error = f"{type(exc).__name__}: {exc}"
+        report.error = failure_line(exc)
     finally:
         ctx.state.leases.release(cycle.lease or lease)  # the renewed one: a lease lost meanwhile is left to its holder
     after = ctx.api_calls()

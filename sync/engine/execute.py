@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sync.connectors.dynamics.models import WriteResult
 from sync.connectors.marketo.models import RecordResult
 from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
-from sync.mapping.model import EntityMapping, MappingConfig
+from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import Link, RecordError, StateStore
 from sync.state.links import LinkStore
 
 if TYPE_CHECKING:
     from sync.engine.context import SyncContext
-
-SystemName = Literal["dynamics", "marketo"]
 
 
 @dataclass
@@ -35,7 +33,7 @@ class PairWork:
     def ok(self) -> bool:
         return self.failure is None and self.plan.error is None
 
-    def fail(self, system: SystemName, record_id: str | None, operation: str, code: str | None, message: str) -> None:
+    def fail(self, system: System, record_id: str | None, operation: str, code: str | None, message: str) -> None:
         if self.failure is None:
             self.failure = PlanError(
                 system=system, record_id=record_id or "?", operation=operation, code=code or "error", message=message
@@ -60,14 +58,22 @@ def _dynamics_error_text(result: WriteResult, action: str, table: str, record_id
 
 
 def _marketo_error_text(
-    result: RecordResult, action: str, record_id: str | None, fields: list[str] | None = None
+    result: RecordResult,
+    action: str,
+    record_id: str | None,
+    fields: list[str] | None = None,
+    where: str | None = None,
 ) -> tuple[str | None, str]:
-    """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them."""
+    """`fields`: the person fields the call wrote, named in the text when Marketo's reason names none of them;
+    `where`: the record, when it has no person id yet."""
     reasons = result.reasons
     code = reasons[0].code if reasons else None
     message = "; ".join(f"{r.code} {r.message}" for r in reasons) or f"status {result.status}"
-    where = f"person {record_id}" if record_id else "a new person"
-    text = f"Marketo refused to {action} {where}: {message}"
+    where = f"person {record_id}" if record_id else (where or "a new person")
+    if code and code.startswith("sync."):  # refused here, before any call: Marketo never saw it
+        text = f"Could not send the {action} of {where} to Marketo: {message}"
+    else:
+        text = f"Marketo refused to {action} {where}: {message}"
     if fields and not any(f"'{name}'" in message for name in fields):
         text += f" (fields written: {', '.join(fields)})"
     return code, text
@@ -142,7 +148,12 @@ class Executor:
                 if result.status in ("created", "updated") and result.id is not None:
                     work.plan.marketo_id = str(result.id)
                 else:
-                    code, text = _marketo_error_text(result, "create", None)
+                    source = (
+                        f"a new person for {self.entity.table} {work.plan.dynamics_id}"
+                        if work.plan.dynamics_id
+                        else None
+                    )
+                    code, text = _marketo_error_text(result, "create", None, where=source)
                     self._fail_write(work, "marketo", "create", code, text)
         updates: list[tuple[PairWork, dict[str, Any]]] = []
         for work in works:
@@ -197,10 +208,10 @@ class Executor:
                 self.ctx.dynamics.delete(self.entity.table, work.plan.dynamics_id)  # a missing record is fine
 
     @staticmethod
-    def _fail_write(work: PairWork, target: SystemName, operation: str, code: str | None, message: str) -> None:
+    def _fail_write(work: PairWork, target: System, operation: str, code: str | None, message: str) -> None:
         """Record the failure under the record the data came from (the other side), so that the retry re-reads it
         with its counterpart; a write with no source record on the other side is recorded under its target."""
-        source: SystemName = "marketo" if target == "dynamics" else "dynamics"
+        source: System = "marketo" if target == "dynamics" else "dynamics"
         source_id = work.plan.marketo_id if source == "marketo" else work.plan.dynamics_id
         if source_id is None or (
             source == "dynamics" and work.pair.dynamics is None and work.pair.dynamics_deleted_id is None
@@ -264,7 +275,7 @@ class Executor:
                     now=now,
                 )
                 continue
-            sides: tuple[tuple[SystemName, str | None], ...] = (
+            sides: tuple[tuple[System, str | None], ...] = (
                 ("dynamics", work.plan.dynamics_id),
                 ("marketo", work.plan.marketo_id),
             )

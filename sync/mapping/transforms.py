@@ -80,7 +80,12 @@ def _common(field: FieldMapping, value: Any, side: str) -> Canonical:
         case "date":
             if isinstance(value, date) and not isinstance(value, datetime):
                 return value.isoformat()
-            return _parse_datetime(value, name).date().isoformat() if "T" in str(value) else str(value)[:10]
+            if "T" in str(value):
+                return _parse_datetime(value, name).date().isoformat()
+            try:
+                return date.fromisoformat(str(value).strip()[:10]).isoformat()
+            except ValueError:
+                raise TransformError(f"{name}: {value!r} is not a date") from None
         case "boolean":
             return _to_bool(value, name)
         case "number":

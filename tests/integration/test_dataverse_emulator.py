@@ -380,6 +380,9 @@ def test_duplicate_alternate_key_and_primary_key(dv: Dataverse) -> None:
             "A validation error occurred.  The length of the 'lastname' attribute of the 'lead' entity exceeded the "
             "maximum allowed length of '50'.",
         ),
+        ({"lastname": "😀" * 26}, 400, "0x80044331", "maximum allowed length of '50'"),  # 52 UTF-16 units
+        ({"lastname": "Lee\x00"}, 400, "0x80040203", "hexadecimal value 0x00, is an invalid character"),
+        ({"lastname": "Lee\x1b"}, 400, "0x80040203", "hexadecimal value 0x1B, is an invalid character"),
         ({"lastname": "x", "nosuch": 1}, 400, "0x80048d19", "The property 'nosuch' does not exist on type"),
         ({"lastname": "x", "numberofemployees": "many"}, 400, "0x80048d19", "Cannot convert the literal 'many'"),
         ({"lastname": "x", "leadsourcecode": 99}, 400, "0x8004431a", "is outside the valid range"),

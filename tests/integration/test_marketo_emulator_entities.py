@@ -186,6 +186,19 @@ def test_values_too_long_are_refused_per_record(
     assert results[1]["status"] == "created"
 
 
+def test_a_text_area_holds_30000_bytes_of_utf8(mk: Raw) -> None:
+    """Adobe's field types: a text area supports up to 30,000 bytes, a Unicode character taking up to 4."""
+    records = [
+        {"email": "ascii@example.com", "address": "a" * 30_000},
+        {"email": "emoji@example.com", "address": "😀" * 7_500},  # 30,000 bytes
+        {"email": "over@example.com", "address": "😀" * 7_501},
+    ]
+    results = mk.sync(records)["result"]
+    assert [r["status"] for r in results[:2]] == ["created", "created"]
+    code, message = _reason(results[2])
+    assert code == "1003" and "'address'" in message and "30000 bytes" in message
+
+
 def test_role_too_long_is_refused(mk: Raw) -> None:
     lead = mk.sync([{"email": "ada@example.com"}])["result"][0]["id"]
     mk.post("/rest/v1/opportunities.json", json={"input": [{"externalOpportunityId": "O-1", "name": "Deal"}]})

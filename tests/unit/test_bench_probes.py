@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,10 @@ def probe_targets() -> list[tuple[str, str | None, str, str]]:
     try:
         engine_probe = importlib.import_module("engine_probe")
         bench_full_sync = importlib.import_module("bench_full_sync")
+        bench_streams = importlib.import_module("bench_streams")
     finally:
         sys.path.remove(str(BENCH))
-    return [*engine_probe.TARGETS, *bench_full_sync.TARGETS]
+    return [*engine_probe.TARGETS, *bench_full_sync.TARGETS, *bench_streams.ONE_WAY_TARGETS]
 
 
 @pytest.mark.parametrize("target", probe_targets(), ids=lambda t: f"{t[0]}.{t[1] or ''}.{t[2]}")
@@ -53,3 +55,44 @@ def test_bench_peers_help_names_its_size_and_what_it_swaps() -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     assert "--records" in run.stdout and "default 10,000" in run.stdout
     assert "token URL" in run.stdout and "TLS verification stays on" in run.stdout
+
+
+def test_bench_streams_help_names_its_size_and_profile() -> None:
+    run = subprocess.run(
+        [sys.executable, str(BENCH / "bench_streams.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = " ".join(run.stdout.split())
+    assert "--records" in text and "default 10,000" in text
+    assert "--profile" in text and "default realistic" in text
+
+
+def bench_streams() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("bench_streams")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_bench_streams_flags_a_reference_read_per_record_and_passes_batched_reads() -> None:
+    bench = bench_streams()
+    linked = (
+        {"by_table_operation": {"RetrieveEntityChanges:contact": 2}},
+        {"by_object": {"leads.sync": 34, "leads.query": 34}},
+    )
+    batched = ({"by_table_operation": {"RetrieveEntityChanges:contact": 2, "RetrieveMultiple:account": 1}}, {})
+    by_id = ({"by_table_operation": {"Retrieve:account": 10_000}}, {})
+    from_marketo = ({"by_table_operation": {}}, {"by_object": {"companies.query": 34, "companies.sync": 34}})
+    assert bench.reference_reads(*linked) == (0, 0, 0)
+    assert bench.reference_reads(*batched) == (0, 1, 0)
+    assert bench.reference_reads(*by_id) == (10_000, 0, 0)
+    assert bench.reference_reads(*from_marketo) == (0, 0, 34)
+    assert not bench.per_record_resolution(*bench.reference_reads(*linked))
+    assert not bench.per_record_resolution(*bench.reference_reads(*batched))
+    assert bench.per_record_resolution(*bench.reference_reads(*by_id))
+    assert bench.per_record_resolution(*bench.reference_reads(*from_marketo))

@@ -114,3 +114,14 @@ def test_missing_required_columns_only_matter_on_create() -> None:
     assert suspect_column(TABLE, {"lastname": None}, creating=False) == "lastname"
     valid = {"lastname": "Ok", "numberofemployees": 5, "new_synctomkto": True}
     assert suspect_column(TABLE, valid, creating=True) is None
+
+
+def test_text_is_measured_in_utf16_units_and_xml_invalid_characters_are_problems() -> None:
+    assert column_problems(TABLE, {"lastname": "😀" * 25}, creating=False) == []  # 50 UTF-16 units: fits
+    assert column_problems(TABLE, {"lastname": "😀" * 26}, creating=False) == [
+        ("lastname", "longer than 50 characters")
+    ]
+    assert column_problems(TABLE, {"lastname": "Lee\tJr.\r\n"}, creating=False) == []
+    assert column_problems(TABLE, {"lastname": "Lee\x00"}, creating=False) == [
+        ("lastname", "holds the control character U+0000, which Dataverse refuses")
+    ]

@@ -102,6 +102,7 @@ CHOICE = FieldMapping(dynamics="leadsourcecode", marketo="leadSource", transform
 WHEN = FieldMapping(dynamics="new_when", marketo="when", transform="datetime")
 FLAG = FieldMapping(dynamics="new_flag", marketo="flag", transform="boolean")
 NUM = FieldMapping(dynamics="new_n", marketo="n", transform="number")
+DAY = FieldMapping(dynamics="new_day", marketo="day", transform="date")
 LOOKUP = FieldMapping(dynamics="parentcustomerid", marketo="company", transform="lookup_name", direction="to_marketo")
 OPTIONS = {1: "Advertisement", 8: "Web"}
 
@@ -137,6 +138,8 @@ def test_from_dynamics(field, raw, canonical) -> None:
         (NUM, "3", 3),
         (NUM, "2.5", 2.5),
         (NUM, "", None),
+        (DAY, "2024-02-29", "2024-02-29"),
+        (DAY, "2026-11-25T23:30:00-08:00", "2026-11-26"),
     ],
 )
 def test_from_marketo(field, raw, canonical) -> None:
@@ -160,7 +163,7 @@ def test_choice_label_to_value_and_unknown_label() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [(WHEN, "yesterday"), (FLAG, "maybe"), (NUM, "three")],
+    [(WHEN, "yesterday"), (FLAG, "maybe"), (NUM, "three"), (DAY, "2026-02-30"), (DAY, "soon")],
 )
 def test_bad_values_name_the_field(field, value) -> None:
     with pytest.raises(TransformError, match=field.marketo):

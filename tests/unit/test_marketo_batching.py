@@ -49,6 +49,7 @@ def test_records_that_cannot_be_sent_fail_alone_with_a_code() -> None:
     by_index = {r.index: r for r in rejected}
     assert set(by_index) == {1, 2, 3, 4}
     assert by_index[1].reasons[0].code == "sync.too_large"
+    assert "most of it in field 'notes'" in by_index[1].reasons[0].message  # names the field to fix
     assert {by_index[i].reasons[0].code for i in (2, 3, 4)} == {"sync.not_serializable"}
     assert all(r.status == "failed" for r in rejected)
 

@@ -17,6 +17,9 @@ from sync.connectors.dynamics.odata import guid
 _BIND = re.compile(
     r"^/?[A-Za-z_]\w*\((?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[A-Za-z_]\w*=.+)\)$"
 )
+# Characters XML 1.0 cannot carry (C0 controls but tab, LF and CR; U+FFFE, U+FFFF; lone surrogates): Dataverse
+# refuses them in text columns.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _INTEGER_TYPES = {"Integer", "BigInt", "Picklist", "State", "Status"}
 _NUMBER_TYPES = {"Decimal", "Double", "Money"}
 _STRING_TYPES = {"String", "Memo", "EntityName"}
@@ -61,8 +64,11 @@ def _value_problem(column: ColumnMetadata, value: Any) -> str | None:
     if kind in _STRING_TYPES:
         if not isinstance(value, str):
             return f"expects text, got {type(value).__name__}"
-        if column.max_length is not None and len(value) > column.max_length:
-            return f"longer than {column.max_length} characters"
+        if column.max_length is not None and utf16_length(value) > column.max_length:
+            return f"longer than {column.max_length} characters"  # UTF-16 code units, as Dataverse counts
+        bad = _XML_INVALID.search(value)
+        if bad is not None:
+            return f"holds the control character U+{ord(bad.group()):04X}, which Dataverse refuses"
     elif kind in _INTEGER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expects a whole number, got {type(value).__name__}"
@@ -80,6 +86,11 @@ def _value_problem(column: ColumnMetadata, value: Any) -> str | None:
         except DataverseError:
             return "not a GUID"
     return None
+
+
+def utf16_length(text: str) -> int:
+    """A string's length as Dataverse (.NET) counts it: UTF-16 code units, so an emoji counts 2."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
 
 
 def suspect_column(table: TableMetadata, record: Mapping[str, Any], *, creating: bool) -> str | None:

@@ -83,7 +83,9 @@ def plan_batches(
             rejected.append(failed(index, CODE_NOT_SERIALIZABLE, f"record can't be sent as JSON: {exc}"))
             continue
         if size + 1 > budget:
-            rejected.append(failed(index, CODE_TOO_LARGE, f"record is {size} bytes as JSON; a call takes {max_body}"))
+            largest = max(payload, key=lambda name: _encode({name: payload[name]})[1], default="?")
+            text = f"record is {size} bytes as JSON, most of it in field '{largest}'; a call takes {max_body}"
+            rejected.append(failed(index, CODE_TOO_LARGE, text))
             continue
         if current.indices and (len(current.indices) >= max_records or current.size + size + 1 > budget):
             batches.append(current)
