@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help demo test deps typecheck
+.PHONY: help demo test deps typecheck browser
 .DEFAULT_GOAL := help
 
 help:
@@ -20,7 +20,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-deps: $(VENV)/.installed node_modules/.installed
+# The status page's browser test needs Debian's chromium and chromium-driver (CI runs as root on Debian).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+deps: $(VENV)/.installed node_modules/.installed browser
 
 demo: deps
 	$(PY) -m sync demo

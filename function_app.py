@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import azure.functions as func
 
-from sync import api, runtime
+from sync import api, dashboard, metrics, runtime
 from sync.engine.fullsync import process_message
+from sync.record_errors import ErrorQueryError
 from sync.state.queue import WorkMessage
 from sync.status import collect_status
 
@@ -20,7 +20,9 @@ def _json(body: str, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _respond(response: api.ApiResponse) -> func.HttpResponse:
-    return _json(response.json(), response.status, response.headers)
+    return func.HttpResponse(
+        response.json(), status_code=response.status, mimetype=response.mimetype, headers=response.headers
+    )
 
 
 def _base_url(req: func.HttpRequest) -> str:
@@ -31,20 +33,85 @@ def _base_url(req: func.HttpRequest) -> str:
 @app.function_name("sync_status")
 @app.route(route="sync/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_status(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(collect_status(runtime.state(), runtime.stream_names()).model_dump_json())
+    """?backlog=false skips measuring the backlog (which reads both systems: a few calls per stream)."""
+    report = collect_status(
+        runtime.state(),
+        runtime.stream_names(),
+        ctx=runtime.context() if _measure_backlog(req) else None,
+        marketo_call_budget=runtime.settings().marketo_daily_call_budget,
+    )
+    return _json(report.model_dump_json())
 
 
 @app.function_name("sync_errors")
 @app.route(route="sync/errors", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def sync_errors(req: func.HttpRequest) -> func.HttpResponse:
-    entity = req.params.get("entity") or None
-    errors = [e.model_dump(mode="json") for e in runtime.state().errors.list(entity)]
-    return _json(json.dumps({"errors": errors}))
+    return _respond(api.list_errors(runtime.state(), dict(req.params)))
+
+
+@app.function_name("sync_errors_retry")
+@app.route(route="sync/errors/retry", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_errors_retry(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.retry_errors(runtime.context(), req.get_body(), req.headers.get("content-type")))
+
+
+@app.function_name("sync_errors_dismiss")
+@app.route(route="sync/errors/dismiss", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_errors_dismiss(req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(api.dismiss_errors(runtime.state(), req.get_body(), req.headers.get("content-type")))
+
+
+def _measure_backlog(req: func.HttpRequest) -> bool:
+    return (req.params.get("backlog") or "true").lower() not in ("0", "false", "no")
+
+
+def _dashboard(req: func.HttpRequest, notice: str | None = None, status: int = 200) -> func.HttpResponse:
+    html = dashboard.page(
+        runtime.state(),
+        runtime.stream_names(),
+        runtime.context() if _measure_backlog(req) else None,
+        runtime.settings().marketo_daily_call_budget,
+        notice,
+    )
+    return func.HttpResponse(html, status_code=status, mimetype="text/html", charset="utf-8")
+
+
+@app.function_name("sync_dashboard")
+@app.route(route="sync/dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def sync_dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    return _dashboard(req)
+
+
+@app.function_name("sync_dashboard_action")
+@app.route(route="sync/dashboard", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def sync_dashboard_action(req: func.HttpRequest) -> func.HttpResponse:
+    """The page's retry and dismiss buttons post here (the page's own URL); the answer is the page again."""
+    try:
+        values = api.request_values(req.get_body(), req.headers.get("content-type"))
+        notice = dashboard.act(runtime.context(), values)
+    except ErrorQueryError as exc:
+        return _dashboard(req, f"Not done: {exc}", 400)
+    return _dashboard(req, notice)
 
 
 def _log_cycle(entity: str) -> None:
     report = runtime.run_incremental(entity)
+    state = runtime.context().state
+    state.errors.prune()  # errors are kept 30 days after they were last seen
     c = report.counts
+    metrics.write(
+        metrics.CYCLE,
+        logging.ERROR if report.outcome == "failed" else logging.INFO,
+        stream=entity,
+        outcome=report.outcome,
+        complete=report.complete,
+        synced=c.created + c.updated + c.deleted,
+        failed=c.failed,
+        record_errors=state.errors.count(entity),
+        marketo_calls=report.api_calls.get("marketo", 0),
+        dynamics_calls=report.api_calls.get("dynamics", 0),
+        dynamics_429s=report.api_calls.get(metrics.THROTTLED, 0),
+    )
     message = (
         f"sync {entity}: {report.outcome}; read {c.read}, created {c.created}, updated {c.updated}, "
         f"deleted {c.deleted}, unchanged {c.unchanged}, skipped {c.skipped}, failed {c.failed}; "
@@ -101,5 +168,20 @@ def sync_job_cancel(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="msg", queue_name="%SYNC_FULL_SYNC_QUEUE%", connection="AzureWebJobsStorage")
 def sync_full_worker(msg: func.QueueMessage) -> None:
     message = WorkMessage.model_validate_json(msg.get_body())
-    outcome = process_message(runtime.context(), runtime.queue(), message, msg.dequeue_count or 1)
-    logging.info("full sync %s: %s", message.job, outcome)
+    ctx = runtime.context()
+    before = ctx.api_calls()
+    try:
+        outcome = process_message(ctx, runtime.queue(), message, msg.dequeue_count or 1)
+        logging.info("full sync %s: %s", message.job, outcome)
+    finally:  # also when the page raised: the host retries it, and its last try may have failed the job
+        found = ctx.state.jobs.get(message.job)
+        state = found[0].state if found else "missing"
+        metrics.write(
+            metrics.FULL_SYNC,
+            logging.ERROR if state == "failed" else logging.INFO,
+            job=message.job,
+            stream=message.entity,
+            phase=message.phase,
+            state=state,
+            marketo_calls=ctx.api_calls()["marketo"] - before["marketo"],
+        )

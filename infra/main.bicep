@@ -156,6 +156,27 @@ param syncCycleTimeBudgetSeconds int = 240
 param syncFullSyncQueue string = 'sync-full'
 
 // ---------------------------------------------------------------------------------------------------------------------
+// Alerts (Azure Monitor): what the native sync's daily error digest told, as it happens
+// ---------------------------------------------------------------------------------------------------------------------
+
+@description('E-mail address the alerts are sent to (the action group\'s one receiver).')
+param alertEmail string
+
+@description('Alert when the record errors stored for all streams together exceed this.')
+@minValue(0)
+param alertRecordErrorsThreshold int = 50
+
+@description('Alert when a stream has had no cycle that read its changes to the end for this many minutes.')
+@minValue(5)
+@maxValue(1440)
+param alertNoSuccessMinutes int = 30
+
+@description('Alert when the sync has made this percentage of MARKETO_DAILY_CALL_BUDGET today (00:00 US Central).')
+@minValue(1)
+@maxValue(100)
+param alertMarketoQuotaPercent int = 90
+
+// ---------------------------------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -478,6 +499,182 @@ resource functionAppSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
   properties: union(hostAppSettings, syncAppSettings, dynamicsCredentialAppSettings, optionalAppSettings)
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Alerts: log search rules over the app's SYNC_CYCLE and SYNC_FULL_SYNC trace lines (sync/metrics.py), one action
+// group that e-mails the operator.
+// ---------------------------------------------------------------------------------------------------------------------
+
+resource alertActionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-${functionAppName}'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: take('sync-${appName}', 12)
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operator'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+// The latest record_errors of each stream, summed.
+var recordErrorsQuery = 'traces | where message startswith "SYNC_CYCLE " | extend stream = extract("stream=([^ ]+)", 1, message), record_errors = toint(extract("record_errors=([0-9]+)", 1, message)) | summarize arg_max(timestamp, record_errors) by stream | summarize record_errors = sum(record_errors)'
+// Streams seen in the last day whose newest complete, not failed cycle is older than alertNoSuccessMinutes.
+var noSuccessQuery = 'traces | where message startswith "SYNC_CYCLE " | extend stream = extract("stream=([^ ]+)", 1, message), outcome = extract("outcome=([^ ]+)", 1, message), complete = extract("complete=([^ ]+)", 1, message) | summarize last_success = maxif(timestamp, complete == "true" and outcome in ("succeeded", "partial")) by stream | where isnull(last_success) or last_success < ago(${alertNoSuccessMinutes}m)'
+var fullSyncFailedQuery = 'traces | where message startswith "SYNC_FULL_SYNC " | extend job = extract("job=([^ ]+)", 1, message), state = extract("state=([^ ]+)", 1, message) | where state == "failed" | distinct job'
+// Marketo's day starts at 00:00 US Central, when its quota resets.
+var marketoCallsQuery = 'let day_start = datetime_local_to_utc(startofday(datetime_utc_to_local(now(), "US/Central")), "US/Central"); traces | where timestamp >= day_start | where message startswith "SYNC_CYCLE " or message startswith "SYNC_FULL_SYNC " | summarize marketo_calls = sum(toint(extract("marketo_calls=([0-9]+)", 1, message)))'
+
+resource alertRecordErrors 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-${functionAppName}-record-errors'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync: record errors above ${alertRecordErrorsThreshold}'
+    description: 'The record errors stored for all streams exceed the threshold: see GET /api/sync/errors or the status page.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT6H'
+    criteria: {
+      allOf: [
+        {
+          query: recordErrorsQuery
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'record_errors'
+          operator: 'GreaterThan'
+          threshold: alertRecordErrorsThreshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        alertActionGroup.id
+      ]
+    }
+  }
+}
+
+resource alertNoSuccessfulCycle 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-${functionAppName}-no-successful-cycle'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync: a stream had no successful cycle for ${alertNoSuccessMinutes} minutes'
+    description: 'A stream seen in the last day has not read its changes to the end for the set minutes: data is not flowing.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'P1D'
+    criteria: {
+      allOf: [
+        {
+          query: noSuccessQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        alertActionGroup.id
+      ]
+    }
+  }
+}
+
+resource alertFullSyncFailed 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-${functionAppName}-full-sync-failed'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync: a full sync failed'
+    description: 'A full-sync job ended failed: GET /api/sync/jobs/{jobId} says why.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: fullSyncFailedQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        alertActionGroup.id
+      ]
+    }
+  }
+}
+
+resource alertMarketoQuota 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'alert-${functionAppName}-marketo-quota'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync: ${alertMarketoQuotaPercent}% of the Marketo call budget spent today'
+    description: 'The sync made most of MARKETO_DAILY_CALL_BUDGET today; at the budget it stops until 00:00 US Central.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'P1D'
+    criteria: {
+      allOf: [
+        {
+          query: marketoCallsQuery
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: 'marketo_calls'
+          operator: 'GreaterThanOrEqual'
+          threshold: (marketoDailyCallBudget * alertMarketoQuotaPercent) / 100
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        alertActionGroup.id
+      ]
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

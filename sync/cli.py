@@ -7,15 +7,17 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from sync.engine.cycle import CycleReport
 from sync.mapping.model import MappingError, load_mapping
+from sync.record_errors import ErrorQuery
 from sync.settings import Settings, SettingsError, load_settings
-from sync.state import StateStore
-from sync.status import collect_status
+from sync.state import RecordError, StateStore
+from sync.status import StatusReport, collect_status
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -30,67 +32,145 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     settings = _settings(args)
-    report = collect_status(StateStore.from_settings(settings), stream_names(settings))
+    state = StateStore.from_settings(settings)
+    ctx = None
+    if not args.no_backlog:
+        from sync.engine.context import build_context
+
+        ctx = build_context(settings, state)
+    report = collect_status(
+        state, stream_names(settings), ctx=ctx, marketo_call_budget=settings.marketo_daily_call_budget
+    )
     if args.json:
         console.print_json(report.model_dump_json())
         return 0
-    for halt in report.halts:
-        console.print(
-            f"[red]WRITING STOPPED[/] ({halt.system}, {halt.detected_at.isoformat(timespec='seconds')}): "
-            f"{halt.reason}; run `python -m sync relink --after-refresh`"
-        )
-    for entity in report.entities:
-        table = Table(title=f"{entity.entity}: {entity.error_count} record errors", title_justify="left")
-        for column in ("started", "kind", "direction", "outcome", "read", "created", "updated", "failed", "calls"):
-            table.add_column(column)
-        for run in entity.last_runs:
-            c = run.counts
-            calls = ", ".join(f"{k} {v}" for k, v in sorted(run.api_calls.items()))
-            table.add_row(
-                run.started_at.isoformat(timespec="seconds"),
-                run.kind,
-                run.direction,
-                run.outcome,
-                *(str(v) for v in (c.read, c.created, c.updated, c.failed)),
-                calls,
-            )
-        console.print(table)
-        for cursor in entity.cursors:
-            when = cursor.updated_at.isoformat(timespec="seconds") if cursor.updated_at else "never"
-            console.print(f"  {cursor.system} watermark: {'set' if cursor.has_cursor else 'none'} (advanced {when})")
-        if entity.lease_holder:
-            console.print(f"  lease: {entity.lease_holder} until {entity.lease_expires_at}")
-        newest = next((run for run in entity.last_runs if run.skipped_reasons), None)
-        if newest is not None:
-            for reason, count in newest.skipped_reasons.items():
-                console.print(f"  skipped ({newest.started_at.isoformat(timespec='seconds')}): {count} {reason}")
-        if entity.resumes_at:
-            console.print(f"  the day's Marketo calls are spent: resumes at {entity.resumes_at.isoformat()}")
+    print_status(report, console)
     return 0
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "never"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
+
+
+def print_status(report: StatusReport, console: Console) -> None:
+    """Stacked lines rather than a wide table: every value whole at 80 columns and in a log (no terminal)."""
+    out = partial(console.print, highlight=False)
+    budget = report.marketo_call_budget
+    share = f" of {budget} ({100 * report.marketo_calls_today / budget:.0f}%)" if budget else ""
+    out(f"[bold]Sync status[/] at {_when(report.generated_at)}")
+    for halt in report.halts:
+        out(
+            f"[red]WRITING STOPPED[/] ({halt.system}, {_when(halt.detected_at)}): {escape(halt.reason)}; "
+            "run `python -m sync relink --after-refresh`"
+        )
+    out(f"Marketo calls today: {report.marketo_calls_today}{share}, by this sync since 00:00 US Central")
+    out(f"Dataverse 429s today: {report.dynamics_429s_today}")
+    if not report.backlog_measured:
+        out("Backlog: not measured (--no-backlog)")
+    for job in report.jobs:
+        eta = f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds is not None else ""
+        out(f"Full sync {job.job_id}: {job.state}{eta} ({job.direction}{', dry run' if job.dry_run else ''})")
+        for t in job.tasks:
+            of = f" of {t.expected_records} ({t.percent}%)" if t.expected_records else ""
+            out(f"  {t.entity} {t.direction}: {t.state}, read {t.read}{of}, {t.pages_done} pages")
+        if job.error:
+            out(f"  [red]{escape(job.error)}[/]")
+    for e in report.entities:
+        out("")
+        out(f"[bold]{e.entity}[/]: {e.state}, {e.error_count} record errors")
+        for b in e.backlog:
+            oldest = f", oldest {_when(b.oldest_at)}" if b.oldest_at and b.count else ""
+            out(f"  waiting in {b.system} ({b.direction}): {b.label}{oldest}")
+            out(f"    {escape(b.note)}; {b.calls} calls")
+        if e.backlog:
+            age = _duration(e.oldest_waiting_age_seconds) + " ago" if e.oldest_waiting_at else "none"
+            out(f"  oldest waiting change: {age}; ETA {_duration(e.eta_seconds)}")
+        out(f"  synced: {e.synced_last_hour} in the last hour, {e.synced_last_24h} in 24 h")
+        out(f"  last run: {_when(e.last_run_at)}")
+        out(f"  last successful cycle: {_when(e.last_success_at)}")
+        for cursor in e.cursors:
+            state = "set" if cursor.has_cursor else "none"
+            out(f"  {cursor.system} watermark: {state}, advanced {_when(cursor.updated_at)}")
+        if e.lease_holder:
+            out(f"  lease: {escape(e.lease_holder)} until {_when(e.lease_expires_at)}")
+        if e.dynamics_429s_24h:
+            out(f"  Dataverse 429s in 24 h: {e.dynamics_429s_24h}")
+        newest = next((run for run in e.last_runs if run.skipped_reasons), None)
+        for reason, count in (newest.skipped_reasons if newest else {}).items():
+            out(f"  skipped ({_when(newest.started_at) if newest else ''}): {count} {escape(reason)}")
+        if e.resumes_at:
+            out(f"  the day's Marketo calls are spent: resumes at {e.resumes_at.isoformat()}")
+        if e.last_runs:
+            out("  recent runs:")
+        for run in e.last_runs:
+            c = run.counts
+            out(f"    {_when(run.started_at)} {run.kind} {run.outcome}")
+            calls = ", ".join(f"{k} {v}" for k, v in sorted(run.api_calls.items())) or "none"
+            out(
+                f"      read {c.read}, created {c.created}, updated {c.updated}, deleted {c.deleted}, failed {c.failed}"
+            )
+            out(f"      calls: {calls}")
+            if run.error:
+                out(f"      {escape(run.error)}")
 
 
 def stream_names(settings: Settings) -> list[str]:
     return [stream.name for stream in load_mapping(settings.sync_mapping_file).ordered_entities()]
 
 
+def _error_query(args: argparse.Namespace) -> ErrorQuery:
+    return ErrorQuery(stream=args.stream, system=args.system, code=args.code, text=args.text, record_id=args.record)
+
+
 def cmd_errors(args: argparse.Namespace, console: Console) -> int:
+    from sync import record_errors
+
     state = _state(args)
-    if args.clear:
-        removed = state.errors.clear(args.entity)
-        console.print(f"cleared {removed} record errors")
+    query = _error_query(args)
+    if args.dismiss:
+        removed = record_errors.dismiss(state, query)
+        console.print(f"dismissed {removed} record errors")
         return 0
-    errors = list(state.errors.list(args.entity))
+    if args.retry:
+        from sync.engine.context import build_context
+
+        outcomes = record_errors.retry(build_context(_settings(args), state), query)
+        for o in outcomes:
+            line = f"{o.stream}: retried {o.selected}, resolved {o.resolved} (cycle {o.cycle})"
+            console.print(line + (f": {escape(o.detail)}" if o.detail else ""))
+        if not outcomes:
+            console.print("no record errors match")
+        return 0 if all(o.selected == o.resolved for o in outcomes) else 1
+    errors = record_errors.find(state, query, args.limit)
     if args.json:
         console.print_json(json.dumps([e.model_dump(mode="json") for e in errors]))
         return 0
-    table = Table(title=f"{len(errors)} record errors", title_justify="left")
-    for column in ("entity", "system", "record", "operation", "code", "message", "attempts", "last seen"):
-        table.add_column(column)
-    for e in errors:
-        last = e.last_seen.isoformat(timespec="seconds") if e.last_seen else ""
-        table.add_row(e.entity, e.system, e.record_id, e.operation, e.code or "", e.message, str(e.attempts), last)
-    console.print(table)
+    if args.csv:
+        sys.stdout.write(record_errors.to_csv(errors))
+        return 0
+    print_errors(errors, console)
     return 0
+
+
+def print_errors(errors: list[RecordError], console: Console) -> None:
+    """One stacked block per error, so that ids, codes and messages read whole at 80 columns and in a log."""
+    console.print(f"[bold]{len(errors)} record errors[/]")
+    for e in errors:
+        last = e.last_seen.isoformat(timespec="seconds") if e.last_seen else "never"
+        console.print(f"{e.entity} {e.system} record {escape(e.record_id)} ({e.direction})", highlight=False)
+        console.print(
+            f"  {e.operation} failed, code {escape(e.code or 'none')}, {e.attempts} attempts, last seen {last}",
+            highlight=False,
+        )
+        console.print(f"  {escape(e.message)}", highlight=False)
 
 
 def print_cycle(report: CycleReport, console: Console) -> None:
@@ -111,14 +191,14 @@ def print_cycle(report: CycleReport, console: Console) -> None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """Exactly what the timers run: one incremental cycle per entity, under its lease."""
     from sync.engine.context import build_context
-    from sync.engine.cycle import run_cycle
+    from sync.metrics import run_cycle_counted
 
     settings = _settings(args)
     ctx = build_context(settings)
     names = [e.name for e in ctx.mapping.ordered_entities()] if args.entity == "all" else [args.entity]
     worst = 0
     for name in names:
-        report = run_cycle(ctx, name, dry_run=args.dry_run)
+        report = run_cycle_counted(ctx, name, dry_run=args.dry_run)
         print_cycle(report, console)
         if args.dry_run:
             for plan in report.plans:
@@ -255,14 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sync", description=__doc__, parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    status = commands.add_parser("status", parents=[common], help="watermarks, last runs, record error counts")
+    status = commands.add_parser("status", parents=[common], help="backlog, throughput, last runs, quota, jobs")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--no-backlog", action="store_true", help="do not read Dataverse and Marketo to measure the backlog"
+    )
     status.set_defaults(handler=cmd_status)
 
-    errors = commands.add_parser("errors", parents=[common], help="list (or clear) record errors")
-    errors.add_argument("--json", action="store_true")
-    errors.add_argument("--entity")
-    errors.add_argument("--clear", action="store_true", help="remove the listed errors")
+    errors = commands.add_parser("errors", parents=[common], help="find, export, retry or dismiss record errors")
+    errors.add_argument("--stream", "--entity", dest="stream", help="only this stream's errors (e.g. lead)")
+    errors.add_argument("--system", choices=["dynamics", "marketo"], help="the system holding the failing record")
+    errors.add_argument("--code", help="the service's error code, e.g. 1006 or 0x80040237")
+    errors.add_argument("--text", help="a piece of the message, record id or code (any case)")
+    errors.add_argument("--record", help="one record id (with --stream and --system: one error)")
+    errors.add_argument("--limit", type=int, help="at most this many, the most recently seen first")
+    output = errors.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true", help="export as CSV on stdout")
+    output.add_argument("--retry", action="store_true", help="retry the matching errors now (runs their streams)")
+    output.add_argument("--dismiss", "--clear", dest="dismiss", action="store_true", help="remove the matching errors")
     errors.set_defaults(handler=cmd_errors)
 
     run = commands.add_parser("run", parents=[common], help="one incremental cycle, as the timers run it")

@@ -74,7 +74,8 @@ def run_demo(console: Console, workdir: Path | None = None, leads: int = DEMO_LE
 
 
 def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
-    from sync.cli import print_cycle
+    from sync import dashboard
+    from sync.cli import print_cycle, print_status
     from sync.engine.context import build_context
     from sync.engine.cycle import run_cycle
     from sync.engine.fullsync import FullSyncRequest, start_full_sync
@@ -187,14 +188,6 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         calls = {s: sum(r.api_calls.get(s, 0) for r in reports) for s in ("dynamics", "marketo")}
         console.print(f"{label} cycle of the {len(streams)} streams: {writes} writes; API calls {calls}")
 
-    _step(console, "8. Status, as `python -m sync status` shows it")
-    for status in collect_status(ctx.state, streams).entities:
-        last = status.last_runs[0] if status.last_runs else None
-        console.print(
-            f"{status.entity}: {len(status.cursors)} watermarks, {status.error_count} record errors, "
-            f"last run {last.outcome if last else 'none'}"
-        )
-
     _step(console, "8. Opportunities, their contact roles and the products, in Marketo")
     found = ctx.marketo.crm("opportunities").query("externalOpportunityId", opportunities, ["name", "amount"])
     roles = ctx.marketo.crm("opportunities/roles").query(
@@ -209,6 +202,15 @@ def _play(console: Console, emulators: Any, env_file: Path, leads: int) -> int:
         "an opted-out contact has no person, so no role), "
         f"{len(custom)} of {len(product_ids)} products"
     )
+
+    _step(console, "9. Status, as `python -m sync status` shows it")
+    print_status(
+        collect_status(ctx.state, streams, ctx=ctx, marketo_call_budget=settings.marketo_daily_call_budget), console
+    )
+    page = env_file.parent / "status.html"  # the status page as GET /api/sync/dashboard serves it
+    page.write_text(dashboard.page(ctx.state, streams, ctx, settings.marketo_daily_call_budget), encoding="utf-8")
+    console.print(f"status page: {page.as_uri()}")
+    console.print("deployed, it is https://<app>/api/sync/dashboard?code=<function key>")
     return outcome
 
 

@@ -7,6 +7,7 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from sync.engine.context import SyncContext
 from sync.engine.fullsync import JobView, process_message, view_job
@@ -16,10 +17,10 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _describe(task: dict) -> str:
+    # Folded, not cut, where the console is narrow (a pipe or a log is 80 columns to rich): every figure stays whole.
     return (
-        f"{task['entity']:>8} {task['direction']:<11} {task['state']:<9} pages {task['pages_done']:>4}  "
-        f"read {task['read']:>7}  created {task['created']:>7}  updated {task['updated']:>6}  "
-        f"failed {task['failed']:>5}"
+        f"{task['entity']} {task['direction']} {task['state']}: {task['pages_done']} pages, read {task['read']}, "
+        f"created {task['created']}, updated {task['updated']}, failed {task['failed']}"
     )
 
 
@@ -38,8 +39,8 @@ def run_job_locally(
     )
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
+        TextColumn("{task.description}", table_column=Column(ratio=1, overflow="fold")),
+        BarColumn(bar_width=12),
         TimeElapsedColumn(),
         console=console,
         transient=False,
@@ -69,13 +70,14 @@ def run_job_locally(
             if queue.drain(handle, visibility_timeout=visibility_timeout, on_error=failed) == 0:
                 time.sleep(1)  # a message in flight elsewhere (or left by a killed run) is not visible yet
     console.print(f"job {job_id}: [bold]{view.state}[/]")
-    for t in view.tasks:
-        calls = ", ".join(f"{k} {v}" for k, v in sorted(t["api_calls"].items()))
+    for t in view.tasks:  # stacked: whole at 80 columns
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(t["api_calls"].items())) or "none"
+        console.print(f"  {t['entity']} {t['direction']}: {t['state']}, {t['pages_done']} pages", highlight=False)
         console.print(
-            f"  {t['entity']} {t['direction']}: {t['state']}, {t['pages_done']} pages, read {t['read']}, "
-            f"created {t['created']}, updated {t['updated']}, unchanged {t['unchanged']}, skipped {t['skipped']}, "
-            f"failed {t['failed']}; API calls: {calls}"
+            f"    read {t['read']}, created {t['created']}, updated {t['updated']}, unchanged {t['unchanged']}",
+            highlight=False,
         )
+        console.print(f"    skipped {t['skipped']}, failed {t['failed']}; API calls: {calls}", highlight=False)
     if view.error:
         console.print(f"[red]{view.error}[/]")
     return 0 if view.state == "succeeded" else 1

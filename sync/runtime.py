@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from sync.engine.context import SyncContext, build_context
-from sync.engine.cycle import CycleReport, run_cycle
+from sync.engine.cycle import CycleReport
 from sync.mapping.model import load_mapping
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
@@ -46,7 +46,9 @@ def schedule_setting(stream: str) -> str:
 
 
 def run_incremental(entity: str) -> CycleReport:
-    return run_cycle(context(), entity)
+    from sync.metrics import run_cycle_counted
+
+    return run_cycle_counted(context(), entity)
 
 
 @cache

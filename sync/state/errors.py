@@ -8,12 +8,12 @@ reads its errors back (`list`) and retries those records; a success removes the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
 from sync.mapping.model import System
 from sync.state.keys import encode_key
@@ -29,6 +29,15 @@ class RecordError(BaseModel):
     attempts: int = 1
     first_seen: datetime | None = None
     last_seen: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def direction(self) -> str:
+        """The way the record was going: a Dynamics record failed to reach Marketo, or the other way round."""
+        return "to_marketo" if self.system == "dynamics" else "to_dynamics"
+
+
+RETENTION = timedelta(days=30)  # the native Sync Errors tab keeps 5 days
 
 
 def _row_key(system: System, record_id: str) -> str:
@@ -87,6 +96,16 @@ class RecordErrorStore:
 
     def count(self, entity: str | None = None) -> int:
         return sum(1 for _ in self.list(entity))
+
+    def prune(self, now: datetime | None = None, keep: timedelta = RETENTION) -> int:
+        """Remove errors last seen longer than `keep` ago (a record still failing is seen again by every retry, so
+        only errors nothing retries any more age out); returns how many were removed."""
+        cutoff = (now or datetime.now(UTC)) - keep
+        removed = 0
+        for row in list(self._table.query_entities("LastSeen lt @cutoff", parameters={"cutoff": cutoff})):
+            error = self._from_row(row)
+            removed += self.resolve(error.entity, error.system, error.record_id)
+        return removed
 
     @staticmethod
     def _to_row(error: RecordError) -> dict[str, Any]:

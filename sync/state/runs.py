@@ -90,6 +90,15 @@ class RunHistory:
                 break
         return out
 
+    def since(self, entity: str, start: datetime) -> list[RunRecord]:
+        """The runs of `entity` that started at or after `start`, newest first (one range query on the row key)."""
+        ticks = int(start.timestamp() * 1_000_000)
+        upper = f"{_MAX_TICKS - ticks:020d}-~"  # "~" sorts after every run id
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey lt @upper", parameters={"pk": encode_key(entity), "upper": upper}
+        )
+        return [_from_row(row) for row in rows]
+
 
 def _from_row(row: dict[str, Any]) -> RunRecord:
     return RunRecord(

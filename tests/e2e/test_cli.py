@@ -63,7 +63,7 @@ def test_errors_and_status_as_json(env_file: Path, azurite: Azurite, table_prefi
     assert lead["error_count"] == 1
 
     cleared = run_cli("errors", "--clear", "--env-file", str(env_file))
-    assert cleared.returncode == 0 and "cleared 1" in cleared.stdout
+    assert cleared.returncode == 0 and "dismissed 1" in cleared.stdout
     assert state.errors.count() == 0
 
 

@@ -17,6 +17,10 @@ from tests.e2e.functions import BY_NAME, FUNCTIONS
 HTTP_ROUTES = {
     "sync_status": ("sync/status", ["GET"]),
     "sync_errors": ("sync/errors", ["GET"]),
+    "sync_errors_retry": ("sync/errors/retry", ["POST"]),
+    "sync_errors_dismiss": ("sync/errors/dismiss", ["POST"]),
+    "sync_dashboard": ("sync/dashboard", ["GET"]),
+    "sync_dashboard_action": ("sync/dashboard", ["POST"]),
     "sync_full_start": ("sync/full", ["POST"]),
     "sync_job_status": ("sync/jobs/{jobId}", ["GET"]),
     "sync_job_cancel": ("sync/jobs/{jobId}", ["DELETE"]),
@@ -102,7 +106,8 @@ def test_status_endpoint_reports_state(app_env: None) -> None:
     runtime.state().errors.record(
         RecordError(entity="lead", system="marketo", record_id="7", operation="update", code="1006", message="x")
     )
-    response = _call("sync_status", func.HttpRequest("GET", "/api/sync/status", body=b""))
+    req = func.HttpRequest("GET", "/api/sync/status", body=b"", params={"backlog": "false"})
+    response = _call("sync_status", req)
     assert response.status_code == 200
     body = json.loads(response.get_body())
     lead = next(e for e in body["entities"] if e["entity"] == "lead")
@@ -117,3 +122,23 @@ def test_errors_endpoint_lists_and_filters(app_env: None) -> None:
     req = func.HttpRequest("GET", "/api/sync/errors", body=b"", params={"entity": "contact"})
     body = json.loads(_call("sync_errors", req).get_body())
     assert [(e["entity"], e["message"]) for e in body["errors"]] == [("contact", "bad e-mail")]
+
+
+def test_errors_endpoint_exports_csv_and_dismisses_from_a_form(app_env: None) -> None:
+    for record_id in ("r1", "r2"):
+        runtime.state().errors.record(
+            RecordError(entity="lead", system="marketo", record_id=record_id, operation="update", message="bad")
+        )
+    req = func.HttpRequest("GET", "/api/sync/errors", body=b"", params={"format": "csv", "code": "key"})
+    response = _call("sync_errors", req)
+    assert response.mimetype == "text/csv"
+    assert response.get_body().decode().splitlines()[0].startswith("stream,system,direction,record_id")
+    form = func.HttpRequest(
+        "POST",
+        "/api/sync/errors/dismiss",
+        body=b"stream=lead&system=marketo&record_id=r1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    response = _call("sync_errors_dismiss", form)
+    assert response.status_code == 200 and json.loads(response.get_body()) == {"dismissed": 1}
+    assert [e.record_id for e in runtime.state().errors.list()] == ["r2"]

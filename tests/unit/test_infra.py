@@ -703,3 +703,165 @@ def test_example_parameters_file_fits_the_template() -> None:
     assert given.isdisjoint(secure), "secrets are typed at deployment time, never kept in a file"
     required = {name for name, p in template.parameters.items() if p["default"] is None} - secure
     assert required <= given, f"the example misses required parameters {required - given}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Binding settings: every %NAME% a function binding names (and every connection it names) must be an app setting both
+# locally (local.settings.example.json, what `func start` reads) and in Azure (the template's app settings).
+# ---------------------------------------------------------------------------------------------------------------------
+LOCAL_SETTINGS = INFRA.parent / "local.settings.example.json"
+BINDING_SETTING = re.compile(r"%([A-Za-z0-9_]+)%")
+
+
+def _binding_settings(functions: list[Any]) -> dict[str, str]:
+    """Setting name -> the function whose binding names it: %NAME% in any binding value, and `connection` names."""
+    names: dict[str, str] = {}
+    for function in functions:
+        for binding in function.get_bindings():
+            for key, value in binding.get_dict_repr().items():
+                text = value.value if isinstance(value, Enum) else value
+                if not isinstance(text, str):
+                    continue
+                for name in BINDING_SETTING.findall(text):
+                    names.setdefault(name, function.get_function_name())
+                if key == "connection":
+                    names.setdefault(text, function.get_function_name())
+    return names
+
+
+def _is_set(name: str, settings: set[str]) -> bool:
+    # a connection may be identity-based: AzureWebJobsStorage__accountName and friends stand for AzureWebJobsStorage
+    return name in settings or any(s.startswith(f"{name}__") for s in settings)
+
+
+def binding_setting_problems(bindings: dict[str, str], local: set[str], azure: set[str]) -> list[str]:
+    problems = []
+    for name, function in sorted(bindings.items()):
+        if not _is_set(name, local):
+            problems.append(f"{name} (named by {function}) is missing from local.settings.example.json")
+        if not _is_set(name, azure):
+            problems.append(f"{name} (named by {function}) is not an app setting in infra/main.bicep")
+    return problems
+
+
+def _local_settings() -> set[str]:
+    return set(json.loads(LOCAL_SETTINGS.read_text())["Values"])
+
+
+def test_every_setting_a_binding_names_is_set_locally_and_in_azure() -> None:
+    from tests.e2e.functions import FUNCTIONS
+
+    bindings = _binding_settings(FUNCTIONS)
+    assert {"SYNC_FULL_SYNC_QUEUE", "SYNC_SCHEDULE_LEAD", "AzureWebJobsStorage"} <= bindings.keys()
+    assert binding_setting_problems(bindings, _local_settings(), set(_template().app_settings())) == []
+
+
+def test_a_binding_setting_missing_from_either_file_is_reported() -> None:
+    local = _local_settings() - {"SYNC_FULL_SYNC_QUEUE"}
+    azure = set(_template().app_settings()) - {"SYNC_SCHEDULE_LEAD"}
+    bindings = {"SYNC_FULL_SYNC_QUEUE": "sync_full_worker", "SYNC_SCHEDULE_LEAD": "sync_lead"}
+    assert binding_setting_problems(bindings, local, azure) == [
+        "SYNC_FULL_SYNC_QUEUE (named by sync_full_worker) is missing from local.settings.example.json",
+        "SYNC_SCHEDULE_LEAD (named by sync_lead) is not an app setting in infra/main.bicep",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Alerts: an action group e-mails the operator; four log search rules read only the log lines the app writes
+# (sync/metrics.py: names and fields).
+# ---------------------------------------------------------------------------------------------------------------------
+LOG_LINE_NAME = re.compile(r'startswith "([A-Z_]+) "')
+LOG_LINE_FIELD = re.compile(r'extract\("([a-z0-9_]+)=')
+ALERTS = {  # rule -> (the line it reads, the fields it needs, the parameter its threshold comes from)
+    "alertRecordErrors": ({"SYNC_CYCLE"}, {"stream", "record_errors"}, "alertRecordErrorsThreshold"),
+    "alertNoSuccessfulCycle": ({"SYNC_CYCLE"}, {"stream", "outcome", "complete"}, "alertNoSuccessMinutes"),
+    "alertFullSyncFailed": ({"SYNC_FULL_SYNC"}, {"job", "state"}, None),
+    "alertMarketoQuota": ({"SYNC_CYCLE", "SYNC_FULL_SYNC"}, {"marketo_calls"}, "alertMarketoQuotaPercent"),
+}
+
+
+def alert_problems(template: Template) -> list[str]:
+    from sync import metrics
+
+    problems = []
+    groups = template.symbols_of_type("Microsoft.Insights/actionGroups")
+    if len(groups) != 1:
+        return [f"expected one action group, found {groups}"]
+    receivers = template.config(groups[0])["properties"].get("emailReceivers") or []
+    if [template.parameter_of(r.get("emailAddress")) for r in receivers] != ["alertEmail"]:
+        problems.append("the action group must e-mail exactly the alertEmail parameter")
+    rules = template.symbols_of_type("Microsoft.Insights/scheduledQueryRules")
+    if sorted(rules) != sorted(ALERTS):
+        problems.append(f"alert rules are {sorted(rules)}, expected {sorted(ALERTS)}")
+    for rule in sorted(set(rules) & set(ALERTS)):
+        properties = template.config(rule)["properties"]
+        lines, fields, parameter = ALERTS[rule]
+        if [template.resource_of(s) for s in properties["scopes"]] != ["appInsights"]:
+            problems.append(f"{rule}: must query the app's Application Insights")
+        if [template.resource_of(a) for a in properties["actions"]["actionGroups"]] != [groups[0]]:
+            problems.append(f"{rule}: must notify the action group")
+        [criterion] = properties["criteria"]["allOf"]
+        query = template.resolve(criterion["query"])
+        text = " ".join(_leaf_strings(query))
+        read_lines = set(LOG_LINE_NAME.findall(text))
+        read_fields = set(LOG_LINE_FIELD.findall(text))
+        if read_lines != lines:
+            problems.append(f"{rule}: reads the lines {sorted(read_lines)}, expected {sorted(lines)}")
+        written = {f for name in read_lines if name in metrics.LINES for f in metrics.LINES[name]}
+        for field in sorted(read_fields - written):
+            problems.append(f"{rule}: reads {field}=, which no line it reads writes")
+        if not fields <= read_fields:
+            problems.append(f"{rule}: does not read {sorted(fields - read_fields)}")
+        measure = criterion.get("metricMeasureColumn")
+        if measure is not None and f"summarize {measure} =" not in text:
+            problems.append(f"{rule}: its query does not produce the measure column {measure}")
+        if parameter is not None and parameter not in _identifiers(criterion) | _identifiers(query):
+            problems.append(f"{rule}: its threshold does not come from {parameter}")
+    return problems
+
+
+def test_alert_rules_email_the_operator_and_read_what_the_app_writes() -> None:
+    template = _template()
+    assert alert_problems(template) == []
+    assert not template.parameters["alertEmail"]["default"], "the operator's address is a required parameter"
+    quota = template.config("alertMarketoQuota")["properties"]["criteria"]["allOf"][0]["threshold"]
+    assert {"marketoDailyCallBudget", "alertMarketoQuotaPercent"} <= _identifiers(quota)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            'record_errors = toint(extract("record_errors=',
+            'record_errors = toint(extract("errors_stored=',
+            "alertRecordErrors: reads errors_stored=, which no line it reads writes",
+        ),
+        (
+            'where message startswith "SYNC_FULL_SYNC " | extend job',
+            'where message startswith "SYNC_FULLSYNC " | extend job',
+            "alertFullSyncFailed: reads the lines ['SYNC_FULLSYNC'], expected ['SYNC_FULL_SYNC']",
+        ),
+        (
+            "        emailAddress: alertEmail\n",
+            "        emailAddress: 'ops@example.com'\n",
+            "the action group must e-mail exactly the alertEmail parameter",
+        ),
+    ],
+)
+def test_alert_drift_is_reported(old: str, new: str, problem: str) -> None:
+    assert problem in alert_problems(_mutated(old, new))
+
+
+def test_the_app_writes_its_metric_lines_with_exactly_the_documented_fields() -> None:
+    from sync import metrics
+
+    line = metrics.metric_line(
+        metrics.FULL_SYNC, job="j1", stream="lead", phase="to_marketo", state="failed", marketo_calls=12
+    )
+    assert line == "SYNC_FULL_SYNC job=j1 stream=lead phase=to_marketo state=failed marketo_calls=12"
+    assert re.search(r"state=([^ ]+)", line)[1] == "failed"  # type: ignore[index]
+    with pytest.raises(ValueError, match="SYNC_CYCLE takes the fields stream, outcome"):
+        metrics.metric_line(metrics.CYCLE, stream="lead")
+    readme = (INFRA.parent / "README.md").read_text()
+    for name, fields in metrics.LINES.items():
+        assert f"`{name}`" in readme and all(f"`{f}`" in readme for f in fields), f"README must document {name}"

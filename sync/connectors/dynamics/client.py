@@ -95,6 +95,7 @@ class DataverseClient:
         self._transport = Transport(self.url, tokens, session, calls=self.calls, timeout=timeout)
         retry.on_retry = self._transport.count_retry
         self.retries: Counter[str] = self._transport.retries
+        self.throttled: Counter[str] = self._transport.throttled  # 429 answers by operation
         self._definitions: dict[str, TableMetadata] = {}
         self._described: dict[str, TableMetadata] = {}
         self._option_sets: dict[tuple[str, str], dict[int, str]] = {}

@@ -45,6 +45,7 @@ class Transport:
         self.timeout = timeout
         self.calls = calls
         self.retries: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()  # 429 answers (retried or not), by operation: for the status
         self._count_lock = threading.Lock()  # requests may be sent from several threads (find_by's chunks)
         self.dop_hint: int | None = None  # x-ms-dop-hint: the parallelism Dataverse recommends
         self._local = threading.local()  # the operation in flight on this thread, for counting urllib3's retries
@@ -88,6 +89,9 @@ class Transport:
         if response.status_code == 401:
             log.info("dataverse %s: 401, renewing the token once", operation)
             response = self._send(operation, method, url, body, all_headers, fresh=True)
+        if response.status_code == 429:  # the retries ran out, or Retry-After was too long to wait
+            with self._count_lock:
+                self.throttled[operation] += 1
         hint = response.headers.get("x-ms-dop-hint")
         if hint and hint.isdigit():
             self.dop_hint = int(hint)
@@ -133,6 +137,8 @@ class Transport:
         with self._count_lock:
             self.calls[operation] += 1
             self.retries[operation] += 1
+            if status == 429:
+                self.throttled[operation] += 1
         log.info("dataverse %s: retrying after %s", operation, status or "a connection error")
 
     def _count_retry(self, operation: str) -> None:
