@@ -310,7 +310,9 @@ def collect_status(
     context, the backlog is measured in both systems (a few read calls per stream) and jobs show their progress."""
     now = now or datetime.now(UTC)
     watermarks = state.watermarks.list()
-    names = list(dict.fromkeys([*entities, *(w.entity for w in watermarks)]))
+    # the streams, and entities of an older mapping that still have watermarks ("stream.feed" rows are a stream's
+    # own second cursor, e.g. the roles' connection feed, not streams)
+    names = list(dict.fromkeys([*entities, *(w.entity for w in watermarks if "." not in w.entity)]))
     day_start = datetime.combine(marketo_day(now), datetime.min.time(), tzinfo=MARKETO_DAY_ZONE).astimezone(UTC)
     measure = ctx is not None and measure_backlog
     report = StatusReport(

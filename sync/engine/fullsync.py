@@ -419,7 +419,8 @@ def _finish_task(ctx: SyncContext, task: Task, state: JobState, error: str | Non
                 ctx.state.jobs.save_task(other)
         tasks = _job_and_tasks(ctx, task.job_id)[1]
     if all(t.state in ("succeeded", "failed", "cancelled") for t in tasks if t.entity == task.entity):
-        if not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
+        persons = ctx.mapping.entity(task.entity).is_persons  # one-way streams read no Marketo changes
+        if persons and not job.dry_run and all(t.state == "succeeded" for t in tasks if t.entity == task.entity):
             _set_watermark_if_unset(ctx, task.entity, "marketo", fresh.marketo_start)
         ctx.state.jobs.release(job.job_id, [task.entity])
         _start_ready(ctx, queue, job, tasks)
