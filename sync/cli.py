@@ -18,6 +18,8 @@ from sync.record_errors import ErrorQuery
 from sync.settings import Settings, SettingsError, load_settings
 from sync.state import RecordError, StateStore
 from sync.status import StatusReport, collect_status
+from sync.status import duration as _duration
+from sync.status import when as _when
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -46,18 +48,6 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         return 0
     print_status(report, console)
     return 0
-
-
-def _when(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value else "never"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    hours, rest = divmod(round(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
 
 
 def print_status(report: StatusReport, console: Console) -> None:

@@ -8,7 +8,6 @@ query string, so the page never writes the key into its HTML); the answer is the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, select_autoescape
@@ -16,7 +15,7 @@ from jinja2 import Environment, select_autoescape
 from sync import record_errors
 from sync.record_errors import ErrorQuery, ErrorQueryError
 from sync.state import RecordError, StateStore
-from sync.status import StatusReport, collect_status
+from sync.status import StatusReport, collect_status, duration, when
 
 if TYPE_CHECKING:
     from sync.engine.context import SyncContext
@@ -121,18 +120,6 @@ aria-label="records synced per 5 minutes in the last hour" data-values="{{ e.thr
 """
 
 
-def _when(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value else "never"
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")
-
-
 def _bars(values: list[int]) -> list[dict[str, float]]:
     """The last hour's throughput as SVG bar geometry, one bar per 5 minutes, oldest first."""
     peak = max(values, default=0) or 1
@@ -147,7 +134,7 @@ def _bars(values: list[int]) -> list[dict[str, float]]:
 
 
 _ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-_ENV.globals.update(when=_when, age=_age, bars=_bars, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT)
+_ENV.globals.update(when=when, age=duration, bars=_bars, chart_width=CHART_WIDTH, chart_height=CHART_HEIGHT)
 _PAGE = _ENV.from_string(_TEMPLATE)
 
 

@@ -371,3 +371,16 @@ def collect_status(
         report.entities.append(status)
     report.marketo_calls_today += _job_marketo_calls_today(state, day_start)
     return report
+
+
+# --- how the tables and the status page print times (one place, so the CLI and the page agree) ---------------------
+def when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "never"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{secs}s")

@@ -17,11 +17,11 @@ from sync.connectors.marketo import MarketoError
 from sync.connectors.marketo.models import ObjectDescription
 from sync.engine.crm_plan import CrmInput, CrmPlan, plan_row
 from sync.engine.filters import filter_columns, skip_reason
-from sync.engine.plan import PlanError
+from sync.engine.plan import PlanError, as_record_error
 from sync.engine.records import OptionSets, dynamics_canonical, dynamics_select, option_sets
 from sync.engine.references import ReferenceResolver
 from sync.mapping.model import EntityMapping
-from sync.state import Link, RecordError
+from sync.state import Link
 
 if TYPE_CHECKING:
     from sync.engine.context import SyncContext
@@ -216,17 +216,6 @@ class CrmBatches:
             state.links.save(to_save)
         for plan in plans:
             if plan.error is not None:
-                error = plan.error
-                state.errors.record(
-                    RecordError(
-                        entity=name,
-                        system=error.system,
-                        record_id=error.record_id,
-                        operation=error.operation,
-                        code=error.code,
-                        message=error.message,
-                    ),
-                    now=now,
-                )
+                state.errors.record(as_record_error(name, plan.error), now=now)
             elif plan.row_id in self.retried:
                 state.errors.resolve(name, "dynamics", plan.row_id)

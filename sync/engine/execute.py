@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from sync.connectors.dynamics.models import WriteResult
 from sync.connectors.marketo.models import RecordResult
-from sync.engine.plan import PairInput, PairPlan, PlanError, marketo_link_fields
+from sync.engine.plan import PairInput, PairPlan, PlanError, as_record_error, marketo_link_fields
 from sync.mapping.model import EntityMapping, MappingConfig, System
-from sync.state import Link, RecordError, StateStore
+from sync.state import Link, StateStore
 from sync.state.links import LinkStore
 
 if TYPE_CHECKING:
@@ -263,17 +263,7 @@ class Executor:
         for work in works:
             error = work.failure or work.plan.error
             if error is not None:
-                state.errors.record(
-                    RecordError(
-                        entity=self.entity.name,
-                        system=error.system,
-                        record_id=error.record_id,
-                        operation=error.operation,
-                        code=error.code,
-                        message=error.message,
-                    ),
-                    now=now,
-                )
+                state.errors.record(as_record_error(self.entity.name, error), now=now)
                 continue
             sides: tuple[tuple[System, str | None], ...] = (
                 ("dynamics", work.plan.dynamics_id),

@@ -19,6 +19,7 @@ from sync.engine.merge import Conflict, merge_pair
 from sync.engine.records import OptionSets, dynamics_raw, marketo_raw
 from sync.mapping.model import Direction, EntityMapping, MappingConfig
 from sync.mapping.transforms import Canonical, TransformError
+from sync.state import RecordError
 
 Outcome = Literal["created", "updated", "unchanged", "skipped", "deleted", "failed"]
 PAUSED = "@paused"  # snapshot marker: the Dynamics record's sync filter is false, so the pair is not updated
@@ -63,6 +64,18 @@ class PlanError(BaseModel):
     operation: str
     code: str
     message: str
+
+
+def as_record_error(entity: str, error: PlanError) -> RecordError:
+    """A planned or failed write as the error store keeps it (retried by the next cycle)."""
+    return RecordError(
+        entity=entity,
+        system=error.system,
+        record_id=error.record_id,
+        operation=error.operation,
+        code=error.code,
+        message=error.message,
+    )
 
 
 class PairPlan(BaseModel):
