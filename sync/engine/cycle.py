@@ -27,7 +27,7 @@ from sync.engine.changes import MarketoCursor, initial_marketo_cursor, read_mark
 from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
 from sync.engine.crm_stream import CrmBatches
-from sync.engine.pairs import PairBuilder
+from sync.engine.pairs import MERGED_DUPLICATE, PairBuilder
 from sync.engine.plan import PairPlan
 from sync.mapping.model import EntityMapping
 from sync.state import Lease, LeaseHeld, RunCounts, RunRecord, Watermark
@@ -178,6 +178,7 @@ class IncrementalCycle(_Cycle):
         errors = list(state.errors.list(name))
         self.builder.retried = {(e.system, e.record_id) for e in errors}
         self.builder.retry_persons = {e.record_id for e in errors if e.system == "marketo"}
+        self.builder.merged_duplicates = {e.record_id: e.message for e in errors if e.code == MERGED_DUPLICATE}
         retry_dynamics = [e.record_id for e in errors if e.system == "dynamics"]
 
         mk_mark = state.watermarks.get(name, "marketo")
@@ -189,6 +190,9 @@ class IncrementalCycle(_Cycle):
             self.ctx.marketo, cursor, self.builder.marketo_field_names(), self._page_boundary
         )
         pending = changes.persons | changes.deleted | self.builder.retry_persons
+        if changes.merged:  # first, so that this cycle's pairs already see the links at the winners
+            self.keep_lease()
+            self.builder.run_batch(self.builder.merge_batch(changes))
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True
