@@ -3,8 +3,16 @@ end the same way whatever order they run in."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
+from sync.engine.context import build_context
+from sync.engine.cycle import run_cycle
+from sync.engine.execute import Executor
 from tests.e2e.test_sync_rules import make_synced_lead, start
 from tests.e2e.world import World
 
@@ -69,3 +77,60 @@ def test_a_merge_of_two_synced_persons_keeps_the_winners_pair_and_unlinks_the_lo
     assert lead_links(world) == [(winner_lead, str(winner))]
     [error] = world.ctx.state.errors.list("lead")
     assert (error.record_id, error.code) == (loser_lead, "merged_duplicate") and error.attempts >= 3  # still held
+
+
+# --- 4. a lead and a contact with one e-mail: the lead stream goes first, and the contact waits as an error ---------
+def assert_the_lead_holds_the_person(world: World, lead_id: str, contact_id: str, email: str) -> None:
+    [person] = world.mk_by_email(email)  # one person, never two racing creates
+    assert (person["dynamicsLeadId"], person["dynamicsType"]) == (lead_id, "Lead")
+    assert not person.get("dynamicsContactId")
+    assert lead_links(world) == [(lead_id, str(person["id"]))]
+    assert list(world.ctx.state.links.list("contact")) == []
+    [error] = world.ctx.state.errors.list("contact")
+    assert (error.system, error.record_id, error.code) == ("dynamics", contact_id, "ambiguous_match")
+    assert f"lead {lead_id}" in error.message
+
+
+def test_in_a_full_sync_the_lead_takes_the_person_and_a_contact_with_its_e_mail_is_a_record_error(
+    world: World,
+) -> None:
+    from tests.e2e.test_full_sync import run_job
+
+    contact_id = world.dv_create("contact", firstname="Cy", lastname="Cole", emailaddress1="Same@Example.com")
+    lead_id = world.dv_create("lead", firstname="Cy", lastname="Cole", emailaddress1="same@example.com")
+    run_job(world, {"entities": ["lead", "contact"]})
+    assert_the_lead_holds_the_person(world, lead_id, contact_id, "same@example.com")
+
+
+def test_parallel_lead_and_contact_timers_take_turns_so_one_e_mail_never_makes_two_persons(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start(world)
+    lead_id = world.dv_create("lead", firstname="Cy", lastname="Cole", emailaddress1="same@example.com")
+    contact_id = world.dv_create("contact", firstname="Cy", lastname="Cole", emailaddress1="same@example.com")
+    # Both timers fire at once. Without turns both would match (nobody holds the e-mail yet) before either writes:
+    # the barrier holds each cycle's first batch until the other has planned its own (or for 3 s, if it cannot).
+    barrier = threading.Barrier(2)
+    original = Executor.run
+
+    def run_after_the_other_planned(self: Executor, works: Any, retried: Any = None) -> Any:
+        if any(w.plan.create_marketo or w.plan.update_marketo for w in works):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=3)
+        return original(self, works, retried)
+
+    monkeypatch.setattr(Executor, "run", run_after_the_other_planned)
+    contexts = {name: build_context(world.settings, world.ctx.state) for name in ("lead", "contact")}
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda name: run_cycle(contexts[name], name), ["lead", "contact"]))
+    assert all(r.outcome in ("succeeded", "partial") for r in reports), reports
+
+    assert len(world.mk_by_email("same@example.com")) == 1  # one person
+    links = [(s, link.dynamics_id) for s in ("lead", "contact") for link in world.ctx.state.links.list(s)]
+    assert len(links) == 1  # followed by one record: the first to take its turn
+    [(holder_stream, holder_id)] = links
+    other_stream, other_id = ("contact", contact_id) if holder_stream == "lead" else ("lead", lead_id)
+    assert holder_id == (lead_id if holder_stream == "lead" else contact_id)
+    [error] = world.ctx.state.errors.list(other_stream)  # the other waits, naming who holds the person
+    assert (error.record_id, error.code) == (other_id, "ambiguous_match") and holder_id in error.message
+    assert world.ctx.state.leases.get("persons") is None  # the turn is given back
