@@ -558,6 +558,9 @@ class PairBuilder:
             self.counts["unchanged"] += len(fresh)
             linked = [(pid, link) for pid, link in linked if pid not in set(fresh)]
         unlinked = [pid for pid, link in zip(ids, links, strict=True) if link is None and pid not in changes.deleted]
+        moved = self._retried_elsewhere(unlinked)
+        works.extend(self._skip(None, pid, f"its person follows {owner} now") for pid, owner in moved.items())
+        unlinked = [pid for pid in unlinked if pid not in moved]
         refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
         refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self.retry_persons}
         current = self.fetch_dynamics(refetch_dynamics)
@@ -605,6 +608,12 @@ class PairBuilder:
             if candidates:
                 inputs.extend(self._match_marketo(candidates))
         return works + self._plan(inputs)
+
+    def _retried_elsewhere(self, person_ids: list[str]) -> dict[str, str]:
+        """Of these persons, those with an error of this stream that another record now follows (a qualified lead's
+        person moved to its contact): that stream carries their changes, so this stream's errors are settled."""
+        retried = [pid for pid in person_ids if pid in self.retry_persons]
+        return self._followed_elsewhere(retried) if retried else {}
 
     def _plan(self, inputs: list[PairInput]) -> list[PairWork]:
         plans = [plan_pair(i, self.entity, self.ctx.mapping, self.options) for i in inputs]

@@ -134,3 +134,18 @@ def test_parallel_lead_and_contact_timers_take_turns_so_one_e_mail_never_makes_t
     [error] = world.ctx.state.errors.list(other_stream)  # the other waits, naming who holds the person
     assert (error.record_id, error.code) == (other_id, "ambiguous_match") and holder_id in error.message
     assert world.ctx.state.leases.get("persons") is None  # the turn is given back
+
+
+# --- found by the chaos suite --------------------------------------------------------------------------------------
+def test_a_person_edit_refused_by_a_qualified_lead_is_settled_once_the_contact_takes_the_person(world: World) -> None:
+    start(world)
+    lead_id, person_id = make_synced_lead(world, emailaddress1="q@example.com", firstname="Quinn")
+    world.sales.qualify_lead(lead_id, create_account=False, create_contact=True)
+    world.mk_edit(person_id, title="CTO")  # before the sync saw the qualification
+    world.cycle("lead")  # still linked to the lead, which Dynamics no longer lets anyone edit: a record error
+    [error] = world.ctx.state.errors.list("lead")
+    assert (error.system, error.record_id) == ("marketo", str(person_id))
+    world.cycles("contact", "lead")  # the contact takes the person (and its edit); the lead's error is settled
+    [contact] = world.dv_find("contact", "emailaddress1", "q@example.com")
+    assert contact["jobtitle"] == "CTO" and contact["new_marketopersonid"] == str(person_id)
+    assert world.ctx.state.errors.count("lead") == 0 and world.ctx.state.errors.count("contact") == 0
