@@ -50,8 +50,14 @@ class Pair:
     dynamics_id: str
     marketo_id: str | None
     email: str
-    edits: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {"dynamics"|"marketo": last value}
+    # Edits not yet seen in both systems: column -> {"dynamics"|"marketo": the last value that side wrote}. A window
+    # closes once both systems hold the same value; both sides in one window is a conflict for the stream's winner.
+    edits: dict[str, dict[str, Any]] = field(default_factory=dict)
     settled: bool = False  # qualified or deleted: no more field checks
+
+    @property
+    def winner(self) -> str:
+        return "marketo" if self.stream == "lead" else "dynamics"  # as the default mapping's conflict_winner
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Figures:
     faults: Counter[str] = field(default_factory=Counter)
     actions: Counter[str] = field(default_factory=Counter)
     quiet_passes: int = 0
+    linked_at_start: int = 0  # pairs linked once the initial population had synced
 
 
 @dataclass
@@ -71,7 +78,9 @@ class Counts:
     duplicate_dynamics: int = 0
     lost_edits: int = 0
     contested_differ: int = 0
+    wrong_winner: int = 0  # contested fields that ended with the loser's value
     never_crossed: int = 0
+    orphan_links: int = 0  # links to a person that no longer exists (deleted or merged away)
     errors_left: int = 0
     details: list[str] = field(default_factory=list)
 
@@ -82,14 +91,26 @@ class Counts:
             + self.duplicate_dynamics
             + self.lost_edits
             + self.contested_differ
+            + self.wrong_winner
             + self.never_crossed
+            + self.orphan_links
             + self.errors_left
         )
 
 
 class Chaos:
-    def __init__(self, world: World, records: int, rounds: int, fault_rate: float, kill_rate: float, seed: int) -> None:
+    def __init__(
+        self,
+        world: World,
+        records: int,
+        rounds: int,
+        fault_rate: float,
+        kill_rate: float,
+        seed: int,
+        progress: Any = None,
+    ) -> None:
         self.world = world
+        self.progress = progress or (lambda _text: None)
         self.records, self.rounds, self.fault_rate, self.kill_rate = records, rounds, fault_rate, kill_rate
         self.rng = random.Random(seed)
         self.pairs: dict[str, Pair] = {}  # Dynamics id -> pair
@@ -99,6 +120,8 @@ class Chaos:
         self.figures = Figures()
         self.serial = 0
         self.timings: Counter[str] = Counter()
+        self.counts = Counts()  # the field checks add to it as windows close, round by round
+        self.qualified: dict[str, str] = {}  # qualified lead id -> the person its contact must take
 
     # --- helpers -------------------------------------------------------------------------------------------------
     def email(self, tag: str) -> str:
@@ -155,6 +178,7 @@ class Chaos:
             self.new_marketo[str(ident)] = email
         self.quiet_cycles()
         self.adopt_marketo_creations()
+        self.figures.linked_at_start = sum(self.world.ctx.state.links.count(s) for s in PERSON_STREAMS)
         self.new_marketo.clear()  # the initial population: crossing over is checked for creations during rounds
 
     def new_values(self, table: str) -> dict[str, Any]:
@@ -219,6 +243,7 @@ class Chaos:
             leads = [p for p in self.live_pairs() if p.stream == "lead" and self.link_of(p)]
             if leads:
                 pair = rng.choice(leads)
+                self.qualified[pair.dynamics_id] = self.link_of(pair)  # type: ignore[assignment]
                 w.sales.qualify_lead(pair.dynamics_id, create_account=False, create_contact=True)
                 pair.settled = True
                 self.figures.actions["qualification"] += 1
@@ -235,6 +260,37 @@ class Chaos:
                 self.merged_away.add(loser)
                 pair.marketo_id, pair.email = winner, email
                 self.figures.actions["merge"] += 1
+
+    def close_windows(self, final: bool = False) -> None:
+        """Fields whose edits both systems now show alike: the value must be the one side's last, or the winner's
+        when both sides wrote. At the end (`final`), a field the systems still disagree on is lost or contested."""
+        counts = self.counts
+        for pair in self.pairs.values():
+            if pair.settled or not pair.edits:
+                continue
+            person_id = self.link_of(pair)
+            record = self.world.dv_get(pair.stream, pair.dynamics_id)
+            person = self.world.mk_get(person_id) if person_id else None
+            if record is None or person is None:
+                continue  # counted as never crossed over at the end
+            for column, sides in list(pair.edits.items()):
+                mine, theirs = record.get(column), person.get(FIELDS[column])
+                where = f"{pair.stream} {pair.dynamics_id} {column}"
+                if mine == theirs:
+                    expected = sides[pair.winner] if len(sides) == 2 else next(iter(sides.values()))
+                    if mine != expected and len(sides) == 2:
+                        counts.wrong_winner += 1
+                        counts.details.append(f"{where}: {mine!r}, not the {pair.winner} value {expected!r}")
+                    elif mine != expected:
+                        counts.lost_edits += 1
+                        counts.details.append(f"{where}: wrote {expected!r}, both systems hold {mine!r}")
+                    del pair.edits[column]
+                elif final and len(sides) == 2:
+                    counts.contested_differ += 1
+                    counts.details.append(f"{where}: Dynamics {mine!r}, Marketo {theirs!r}")
+                elif final:
+                    counts.lost_edits += 1
+                    counts.details.append(f"{where}: wrote {sides}, Dynamics {mine!r}, Marketo {theirs!r}")
 
     def set_faults(self, on: bool) -> None:
         w, r = self.world, self.fault_rate
@@ -307,6 +363,9 @@ class Chaos:
             self.count_faults()
             self.figures.rounds += 1
             lap("runs")
+            self.close_windows()
+            lap("checks")
+            self.progress(f"round {self.figures.rounds}: runs {self.figures.runs}, kills {self.figures.kills}")
         self.figures.quiet_passes = self.quiet_cycles()  # faults off: until quiet (a dead runner's lease expires)
         self.adopt_marketo_creations()
         lap("until quiet")
@@ -316,7 +375,7 @@ class Chaos:
 
     # --- the counts ----------------------------------------------------------------------------------------------
     def count(self) -> Counts:
-        w, counts = self.world, Counts()
+        w, counts = self.world, self.counts
         state = w.ctx.state
         links = {s: list(state.links.list(s)) for s in PERSON_STREAMS}
         per_person = Counter(link.marketo_id for s in PERSON_STREAMS for link in links[s])
@@ -330,30 +389,21 @@ class Chaos:
             if len(found) > 1:
                 counts.duplicate_persons += len(found) - 1
                 counts.details.append(f"{len(found)} persons with e-mail {email}")
+        self.close_windows(final=True)
         for pair in self.pairs.values():
-            record = w.dv_get(pair.stream, pair.dynamics_id)
-            person_id = self.link_of(pair)
-            if pair.settled:
-                continue
-            if record is None or person_id is None:
+            if not pair.settled and (w.dv_get(pair.stream, pair.dynamics_id) is None or self.link_of(pair) is None):
                 counts.never_crossed += 1
                 counts.details.append(f"{pair.stream} {pair.dynamics_id} ({pair.email}) has no person")
-                continue
-            person = w.mk_get(person_id) or {}
-            for column, sides in pair.edits.items():
-                mine, theirs = record.get(column), person.get(FIELDS[column])
-                if len(sides) == 2:
-                    if mine != theirs:
-                        counts.contested_differ += 1
-                        counts.details.append(f"{pair.stream} {pair.dynamics_id} {column}: {mine!r} vs {theirs!r}")
-                    continue
-                [last] = sides.values()
-                if mine != last or theirs != last:
-                    counts.lost_edits += 1
-                    counts.details.append(
-                        f"{pair.stream} {pair.dynamics_id} {column}: wrote {last!r}, "
-                        f"Dynamics {mine!r}, Marketo {theirs!r}"
-                    )
+        contact_people = {link.marketo_id for link in links["contact"]}
+        for lead_id, person in self.qualified.items():
+            if person not in contact_people and person not in self.deleted_persons | self.merged_away:
+                counts.never_crossed += 1
+                counts.details.append(f"qualified lead {lead_id}: its person {person} does not follow a contact")
+        for stream in PERSON_STREAMS:
+            for link in links[stream]:
+                if w.mk_get(link.marketo_id) is None:
+                    counts.orphan_links += 1
+                    counts.details.append(f"{stream} {link.dynamics_id} links person {link.marketo_id}, who is gone")
         lead_people = {link.marketo_id for link in links["lead"]}
         for ident, email in self.new_marketo.items():
             if ident in self.deleted_persons or ident in self.merged_away or ident in lead_people:
@@ -374,6 +424,7 @@ def report(chaos: Chaos, counts: Counts, seconds: float) -> str:
     actions = ", ".join(f"{k} {v}" for k, v in sorted(f.actions.items()))
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in chaos.timings.items())
     lines = [
+        f"records: {chaos.records} a side, {f.linked_at_start} pairs linked at the start",
         f"rounds {f.rounds}, edits {f.edits}, runs {f.runs}, kills {f.kills}, passes until quiet {f.quiet_passes}",
         f"time: {seconds:.0f} s ({timings})",
         f"actions: {actions}",
@@ -381,8 +432,9 @@ def report(chaos: Chaos, counts: Counts, seconds: float) -> str:
         f"duplicates: persons per e-mail {counts.duplicate_persons}, "
         f"Dynamics records per person {counts.duplicate_dynamics}",
         f"lost edits: {counts.lost_edits}",
-        f"contested fields that differ: {counts.contested_differ}",
+        f"contested fields that differ: {counts.contested_differ}, won by the wrong side: {counts.wrong_winner}",
         f"new records that never crossed over: {counts.never_crossed}",
+        f"orphan links: {counts.orphan_links}",
         f"record errors left: {counts.errors_left}",
         *[f"  - {d}" for d in counts.details[:30]],
     ]
@@ -415,7 +467,9 @@ def main() -> int:
             prefix = f"chaos{seed}x{uuid.uuid4().hex[:6]}"
             state = StateStore(service_client(azurite.connection_string), prefix=prefix)
             world = World.build(emulators, state, Path(tmp), prefix, azurite.connection_string)
-            chaos = Chaos(world, args.records, args.rounds, args.fault_rate, args.kill_rate, seed)
+            chaos = Chaos(
+                world, args.records, args.rounds, args.fault_rate, args.kill_rate, seed, lambda t: print(t, flush=True)
+            )
             counts = chaos.run()
         finally:
             emulators.stop()

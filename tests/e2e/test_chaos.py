@@ -29,5 +29,5 @@ def test_chaos_ends_with_nothing_lost_duplicated_or_stuck(world: World) -> None:
     print(chaos_module.report(chaos, counts, 0))
     figures = chaos.figures
     assert (figures.rounds, figures.runs) == (4, 4) and figures.edits > 0 and figures.kills >= 1
-    assert sum(figures.faults.values()) > 0
+    assert sum(figures.faults.values()) > 0 and figures.linked_at_start == 60  # 30 a side
     assert counts.total == 0, "\n".join(counts.details)
