@@ -198,7 +198,12 @@ class IncrementalCycle(_Cycle):
         pending = changes.persons | changes.deleted | self.builder.retry_persons
         if changes.merged:  # first, so that this cycle's pairs already see the links at the winners
             self.keep_lease()
+            failed_before = self.builder.counts["failed"]
             self.builder.run_batch(self.builder.merge_batch(changes))
+            if self.builder.counts["failed"] > failed_before and changes.cursor is not None:
+                # A move that did not land is read again next cycle (a moved link is not found twice); past the
+                # activity, the loser's link would be left pointing at a person who is gone.
+                changes.cursor.merges = cursor.merges or cursor.changes
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True

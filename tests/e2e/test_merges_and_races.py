@@ -55,6 +55,23 @@ def test_a_merge_into_a_marketo_only_person_moves_the_link_to_the_winner(world: 
     assert lead_links(world) == [(lead_id, str(winner))]
 
 
+def test_a_merge_whose_relink_fails_is_read_again_and_moves_the_link_next_cycle(world: World) -> None:
+    start(world)
+    lead_id, loser = make_synced_lead(world, emailaddress1="ann@example.com")
+    winner = world.mk_form_fill(email="ann.lee@example.org", lastName="Lee")
+    world.cycle("lead")
+    mk_merge(world, winner, loser)
+    # Dataverse fails every write of this cycle (past the client's retries): the relink cannot land.
+    fault = {"status": 500, "path": "UpdateMultiple", "times": 50}
+    world.emulators.control("dataverse", "POST", "/faults", json={"queue": [fault]})
+    assert world.cycle("lead").counts.failed >= 1
+    world.emulators.control("dataverse", "DELETE", "/faults")
+    assert world.cycle("lead").outcome == "succeeded"
+    assert lead_links(world) == [(lead_id, str(winner))]  # the merge was not lost with the failed write
+    assert world.dv_get("lead", lead_id)["new_marketopersonid"] == str(winner)  # type: ignore[index]
+    assert world.ctx.state.errors.count("lead") == 0
+
+
 def test_a_merge_of_two_synced_persons_keeps_the_winners_pair_and_unlinks_the_loser(world: World) -> None:
     start(world)
     winner_lead, winner = make_synced_lead(world, emailaddress1="ann@example.com")
