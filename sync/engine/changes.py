@@ -1,13 +1,14 @@
 """Reading what changed: Marketo lead-change activities, compacted per person, and the watermark that covers them.
 
-A Marketo watermark is two paging tokens (lead changes and deleted leads are separate streams), stored as one JSON
-string. A cycle reads both streams to their end (or until its deadline, stopping at a page boundary) before merging,
-so every pair is merged once, with both sides' changes in hand.
+A Marketo watermark is three paging tokens (lead changes, deleted leads and Merge Leads activities are separate
+streams), stored as one JSON string. A cycle reads the streams to their end (or until its deadline, stopping at a
+page boundary) before merging, so every pair is merged once, with both sides' changes in hand.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,11 +21,14 @@ if TYPE_CHECKING:
 
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
+MERGE_LEADS = 32
+MERGE_IDS = "Merge IDs"  # the activity's attribute naming the losers (text: "123,456", or "[123, 456]")
 
 
 class MarketoCursor(BaseModel):
     changes: str
     deletes: str
+    merges: str | None = None  # None in cursors saved before merges were read: starts where `changes` stands
 
     def dump(self) -> str:
         return self.model_dump_json()
@@ -39,6 +43,7 @@ class MarketoChangeSet:
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # person id -> field -> latest new value
     new: set[str] = field(default_factory=set)  # persons created in the window
     deleted: set[str] = field(default_factory=set)
+    merged: dict[str, str] = field(default_factory=dict)  # losing person id -> the person it was merged into
     cursor: MarketoCursor | None = None
     complete: bool = True
 
@@ -53,9 +58,11 @@ def read_marketo_changes(
     fields: list[str],
     past_deadline: Callable[[], bool],
 ) -> MarketoChangeSet:
-    """Every lead change and deletion since `cursor`, compacted: per person, the last value of each changed field."""
+    """Every lead change, deletion and merge since `cursor`, compacted: per person, the last value of each changed
+    field. A merge moves the loser's activities to the winner, so the loser's changes arrive as the winner's."""
     result = MarketoChangeSet()
     changes_token, deletes_token = cursor.changes, cursor.deletes
+    merges_token = cursor.merges or cursor.changes
     for page in client.lead_changes(changes_token, fields):
         for activity in page.activities:
             person = str(activity.lead_id)
@@ -73,13 +80,33 @@ def read_marketo_changes(
         if page.more_result and past_deadline():
             result.complete = False
             break
+    for page in client.activities(merges_token, [MERGE_LEADS]):
+        for activity in page.activities:
+            winner = str(activity.lead_id)
+            for loser in merge_losers(activity.attributes.get(MERGE_IDS), winner):
+                result.merged[loser] = winner
+        merges_token = page.next_page_token
+        if page.more_result and past_deadline():
+            result.complete = False
+            break
+    for loser, winner in list(result.merged.items()):  # merged again later: the link follows to the last winner
+        seen = {loser}
+        while winner in result.merged and winner not in seen:
+            seen.add(winner)
+            winner = result.merged[winner]
+        result.merged[loser] = winner
     for person in result.deleted:  # a person created or changed, then deleted, is just deleted
         result.values.pop(person, None)
         result.new.discard(person)
-    result.cursor = MarketoCursor(changes=changes_token, deletes=deletes_token)
+    result.cursor = MarketoCursor(changes=changes_token, deletes=deletes_token, merges=merges_token)
     return result
+
+
+def merge_losers(merge_ids: Any, winner: str) -> list[str]:
+    """The losing person ids a Merge Leads activity names (the winner is the activity's person)."""
+    return [ident for ident in re.findall(r"\d+", str(merge_ids or "")) if ident != winner]
 
 
 def initial_marketo_cursor(client: MarketoClient, since: datetime) -> MarketoCursor:
     token = client.get_paging_token(since)
-    return MarketoCursor(changes=token, deletes=token)
+    return MarketoCursor(changes=token, deletes=token, merges=token)

@@ -15,6 +15,7 @@ budget is spent; what it has not read stays behind the watermark for the next cy
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from sync.engine.context import SyncContext
 from sync.engine.crm_plan import CrmPlan
 from sync.engine.crm_stream import verify_object_type
 from sync.engine.identity import SandboxChanged, guard, on_token_refused
-from sync.engine.pairs import PairBuilder
+from sync.engine.pairs import MERGED_DUPLICATE, PairBuilder
 from sync.engine.plan import PairPlan
 from sync.engine.roles import CONNECTION_COLUMNS, RoleBatches, batches_for
 from sync.mapping.model import EntityMapping
@@ -42,6 +43,11 @@ MARKETO_CHUNK = 5000  # Marketo-side changes handled between two looks at the cl
 # A cycle's lease is short, so a killed runner blocks its entity for about a minute; the live holder renews it at
 # page boundaries once half of it has passed (a page must take less than LEASE_DURATION).
 LEASE_DURATION = timedelta(seconds=60)
+# Lead and contact cycles match and create the same Marketo persons: they take turns under one more lease, so an
+# unlinked lead and contact with one e-mail never race to create or link two persons (the first takes it, the other
+# becomes an ambiguous_match record error naming it). A turn is waited for, not skipped, so neither starves.
+PERSONS_LEASE = "persons"
+PERSONS_LEASE_WAIT_SECONDS = 45.0
 
 
 class LeaseLost(Exception):
@@ -88,6 +94,7 @@ class _Cycle:
         self._deadline: datetime | None = None
         self.lease: Lease | None = None  # renewed as the cycle goes; run_cycle sets it
         self.token_refused = False  # the Dynamics delta token was refused and the organization checked
+        self.persons_lease: Lease | None = None  # person streams: the turn they share (PERSONS_LEASE)
 
     def past_deadline(self) -> bool:
         return self._deadline is not None and self.ctx.clock() >= self._deadline
@@ -95,13 +102,12 @@ class _Cycle:
     def keep_lease(self) -> None:
         """At a page boundary: renew the lease once half of it has passed, by compare-and-swap on its ETag. Raises
         LeaseLost if another runner holds it now, so nothing more is written."""
-        if self.lease is None:
-            return
         now = self.ctx.clock()
-        if self.lease.expires_at - now > LEASE_DURATION / 2:
-            return
         try:
-            self.lease = self.ctx.state.leases.renew(self.lease, LEASE_DURATION, now=now)
+            if self.lease is not None and self.lease.expires_at - now <= LEASE_DURATION / 2:
+                self.lease = self.ctx.state.leases.renew(self.lease, LEASE_DURATION, now=now)
+            if self.persons_lease is not None and self.persons_lease.expires_at - now <= LEASE_DURATION / 2:
+                self.persons_lease = self.ctx.state.leases.renew(self.persons_lease, LEASE_DURATION, now=now)
         except LeaseHeld as held:
             raise LeaseLost(f"lost the lease of {self.entity.name} ({held}); stopped at a page boundary") from None
 
@@ -219,6 +225,7 @@ class IncrementalCycle(_Cycle):
         errors = list(state.errors.list(name))
         self.builder.retried = {(e.system, e.record_id) for e in errors}
         self.builder.retry_persons = {e.record_id for e in errors if e.system == "marketo"}
+        self.builder.merged_duplicates = {e.record_id: e.message for e in errors if e.code == MERGED_DUPLICATE}
         retry_dynamics = [e.record_id for e in errors if e.system == "dynamics"]
 
         mk_mark = state.watermarks.get(name, "marketo")
@@ -230,6 +237,14 @@ class IncrementalCycle(_Cycle):
             self.ctx.marketo, cursor, self.builder.marketo_field_names(), self._page_boundary
         )
         pending = changes.persons | changes.deleted | self.builder.retry_persons
+        if changes.merged:  # first, so that this cycle's pairs already see the links at the winners
+            self.keep_lease()
+            failed_before = self.builder.counts["failed"]
+            self.builder.run_batch(self.builder.merge_batch(changes))
+            if self.builder.counts["failed"] > failed_before and changes.cursor is not None:
+                # A move that did not land is read again next cycle (a moved link is not found twice); past the
+                # activity, the loser's link would be left pointing at a person who is gone.
+                changes.cursor.merges = cursor.merges or cursor.changes
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True
@@ -270,6 +285,20 @@ def counts_of(counts: Counter[str]) -> RunCounts:
     return RunCounts(read=sum(counts.values()), **{k: counts.get(k, 0) for k in outcomes})
 
 
+def _wait_for_persons_turn(ctx: SyncContext, holder: str) -> Lease:
+    """The person streams' shared lease, waited for (a live holder releases it within its time budget, a dead one's
+    expires within LEASE_DURATION); LeaseHeld when it is not free within PERSONS_LEASE_WAIT_SECONDS. `holder` names
+    the stream too: lead and contact timers of one process must not share a turn."""
+    give_up = time.monotonic() + PERSONS_LEASE_WAIT_SECONDS
+    while True:
+        try:
+            return ctx.state.leases.acquire(PERSONS_LEASE, holder, LEASE_DURATION, now=ctx.clock())
+        except LeaseHeld:
+            if time.monotonic() >= give_up:
+                raise
+            time.sleep(0.5)
+
+
 def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> CycleReport:
     """Run one incremental cycle of an entity under its lease, and record it in the run history."""
     entity = ctx.mapping.entity(entity_name)
@@ -294,8 +323,16 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
     except LeaseHeld as held:
         report.outcome, report.error = "skipped", str(held)
         return report
+    persons_lease = None
+    if entity.is_persons:
+        try:
+            persons_lease = _wait_for_persons_turn(ctx, f"{ctx.holder}/{entity.name}")
+        except LeaseHeld as held:
+            ctx.state.leases.release(lease)
+            report.outcome, report.error = "skipped", f"the other person streams' cycle still runs ({held})"
+            return report
     cycle: _Cycle = IncrementalCycle(ctx, entity, dry_run) if entity.is_persons else OneWayCycle(ctx, entity, dry_run)
-    cycle.lease = lease
+    cycle.lease, cycle.persons_lease = lease, persons_lease
     if not dry_run:
         ctx.state.runs.record(run)
     try:
@@ -318,6 +355,8 @@ def run_cycle(ctx: SyncContext, entity_name: str, dry_run: bool = False) -> Cycl
         report.error = failure_line(exc)
     finally:
         ctx.state.leases.release(cycle.lease or lease)  # the renewed one: a lease lost meanwhile is left to its holder
+        if cycle.persons_lease is not None:
+            ctx.state.leases.release(cycle.persons_lease)
     after = ctx.api_calls()
     report.api_calls = {system: after[system] - calls_before[system] for system in after}
     report.counts = counts_of(cycle.counts)

@@ -47,6 +47,7 @@ from sync.state import Link
 
 Side = TypeVar("Side", DynamicsSide, MarketoSide)
 Candidate = TypeVar("Candidate", DataverseRecord, MarketoPerson)
+MERGED_DUPLICATE = "merged_duplicate"  # a record whose Marketo person was merged into one another record follows
 
 
 def link_ref(link: Link) -> LinkRef:
@@ -74,6 +75,7 @@ class PairBuilder:
         self.plans: list[PairPlan] = []
         self.retried: set[tuple[str, str]] = set()
         self.retry_persons: set[str] = set()
+        self.merged_duplicates: dict[str, str] = {}  # record id -> its open merged_duplicate error's message
         self.annotations = any(f.transform in ("lookup_name", "reference") for f in entity.synced_fields)
         self._options: OptionSets | None = None
         self.references = ReferenceResolver(ctx, entity, dry_run)
@@ -405,6 +407,9 @@ class PairBuilder:
             and (fetch_counterparts or link.marketo_id in fresh)
         )
         for side, link in zip(sides, links, strict=True):
+            if link is None and side.id in self.merged_duplicates:  # never matched again: it would re-create a person
+                works.append(self._held_duplicate(side.id, self.merged_duplicates[side.id]))
+                continue
             if link is None:
                 unlinked.append(side)
                 continue
@@ -438,6 +443,66 @@ class PairBuilder:
                 )
             )
         return works + self._plan(inputs)
+
+    def merge_batch(self, changes: MarketoChangeSet) -> list[PairWork]:
+        """Links of persons Marketo merged away. A winner no record follows takes the loser's link, merged afresh
+        against the loser's snapshot (the winner's values flow to the record, the record learns the winner's id); a
+        winner that already follows a record keeps its pair; the loser's record is unlinked and held as a
+        `merged_duplicate` record error (never matched again, which would re-create the person the marketer merged
+        away) until someone merges the two records in Dynamics and clears the error: that is a salesperson's call."""
+        links = self.links_by_marketo_id(self.entity.name, sorted(changes.merged))
+        if not links:
+            return []
+        winners = sorted({changes.merged[loser] for loser in links} - changes.deleted)
+        taken = self._followed_elsewhere(winners)
+        persons = self.fetch_persons(w for w in winners if w not in taken)
+        records = self.fetch_dynamics(link.dynamics_id for link in links.values())
+        self.resolve_references(list(records.values()))
+        works: list[PairWork] = []
+        inputs: list[PairInput] = []
+        for loser, link in sorted(links.items()):
+            winner = changes.merged[loser]
+            record, person = records.get(link.dynamics_id), persons.get(winner)
+            if winner in taken or record is None or person is None:
+                why = f"follows {taken[winner]}" if winner in taken else "is gone"
+                unlink = PairPlan(
+                    dynamics_id=link.dynamics_id,
+                    marketo_id=loser,
+                    outcome="skipped",
+                    reason=f"its person was merged into {winner}, which {why}: unlinked",
+                    remove_links=[link_ref(link)],
+                )
+                works.append(PairWork(pair=PairInput(link=link_ref(link)), plan=unlink))
+                if record is not None and winner in taken:  # two records for one person: a salesperson merges them
+                    works.append(self._merged_duplicate(link.dynamics_id, loser, winner, taken[winner]))
+                continue
+            dynamics, problem = self._dynamics_side(record)
+            marketo, marketo_problem = self._marketo_side(person)
+            if dynamics is None or marketo is None:
+                system: System = "dynamics" if dynamics is None else "marketo"
+                ident = link.dynamics_id if dynamics is None else winner
+                works.append(self._read_failure(system, ident, problem or marketo_problem or "unreadable"))
+                continue
+            taken[winner] = f"{self.entity.name} {link.dynamics_id}"  # a second loser of this winner is unlinked
+            inputs.append(
+                PairInput(dynamics=dynamics, marketo=marketo, snapshot=link.snapshot, relink_from=link_ref(link))
+            )
+        return works + self._plan(inputs)
+
+    def _merged_duplicate(self, dynamics_id: str, loser: str, winner: str, owner: str) -> PairWork:
+        message = (
+            f"Marketo merged person {loser} into {winner}, which follows {owner}: {self.entity.name} {dynamics_id} "
+            f"is now its duplicate in Dynamics; merge the two there (or delete this one), then clear this error"
+        )
+        self.merged_duplicates[dynamics_id] = message  # held from now on, within this cycle too
+        return self._held_duplicate(dynamics_id, message)
+
+    def _held_duplicate(self, dynamics_id: str, message: str) -> PairWork:
+        plan = PairPlan(dynamics_id=dynamics_id, outcome="failed")
+        plan.error = PlanError(
+            system="dynamics", record_id=dynamics_id, operation="merge", code=MERGED_DUPLICATE, message=message
+        )
+        return PairWork(pair=PairInput(), plan=plan)
 
     def _qualified_or_matched(
         self, unlinked: list[DynamicsSide], records: Sequence[DataverseRecord], works: list[PairWork]
@@ -498,6 +563,9 @@ class PairBuilder:
             self.counts["unchanged"] += len(fresh)
             linked = [(pid, link) for pid, link in linked if pid not in set(fresh)]
         unlinked = [pid for pid, link in zip(ids, links, strict=True) if link is None and pid not in changes.deleted]
+        moved = self._retried_elsewhere(unlinked)
+        works.extend(self._skip(None, pid, f"its person follows {owner} now") for pid, owner in moved.items())
+        unlinked = [pid for pid in unlinked if pid not in moved]
         refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
         refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self.retry_persons}
         current = self.fetch_dynamics(refetch_dynamics)
@@ -545,6 +613,12 @@ class PairBuilder:
             if candidates:
                 inputs.extend(self._match_marketo(candidates))
         return works + self._plan(inputs)
+
+    def _retried_elsewhere(self, person_ids: list[str]) -> dict[str, str]:
+        """Of these persons, those with an error of this stream that another record now follows (a qualified lead's
+        person moved to its contact): that stream carries their changes, so this stream's errors are settled."""
+        retried = [pid for pid in person_ids if pid in self.retry_persons]
+        return self._followed_elsewhere(retried) if retried else {}
 
     def _plan(self, inputs: list[PairInput]) -> list[PairWork]:
         plans = [plan_pair(i, self.entity, self.ctx.mapping, self.options) for i in inputs]
