@@ -1,8 +1,9 @@
 """Reading what changed: Marketo lead-change activities, compacted per person, and the watermark that covers them.
 
-A Marketo watermark is three paging tokens (lead changes, deleted leads and Merge Leads activities are separate
-streams), stored as one JSON string. A cycle reads the streams to their end (or until its deadline, stopping at a
-page boundary) before merging, so every pair is merged once, with both sides' changes in hand.
+A Marketo watermark is two paging tokens, stored as one JSON string: lead changes (types 12, 13), and deletes and
+merges (types 37 and 32, read together through one activities call, so an idle cycle costs two Marketo calls).
+A cycle reads the streams to their end (or until its deadline, stopping at a page boundary) before merging, so every
+pair is merged once, with both sides' changes in hand.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ if TYPE_CHECKING:
 NEW_LEAD = 12
 CHANGE_DATA_VALUE = 13
 MERGE_LEADS = 32
+DELETE_LEAD = 37
 MERGE_IDS = "Merge IDs"  # the activity's attribute naming the losers (text: "123,456", or "[123, 456]")
 
 
 class MarketoCursor(BaseModel):
     changes: str
     deletes: str
-    merges: str | None = None  # None in cursors saved before merges were read: starts where `changes` stands
+    merges: str | None = None  # no longer written: `deletes` covers merges too (kept so older cursors still load)
 
     def dump(self) -> str:
         return self.model_dump_json()
@@ -62,7 +64,6 @@ def read_marketo_changes(
     field. A merge moves the loser's activities to the winner, so the loser's changes arrive as the winner's."""
     result = MarketoChangeSet()
     changes_token, deletes_token = cursor.changes, cursor.deletes
-    merges_token = cursor.merges or cursor.changes
     for page in client.lead_changes(changes_token, fields):
         for activity in page.activities:
             person = str(activity.lead_id)
@@ -74,18 +75,15 @@ def read_marketo_changes(
         if page.more_result and past_deadline():
             result.complete = False
             break
-    for page in client.deleted_leads(deletes_token):
-        result.deleted.update(str(activity.lead_id) for activity in page.activities)
-        deletes_token = page.next_page_token
-        if page.more_result and past_deadline():
-            result.complete = False
-            break
-    for page in client.activities(merges_token, [MERGE_LEADS]):
+    for page in client.activities(deletes_token, [DELETE_LEAD, MERGE_LEADS]):
         for activity in page.activities:
-            winner = str(activity.lead_id)
-            for loser in merge_losers(activity.attributes.get(MERGE_IDS), winner):
-                result.merged[loser] = winner
-        merges_token = page.next_page_token
+            person = str(activity.lead_id)
+            if activity.activity_type_id == DELETE_LEAD:
+                result.deleted.add(person)
+                continue
+            for loser in merge_losers(activity.attributes.get(MERGE_IDS), person):
+                result.merged[loser] = person
+        deletes_token = page.next_page_token
         if page.more_result and past_deadline():
             result.complete = False
             break
@@ -98,7 +96,7 @@ def read_marketo_changes(
     for person in result.deleted:  # a person created or changed, then deleted, is just deleted
         result.values.pop(person, None)
         result.new.discard(person)
-    result.cursor = MarketoCursor(changes=changes_token, deletes=deletes_token, merges=merges_token)
+    result.cursor = MarketoCursor(changes=changes_token, deletes=deletes_token)
     return result
 
 
@@ -109,4 +107,4 @@ def merge_losers(merge_ids: Any, winner: str) -> list[str]:
 
 def initial_marketo_cursor(client: MarketoClient, since: datetime) -> MarketoCursor:
     token = client.get_paging_token(since)
-    return MarketoCursor(changes=token, deletes=token, merges=token)
+    return MarketoCursor(changes=token, deletes=token)

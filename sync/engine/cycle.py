@@ -242,9 +242,9 @@ class IncrementalCycle(_Cycle):
             failed_before = self.builder.counts["failed"]
             self.builder.run_batch(self.builder.merge_batch(changes))
             if self.builder.counts["failed"] > failed_before and changes.cursor is not None:
-                # A move that did not land is read again next cycle (a moved link is not found twice); past the
-                # activity, the loser's link would be left pointing at a person who is gone.
-                changes.cursor.merges = cursor.merges or cursor.changes
+                # A move that did not land is read again next cycle (a moved link is not found twice, and the deletes
+                # read with it apply once); past the activity, the loser's link would point at a person who is gone.
+                changes.cursor.deletes = cursor.deletes
 
         dv_mark = state.watermarks.get(name, "dynamics")
         dynamics_complete = True

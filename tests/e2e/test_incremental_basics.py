@@ -30,4 +30,4 @@ def test_new_dynamics_lead_reaches_marketo_and_an_idle_cycle_writes_nothing(worl
     world.clear_request_logs()
     world.cycle("lead")  # idle: nothing changed anywhere
     assert world.dv_sync_calls() <= 1
-    assert world.mk_api_calls() <= 3  # lead changes, deleted leads, merges
+    assert world.mk_api_calls() <= 2  # lead changes; deletes and merges in one activities call
