@@ -203,7 +203,8 @@ KEY_PROPERTIES = [
     "IsExportKey",
     "IsSynchronous",
 ]
-RELATIONSHIP_PROPERTIES = [
+# What every RelationshipMetadataBase has; one-to-many and many-to-many add their own below.
+_RELATIONSHIP_BASE = [
     "MetadataId",
     "HasChanged",
     "SchemaName",
@@ -214,6 +215,9 @@ RELATIONSHIP_PROPERTIES = [
     "IsValidForAdvancedFind",
     "IntroducedVersion",
     "SecurityTypes",
+]
+RELATIONSHIP_PROPERTIES = [
+    *_RELATIONSHIP_BASE,
     "ReferencedAttribute",
     "ReferencedEntity",
     "ReferencingAttribute",
@@ -230,16 +234,7 @@ RELATIONSHIP_PROPERTIES = [
     "AssociatedMenuConfiguration",
 ]
 MANY_TO_MANY_PROPERTIES = [
-    "MetadataId",
-    "HasChanged",
-    "SchemaName",
-    "RelationshipType",
-    "IsCustomRelationship",
-    "IsManaged",
-    "IsCustomizable",
-    "IsValidForAdvancedFind",
-    "IntroducedVersion",
-    "SecurityTypes",
+    *_RELATIONSHIP_BASE,
     "Entity1LogicalName",
     "Entity2LogicalName",
     "Entity1IntersectAttribute",
