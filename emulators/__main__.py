@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers: list[HttpsServer] = []
     emulators = create_emulators(options, args.only)
     for emulator in emulators:
-        server = HttpsServer(emulator.app, tls).start()
+        server = HttpsServer(emulator.app, tls, date_header=not getattr(emulator.app, "sets_date", False)).start()
         servers.append(server)
         settings.update(emulator.settings(server.url))
     write_env_file(args.env_file, settings)

@@ -38,6 +38,7 @@ class HttpsServer:
     tls: TlsFiles
     port: int = 0
     host: str = "127.0.0.1"
+    date_header: bool = True  # False: the app sets Date itself (the Marketo emulator, from its movable clock)
     _server: _ThreadServer | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -60,6 +61,7 @@ class HttpsServer:
             timeout_keep_alive=30,
             backlog=512,
             timeout_graceful_shutdown=1,
+            date_header=self.date_header,
         )
         server = self._server = _ThreadServer(config)
         self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

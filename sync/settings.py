@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -160,6 +160,19 @@ class Settings(BaseSettings):
         "A full sync to Dynamics reads Marketo persons by REST (300 ids per call) when their ids span at most this "
         "many, and by Bulk Extract otherwise; 0 always uses Bulk Extract.",
         default=25000,
+    )
+    sync_full_sync_message_seconds: Annotated[int, Field(ge=0, le=540)] = _setting(
+        "SYNC_FULL_SYNC_MESSAGE_SECONDS",
+        "A full-sync queue message starts pages (several in flight at once) until this many seconds have passed, "
+        "then checkpoints and hands over to the next message; 0 does one page per message. Keep it well below the "
+        "function timeout (10 minutes in host.json).",
+        default=120,
+    )
+    sync_full_sync_match_index: Literal["auto", "always", "never"] = _setting(
+        "SYNC_FULL_SYNC_MATCH_INDEX",
+        "A first full sync to Marketo matches records against one Bulk Extract of every person's id, e-mail and "
+        "link fields instead of per-page lookups: auto (when it costs fewer calls), always or never.",
+        default="auto",
     )
     sync_cycle_time_budget_seconds: Annotated[int, Field(ge=10, le=3600)] = _setting(
         "SYNC_CYCLE_TIME_BUDGET_SECONDS",

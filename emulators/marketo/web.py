@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -144,7 +145,13 @@ class Router:
 
 
 class MarketoApp:
-    """The ASGI application: identity, REST and bulk APIs, and the test controls under /_emulator."""
+    """The ASGI application: identity, REST and bulk APIs, and the test controls under /_emulator.
+
+    Every answer's Date header is the emulator's clock (moved by /clock/advance), as a real server's is its own time:
+    a client that windows Bulk Extracts on the server's time (the full sync's id exports) sees the same clock as the
+    createdAt of the persons."""
+
+    sets_date = True
 
     def __init__(
         self,
@@ -165,6 +172,7 @@ class MarketoApp:
         path = scope["path"]
         if path.startswith(CONTROL_PREFIX + "/"):
             response = await self._control(request, path[len(CONTROL_PREFIX) :])
+            response.headers["Date"] = formatdate(self.state.clock.now(), usegmt=True)
             await response(scope, receive, send)
             return
         started = time.perf_counter()
@@ -178,6 +186,7 @@ class MarketoApp:
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4096")]})
             raise
         self._log(entry, started)
+        response.headers["Date"] = formatdate(self.state.clock.now(), usegmt=True)
         await response(scope, receive, send)
 
     def _log(self, entry: dict[str, Any], started: float) -> None:

@@ -32,6 +32,8 @@ class SyncContext:
     time_budget: timedelta = timedelta(seconds=240)
     bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
     bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
+    message_seconds: float = 120.0  # full sync: a queue message starts pages until this long has passed
+    match_index: str = "auto"  # full sync to Marketo: "auto" (when it pays), "always" or "never" (match_index.py)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
     # reference targets found excluded by their stream's filter (application users, access teams), kept for the
@@ -58,4 +60,6 @@ def build_context(settings: Settings, state: StateStore | None = None) -> SyncCo
         time_budget=timedelta(seconds=settings.sync_cycle_time_budget_seconds),
         bulk_import_threshold=settings.sync_bulk_import_threshold,
         bulk_extract_threshold=settings.sync_bulk_extract_threshold,
+        message_seconds=settings.sync_full_sync_message_seconds,
+        match_index=settings.sync_full_sync_match_index,
     )

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sync.connectors.dynamics.models import WriteResult
+from sync.connectors.marketo.bulk_import import PendingImport
 from sync.connectors.marketo.models import RecordResult
+from sync.engine.imported_ids import imported_person_ids
 from sync.engine.plan import PairInput, PairPlan, PlanError, as_record_error, marketo_link_fields
 from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import Link, StateStore
@@ -38,6 +41,15 @@ class PairWork:
             self.failure = PlanError(
                 system=system, record_id=record_id or "?", operation=operation, code=code or "error", message=message
             )
+
+
+@dataclass
+class BulkCreates:
+    """A batch's persons to create, their Bulk Import submitted; `since` is Marketo's time before it began."""
+
+    works: list[PairWork]
+    pending: PendingImport
+    since: datetime | None
 
 
 @dataclass
@@ -101,13 +113,19 @@ class Executor:
                 code, text = _dynamics_error_text(result, "create", self.entity.table, None)
                 self._fail_write(work, "dynamics", "create", code, text)
 
-    def _bulk_create_marketo(self, creates: list[PairWork]) -> None:
-        """Create persons by Bulk Import (CSV up to 10 MB a job, at most 2 jobs at once), keyed on the link field so
-        a repeat is an update; then learn their ids by that field. Rejected rows become record errors."""
-        link_field = self.entity.marketo_id_field
+    def _submit_bulk_create(self, creates: list[PairWork]) -> BulkCreates:
+        """Submit the persons to create as a Bulk Import (CSV up to 10 MB a job), keyed on the link field so a
+        repeat is an update; `_finish_bulk_create` waits for it and learns their ids."""
         rows = [w.plan.create_marketo or {} for w in creates]
         fields = sorted({name for row in rows for name in row})
-        result = self.ctx.marketo.import_leads(rows, fields, lookup_field=link_field)
+        since = self.ctx.marketo.server_time()
+        pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+        return BulkCreates(works=creates, pending=pending, since=since)
+
+    def _finish_bulk_create(self, bulk: BulkCreates) -> None:
+        """Rejected rows become record errors; the others' ids are proven (imported_ids.py) before anything links."""
+        creates = bulk.works
+        result = self.ctx.marketo.finish_import_leads(bulk.pending)
         failed: dict[int, str] = {
             f.index: f"{f.reason.code} {f.reason.message}" for f in result.failures if f.index is not None
         }
@@ -122,10 +140,7 @@ class Executor:
         imported = [(w, w.plan.dynamics_id) for i, w in enumerate(creates) if i not in failed and w.plan.dynamics_id]
         if not imported:
             return
-        people = self.ctx.marketo.get_leads(
-            link_field, [dynamics_id for _, dynamics_id in imported], ["id", link_field]
-        )
-        ids = {str(p.values.get(link_field) or "").lower(): str(p.id) for p in people}
+        ids = imported_person_ids(self.ctx.marketo, self.entity.marketo_id_field, [d for _, d in imported], bulk.since)
         for work, dynamics_id in imported:
             person = ids.get(dynamics_id.lower())
             if person is None:
@@ -133,11 +148,19 @@ class Executor:
             else:
                 work.plan.marketo_id = person
 
-    def _write_marketo(self, works: list[PairWork]) -> None:
-        creates = [(w, w.plan.create_marketo) for w in works if w.ok and w.plan.create_marketo is not None]
-        if creates and self.bulk and len(creates) >= self.ctx.bulk_import_threshold:
-            self._bulk_create_marketo([w for w, _ in creates])
-            creates = []
+    def _bulk_creates(self, works: list[PairWork]) -> list[PairWork]:
+        creates = [w for w in works if w.ok and w.plan.create_marketo is not None]
+        return creates if self.bulk and len(creates) >= self.ctx.bulk_import_threshold else []
+
+    def _write_marketo(self, works: list[PairWork], bulk: BulkCreates | None = None) -> None:
+        if bulk is not None:
+            self._finish_bulk_create(bulk)
+        in_bulk = {id(w) for w in bulk.works} if bulk is not None else set()
+        creates = [
+            (w, w.plan.create_marketo)
+            for w in works
+            if w.ok and w.plan.create_marketo is not None and id(w) not in in_bulk
+        ]
         if creates:
             results = self.ctx.marketo.sync_leads(
                 [person for _, person in creates],
@@ -222,11 +245,26 @@ class Executor:
     # --- the batch ----------------------------------------------------------------------------------------------
     def run(self, works: list[PairWork], retried: set[tuple[str, str]] | None = None) -> BatchOutcome:
         if not self.dry_run:
-            self._create_dynamics(works)
-            self._write_marketo(works)
-            self._update_dynamics(works)
-            self._deletes(works)
+            self.finish(works, self.start(works))
             self.commit(works, retried or set())
+        return self.outcome(works)
+
+    def start(self, works: list[PairWork]) -> BulkCreates | None:
+        """The writes a batch can start without waiting: Dynamics creates (their ids go into the link fields), then
+        the Bulk Import of many Marketo creates, submitted but not waited for (a full sync's pipeline overlaps it
+        with the next page and with the commit of the one before)."""
+        self._create_dynamics(works)
+        creates = self._bulk_creates(works)
+        return self._submit_bulk_create(creates) if creates else None
+
+    def finish(self, works: list[PairWork], bulk: BulkCreates | None) -> None:
+        """The rest, in order: the import's end and its ids, Marketo creates and updates, Dynamics updates, deletes."""
+        self._write_marketo(works, bulk)
+        self._update_dynamics(works)
+        self._deletes(works)
+
+    @staticmethod
+    def outcome(works: list[PairWork]) -> BatchOutcome:
         outcome = BatchOutcome()
         for work in works:
             outcome.counts["failed" if not work.ok else work.plan.outcome] += 1

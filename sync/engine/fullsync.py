@@ -24,20 +24,28 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sync.connectors.dynamics.models import ChangePage
 from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
+from sync.engine.execute import BulkCreates, Executor, PairWork
 from sync.engine.identity import SandboxChanged, check_systems, halted_reason
+from sync.engine.match_index import CALLS_PER_WINDOW, MatchIndex, index_windows, worth_an_index
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
+from sync.engine.pipeline import PagePipeline
 from sync.engine.roles import RoleBatches, batches_for, start_connection_feed
 from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
@@ -332,9 +340,13 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
     if job.state in ("succeeded", "failed", "cancelled") or task.state in ("succeeded", "failed", "cancelled"):
         return f"{task.entity}/{task.phase} already {task.state}: nothing to do"
     if message.page < task.pages_done:
-        if message.page == task.pages_done - 1 and not task.next_enqueued and task.state == "running":
+        if not task.next_enqueued and task.state == "running" and _runs_pages(ctx, job, task):
+            message = message.model_copy(update={"page": task.pages_done})  # died mid-run: go on from its checkpoint
+        elif message.page == task.pages_done - 1 and not task.next_enqueued and task.state == "running":
             _enqueue_next(ctx, queue, task)  # the first delivery checkpointed but died before sending the next
-        return f"page {message.page} of {task.entity}/{task.phase} was already done"
+            return f"page {message.page} of {task.entity}/{task.phase} was already done"
+        else:
+            return f"page {message.page} of {task.entity}/{task.phase} was already done"
     if message.page > task.pages_done:
         return f"page {message.page} of {task.entity}/{task.phase} is ahead of its checkpoint: ignored"
     if job.cancel_requested:
@@ -344,6 +356,8 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
     if job.state == "queued":
         job.state = "running"
         ctx.state.jobs.update_job(job)
+    if _runs_pages(ctx, job, task):
+        return _process_run(ctx, queue, job, tasks, task, message, dequeue_count)
     calls_before = ctx.api_calls()
     try:
         result = _process_page(ctx, job, task, first_delivery=dequeue_count == 1)
@@ -496,6 +510,132 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pa
         finished=page.is_last,
         delta_link=page.cursor if page.is_last else None,
     )
+
+
+# --- a run of pages in flight (persons to Marketo) --------------------------------------------------------------------
+def _runs_pages(ctx: SyncContext, job: Job, task: Task) -> bool:
+    """A persons stream's to_marketo phase runs several pages per message, in flight at once (pipeline.py)."""
+    return task.phase == "to_marketo" and not job.dry_run and ctx.mapping.entity(task.entity).is_persons
+
+
+@dataclass
+class _RunPage:
+    works: list[PairWork]
+    bulk: BulkCreates | None
+    cursor: str | None
+    is_last: bool
+    rows: int
+    counts: Counter[str]
+
+
+def _process_run(
+    ctx: SyncContext,
+    queue: WorkQueue,
+    job: Job,
+    tasks: list[Task],
+    task: Task,
+    message: WorkMessage,
+    dequeue_count: int,
+) -> str:
+    """Pages from the task's checkpoint until the message's time is spent: each page's Bulk Import is submitted and
+    the next page read while earlier ones wait for their imports, and links commit behind, each page's checkpoint
+    right after its links (in page order). Then the next message, or the end of the phase."""
+    try:
+        task, finished, delta_link = _run_pages(ctx, job, task, first_delivery=dequeue_count == 1)
+    except CheckpointConflict:
+        return f"{task.entity}/{task.phase}: another delivery checkpointed first; this one stops"
+    except Exception as exc:
+        if dequeue_count >= MAX_DEQUEUE_COUNT:
+            log.exception(
+                "full sync %s %s/%s failed for good at page %s", job.job_id, task.entity, task.phase, task.pages_done
+            )
+            current = ctx.state.jobs.get_task(task.job_id, task.entity, task.phase)
+            _finish_task(ctx, current, "failed", f"page {current.pages_done}: {type(exc).__name__}: {exc}", queue)
+        raise
+    if not finished:
+        _enqueue_next(ctx, queue, task)
+        return f"{task.entity}/{task.phase} pages {message.page}-{task.pages_done - 1} done"
+    if delta_link:
+        _set_watermark_if_unset(ctx, task.entity, "dynamics", delta_link)
+    _finish_task(ctx, task, "succeeded", None, queue)
+    _start_next_phase(ctx, queue, job, tasks, task)
+    return f"{task.entity}/{task.phase} finished after {task.pages_done} pages"
+
+
+def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> tuple[Task, bool, str | None]:
+    builder = _builder(ctx, job, task)
+    entity = builder.entity
+    no_links = task.fresh and first_delivery
+    started = time.monotonic()
+    pages = iter(
+        ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
+    )
+    first = next(pages, None)
+    if first is None:
+        return task, True, None
+    builder.index, task = _match_index(ctx, task, first.records, more=not first.is_last)
+    state: dict[str, Any] = {"task": task, "calls": ctx.api_calls(), "finished": False, "delta": None}
+
+    def finish(page: _RunPage) -> None:
+        builder.executor.finish(page.works, page.bulk)
+
+    def commit(page: _RunPage) -> None:
+        builder.executor.commit(page.works, builder.retried)
+        current: Task = state["task"]
+        after = ctx.api_calls()
+        current.api_calls = {s: current.api_calls.get(s, 0) + after[s] - state["calls"][s] for s in after}
+        state["calls"] = after
+        outcome = Executor.outcome(page.works)
+        current.counts = current.counts.add({**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows})
+        current.pages_done += 1
+        current.cursor = page.cursor
+        current.next_enqueued = False
+        current.state = "running"
+        current.started_at = current.started_at or ctx.clock()
+        state["task"] = ctx.state.jobs.save_task(current)
+        if page.is_last:
+            state["finished"], state["delta"] = True, page.cursor
+
+    with PagePipeline(finish, commit) as pipeline:
+        page: ChangePage | None = first
+        while page is not None:
+            before = Counter(builder.counts)
+            works = builder.dynamics_batch(
+                page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
+            )
+            if builder.index is not None:
+                for work in works:
+                    if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
+                        builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
+            bulk = builder.executor.start(works)
+            planned = Counter(builder.counts)
+            planned.subtract(before)
+            pipeline.submit(_RunPage(works, bulk, page.cursor, page.is_last, len(page.records), +planned))
+            if page.is_last or time.monotonic() - started >= ctx.message_seconds:
+                break
+            page = next(pages, None)
+    return state["task"], bool(state["finished"]), state["delta"]
+
+
+def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool) -> tuple[MatchIndex | None, Task]:
+    """The message's match index, when the task uses one (decided at its first page: match_index.worth_an_index)."""
+    if ctx.match_index == "never" or not task.fresh:
+        return None, task
+    if task.index_from is None:  # the first message decides, and keeps the decision on the task
+        rows = len(first_rows) * (4 if more else 1)
+        task.index_from = ""
+        if ctx.match_index == "always" or 2 * math.ceil(rows / 300) >= CALLS_PER_WINDOW:
+            now = ctx.marketo.server_time() or ctx.clock()
+            oldest = oldest_persons(ctx.marketo, now)
+            windows = index_windows(oldest.created, now)
+            if ctx.match_index == "always" or worth_an_index(windows, len(first_rows), more):
+                task.index_from = oldest.created.isoformat()
+        task = ctx.state.jobs.save_task(task)
+    if not task.index_from:
+        return None, task
+    link_fields = [stream.marketo_id_field for stream in ctx.mapping.person_streams()]
+    until = (ctx.marketo.server_time() or ctx.clock()) + timedelta(minutes=1)
+    return MatchIndex.read(ctx.marketo, link_fields, datetime.fromisoformat(task.index_from), until), task
 
 
 def _window_export(

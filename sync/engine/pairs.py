@@ -20,6 +20,7 @@ from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
 from sync.engine.execute import BatchOutcome, Executor, PairWork
 from sync.engine.filters import filter_columns
+from sync.engine.match_index import MatchIndex
 from sync.engine.matching import duplicates_within, group_by_email, pick
 from sync.engine.plan import (
     PAUSED,
@@ -81,6 +82,7 @@ class PairBuilder:
         self.references = ReferenceResolver(ctx, entity, dry_run)
         self._resolved: dict[tuple[str, tuple[object, ...]], tuple[dict[str, Any] | None, str | None]] = {}
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
+        self.index: MatchIndex | None = None  # a full sync's match index: no per-page lookups (match_index.py)
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @property
@@ -233,19 +235,33 @@ class PairBuilder:
         return None
 
     def _match_dynamics(self, sides: list[DynamicsSide], works: list[PairWork]) -> list[PairInput]:
-        """Unlinked Dynamics records: find their Marketo person, or plan a create."""
+        """Unlinked Dynamics records: find their Marketo person, or plan a create. With a match index (a full
+        sync's, see match_index.py) the link field and the e-mail are looked up in it, and only the persons that
+        matched are read, by id."""
         inputs: list[PairInput] = []
         pending: list[DynamicsSide] = []
         fields = self.marketo_field_names()
+        index = self.index
+        lean: dict[str, int] = {}  # record id -> the index person it matched, read whole below
+
+        def pair_for(side: DynamicsSide, person: MarketoPerson | None, error: str | None) -> PairInput:
+            if index is not None and person is not None and error is None:
+                lean[side.id] = person.id
+                return PairInput(dynamics=side)
+            return self._pair_for_match(side, person, error)
+
         # 1. The record names its person (new_marketopersonid), or a person names the record (its link field).
         named = self.fetch_persons(s.marketo_id for s in sides if s.marketo_id and s.marketo_id.isdigit())
         by_link: dict[str, list[MarketoPerson]] = {}
         if sides:
-            people = self.ctx.marketo.get_leads(self.entity.marketo_id_field, [s.id for s in sides], fields)
+            link_field = self.entity.marketo_id_field
+            people = (
+                index.by_link_field(link_field, [s.id for s in sides])
+                if index is not None
+                else self.ctx.marketo.get_leads(link_field, [s.id for s in sides], fields)
+            )
             for person in people:
-                by_link.setdefault(str(person.values.get(self.entity.marketo_id_field) or "").lower(), []).append(
-                    person
-                )
+                by_link.setdefault(str(person.values.get(link_field) or "").lower(), []).append(person)
         followed = self._followed_elsewhere([str(p.id) for people in by_link.values() for p in people])
         for side in sides:
             candidates = by_link.get(side.id, [])
@@ -268,18 +284,48 @@ class PairBuilder:
                 pending.append(side)
                 continue
             match = pick(f"{self.entity.name} {side.id}", candidates, lambda p: str(p.id), lambda _: None, "persons")
-            inputs.append(self._pair_for_match(side, match.found, match.error))
+            found = match.found
+            if found is not None and side.marketo_id is not None and found.id == int(side.marketo_id or 0):
+                inputs.append(self._pair_for_match(side, found, match.error))  # read whole already
+            else:
+                inputs.append(pair_for(side, found, match.error))
         # 2. The e-mail address.
         batch_dupes = duplicates_within(pending)
+        if index is not None:
+            for side in pending:
+                creator = index.creator_of(side.values.get("email"))
+                if creator is not None and creator != side.id:
+                    batch_dupes.setdefault(
+                        side.id,
+                        f"e-mail {side.values.get('email')} is shared with {self.entity.name} {creator}, whose new "
+                        "Marketo person this sync created",
+                    )
         emails = group_by_email(pending, lambda s: s.values.get("email"))
         found_by_email: dict[str, list[MarketoPerson]] = {}
         if emails:
-            for person in self.ctx.marketo.get_leads("email", list(emails), fields):
+            people = (
+                index.by_emails(emails)
+                if index is not None
+                else self.ctx.marketo.get_leads("email", list(emails), fields)
+            )
+            for person in people:
                 found_by_email.setdefault(str(person.values.get("email", "")).strip().casefold(), []).append(person)
-        inputs.extend(
-            _match_by_email(pending, batch_dupes, found_by_email, self._person_owner, "persons", self._pair_for_match)
-        )
+        inputs.extend(_match_by_email(pending, batch_dupes, found_by_email, self._person_owner, "persons", pair_for))
+        if lean:
+            inputs = self._read_lean_matches(inputs, lean)
         return inputs
+
+    def _read_lean_matches(self, inputs: list[PairInput], lean: dict[str, int]) -> list[PairInput]:
+        """The persons matched in the index, read whole by id (300 a call); one deleted meanwhile is created anew."""
+        persons = self.fetch_persons(str(pid) for pid in lean.values())
+        out: list[PairInput] = []
+        for pair in inputs:
+            side = pair.dynamics
+            if side is None or side.id not in lean or pair.marketo is not None or pair.match_error is not None:
+                out.append(pair)
+                continue
+            out.append(self._pair_for_match(side, persons.get(str(lean[side.id])), None))
+        return out
 
     def _person_owner(self, person: MarketoPerson, dynamics_id: str) -> str | None:
         for other in self.ctx.mapping.person_streams():

@@ -73,6 +73,7 @@ class Task(BaseModel):
     expected_records: int | None = None  # when known, for the ETA
     marketo_start: str | None = None  # the Marketo watermark taken when the job started
     fresh: bool = False  # no link of this entity existed when the task was planned: a page read once finds none
+    index_from: str | None = None  # to_marketo: "" no match index, else where its export windows start (ISO)
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None

@@ -134,6 +134,7 @@ def one_person_each(world: World, emails: list[str]) -> None:
 def test_a_duplicated_message_changes_nothing(world: World) -> None:
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 12, "fast": True})
     world.ctx.dynamics.page_size = 5
+    world.ctx.message_seconds = 0  # a page per message: every message is delivered twice below
     world.upstream("lead")
     seen: list = []
     job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
@@ -153,6 +154,7 @@ def test_a_duplicated_message_changes_nothing(world: World) -> None:
 def test_changes_made_during_the_full_sync_reach_the_other_side_next_cycle(world: World) -> None:
     world.emulators.control("dataverse", "POST", "/seed", json={"table": "lead", "count": 9, "fast": True})
     world.ctx.dynamics.page_size = 3
+    world.ctx.message_seconds = 0  # a page per message: the changes below are made between two pages
     first = next(iter(world.sales.query("lead", ["leadid", "emailaddress1"], top=1)))
     changed: dict = {}
 

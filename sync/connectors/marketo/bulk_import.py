@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -47,6 +47,20 @@ def import_status(item: dict[str, Any]) -> BulkJobStatus:
     )
 
 
+@dataclass
+class PendingImport:
+    """An import started by `BulkImporter.submit`: its files, those running, and what is known so far."""
+
+    fields: list[str]
+    params: dict[str, Any]
+    chunker: CsvChunker
+    chunks: Iterator[CsvChunk]
+    running: list[tuple[CsvChunk, BulkJobStatus, float]] = field(default_factory=list)
+    result: BulkImportResult = field(default_factory=BulkImportResult)
+    submitting: CsvChunk | None = None
+    exhausted: bool = False
+
+
 class BulkImporter:
     def __init__(
         self,
@@ -61,6 +75,7 @@ class BulkImporter:
         self.max_file_bytes = max_file_bytes
         self._sleep = sleep
         self._clock = clock
+        self.seconds_per_row: float | None = None  # learned from the jobs seen end: when to poll a new one first
 
     def run(
         self,
@@ -70,51 +85,81 @@ class BulkImporter:
         partition_name: str | None = None,
         list_id: int | None = None,
     ) -> BulkImportResult:
+        return self.wait(self.submit(rows, fields, lookup_field, partition_name, list_id))
+
+    def submit(
+        self,
+        rows: Iterable[dict[str, Any]],
+        fields: Sequence[str],
+        lookup_field: str = "email",
+        partition_name: str | None = None,
+        list_id: int | None = None,
+    ) -> PendingImport:
+        """Start an import without waiting for it: its first files are submitted (at most MAX_RUNNING_JOBS), the
+        rest go in as earlier ones end, in `wait`. Several pending imports may run at once: Marketo queues up to
+        10 jobs, and a full queue (1016) only delays a file."""
         chunker = CsvChunker(fields, self.max_file_bytes)
-        result = BulkImportResult()
         params = {"format": "csv", "lookupField": lookup_field, "partitionName": partition_name, "listId": list_id}
-        running: list[tuple[CsvChunk, BulkJobStatus, float]] = []
-        pending = chunker.chunks(rows)
-        exhausted = False
-        submitting: CsvChunk | None = None
+        pending = PendingImport(list(fields), params, chunker, chunker.chunks(rows))
+        try:
+            self._fill(pending)
+        except SystemicError as exc:
+            self._stopped(pending, exc)
+            raise
+        return pending
+
+    def wait(self, pending: PendingImport) -> BulkImportResult:
+        """Run a pending import to its end: every file submitted and finished, failures read back."""
         try:
             while True:
-                while not exhausted and len(running) < MAX_RUNNING_JOBS:
-                    submitting = next(pending, None)
-                    if submitting is None:
-                        exhausted = True
-                        break
-                    try:
-                        job = self._submit(submitting, params, result, busy=bool(running))
-                    except _QueueFull:
-                        # Marketo's queue is full (1016): finish one of ours first, then submit this chunk again.
-                        pending = _prepend(submitting, pending)
-                        submitting = None
-                        break
-                    result.rows_submitted += submitting.row_count
-                    if job is not None:
-                        running.append((submitting, job, self._clock()))
-                    submitting = None
-                if not running:
-                    if exhausted:
+                self._fill(pending)
+                if not pending.running:
+                    if pending.exhausted:
                         break
                     continue
-                self._poll_until_one_finishes(running, list(fields), result)
+                self._poll_until_one_finishes(pending.running, pending.fields, pending.result)
         except SystemicError as exc:
-            # Stopped: the jobs still running and the chunk being submitted have an unknown outcome. Rows after
-            # them were never read from `rows`; the caller resumes after the last reported index.
-            unknown: list[tuple[CsvChunk, str | None]] = [(chunk, job.job_id) for chunk, job, _ in running]
-            if submitting is not None:
-                unknown.append((submitting, None))
-            for chunk, job_id in unknown:
-                result.failed_jobs.append(_unknown(chunk, job_id, exc))
-            exc.partial_result = result
+            self._stopped(pending, exc)
             raise
         finally:
-            result.failures.extend(chunker.rejected)
-            result.rows_failed += len(chunker.rejected)
+            result = pending.result
+            result.failures.extend(pending.chunker.rejected)
+            result.rows_failed += len(pending.chunker.rejected)
+            pending.chunker.rejected.clear()
             result.failures.sort(key=lambda issue: (issue.index is None, issue.index or 0))
-        return result
+        return pending.result
+
+    def _fill(self, pending: PendingImport) -> None:
+        """Submit the import's next files while fewer than MAX_RUNNING_JOBS of them run."""
+        while not pending.exhausted and len(pending.running) < MAX_RUNNING_JOBS:
+            pending.submitting = next(pending.chunks, None)
+            if pending.submitting is None:
+                pending.exhausted = True
+                return
+            try:
+                job = self._submit(pending.submitting, pending.params, pending.result, busy=bool(pending.running))
+            except _QueueFull:
+                # Marketo's queue is full (1016): finish one of ours first, then submit this chunk again.
+                pending.chunks = _prepend(pending.submitting, pending.chunks)
+                pending.submitting = None
+                return
+            pending.result.rows_submitted += pending.submitting.row_count
+            if job is not None:
+                pending.running.append((pending.submitting, job, self._clock()))
+            pending.submitting = None
+
+    @staticmethod
+    def _stopped(pending: PendingImport, exc: SystemicError) -> None:
+        """Stopped: the jobs still running and the chunk being submitted have an unknown outcome. Rows after them
+        were never read from the rows; the caller resumes after the last reported index."""
+        unknown: list[tuple[CsvChunk, str | None]] = [(chunk, job.job_id) for chunk, job, _ in pending.running]
+        if pending.submitting is not None:
+            unknown.append((pending.submitting, None))
+        for chunk, job_id in unknown:
+            pending.result.failed_jobs.append(_unknown(chunk, job_id, exc))
+        pending.running.clear()
+        pending.submitting = None
+        exc.partial_result = pending.result
 
     def _submit(
         self, chunk: CsvChunk, params: dict[str, Any], result: BulkImportResult, busy: bool
@@ -154,7 +199,12 @@ class BulkImporter:
     def _poll_until_one_finishes(
         self, running: list[tuple[CsvChunk, BulkJobStatus, float]], fields: list[str], result: BulkImportResult
     ) -> None:
-        """Poll (backing off) until at least one job ends; ended jobs leave `running` as soon as they are collected."""
+        """Poll until at least one job ends; ended jobs leave `running` as soon as they are collected. The first
+        poll waits for when the earliest job should end (rows x the seconds per row the jobs before took), then
+        polls back off."""
+        first = self._expected_wait(running)
+        if first > 0:
+            self._sleep(first)
         delay = self.poll.initial
         while True:
             ended = False
@@ -163,6 +213,7 @@ class BulkImporter:
                 status = self.status(job.job_id)
                 if status.finished:
                     running.remove(entry)
+                    self._learn(chunk.row_count, self._clock() - started)
                     self._collect(chunk, status, fields, result)
                     ended = True
                 elif self._clock() - started > self.poll.timeout:
@@ -177,6 +228,21 @@ class BulkImporter:
                 return
             self._sleep(delay)
             delay = min(delay * self.poll.factor, self.poll.maximum)
+
+    def _expected_wait(self, running: list[tuple[CsvChunk, BulkJobStatus, float]]) -> float:
+        if self.seconds_per_row is None or not running:
+            return 0.0
+        now = self._clock()
+        ends = [started + chunk.row_count * self.seconds_per_row for chunk, _, started in running]
+        return min(max(0.0, min(ends) - now), self.poll.maximum)
+
+    def _learn(self, rows: int, seconds: float) -> None:
+        """How long a job took per row (upper bound: it was seen done at a poll), blended with earlier jobs."""
+        if rows <= 0:
+            return
+        observed = seconds / rows
+        known = self.seconds_per_row
+        self.seconds_per_row = observed if known is None else 0.5 * known + 0.5 * observed
 
     def status(self, job_id: str) -> BulkJobStatus:
         envelope = self._t.get("bulk_import_status", f"/bulk/v1/leads/batch/{job_id}.json")

@@ -16,7 +16,7 @@ from sync.connectors.marketo.activities import ActivitiesApi, marketo_datetime
 from sync.connectors.marketo.auth import RENEW_BEFORE_SECONDS, TokenProvider
 from sync.connectors.marketo.budget import CallBudget, Limits, RateWindow, marketo_day, shared_limits
 from sync.connectors.marketo.bulk_extract import BulkExporter
-from sync.connectors.marketo.bulk_import import BulkImporter, PollPolicy
+from sync.connectors.marketo.bulk_import import BulkImporter, PendingImport, PollPolicy
 from sync.connectors.marketo.crm import CrmObjectClient, list_custom_objects
 from sync.connectors.marketo.models import (
     ActivityPage,
@@ -192,6 +192,19 @@ class MarketoClient:
         list_id: int | None = None,
     ) -> BulkImportResult:
         return self.importer.run(rows, fields, lookup_field, partition_name, list_id)
+
+    def start_import_leads(
+        self, rows: Iterable[dict[str, Any]], fields: list[str], lookup_field: str = "email"
+    ) -> PendingImport:
+        """Submit a Bulk Import without waiting (see BulkImporter.submit); end it with finish_import_leads."""
+        return self.importer.submit(rows, fields, lookup_field)
+
+    def finish_import_leads(self, pending: PendingImport) -> BulkImportResult:
+        return self.importer.wait(pending)
+
+    def server_time(self) -> datetime | None:
+        """Marketo's own time as its last answer gave it (the Date header), for windows on its createdAt."""
+        return self._transport.server_time
 
     def export_leads(
         self, fields: list[str], start: datetime, end: datetime, date_field: str = "updatedAt"

@@ -14,6 +14,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, overload
 from urllib.parse import urlencode
 
@@ -97,6 +99,7 @@ class Transport:
         self.timeout = timeout
         self._sleep = sleep
         self._calls_lock = threading.Lock()
+        self.server_time: datetime | None = None  # Marketo's own time, from the Date header of the last answer
 
     # --- the one HTTP exchange -------------------------------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class Transport:
         with self.limits.slot():
             self._count(operation)
             try:
-                return self.session.request(method, self.base_url + path, headers=headers, **kwargs)
+                response = self.session.request(method, self.base_url + path, headers=headers, **kwargs)
             except requests.Timeout:
                 raise TransientError("604", f"{operation}: no answer within {kwargs['timeout']} s") from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -120,6 +123,22 @@ class Transport:
                 raise TransientError(
                     "sync.connection", f"{operation}: connection failed: {type(exc).__name__}"
                 ) from None
+        self._note_server_time(response.headers.get("Date"))
+        return response
+
+    def _note_server_time(self, date: str | None) -> None:
+        """Keep the latest server time seen (HTTP dates have whole seconds; answers may arrive out of order)."""
+        if not date:
+            return
+        try:
+            seen = parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return
+        if seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        with self._calls_lock:
+            if self.server_time is None or seen > self.server_time:
+                self.server_time = seen
 
     def _attempt(
         self, operation: str, method: str, path: str, raw: bool, kwargs: dict[str, Any]
