@@ -103,7 +103,12 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.engine.pairs", "PairBuilder", "run_batch", "    execute + commit (run_batch)"),
     ("sync.engine.execute", "Executor", "_create_dynamics", "      Dataverse creates (UpsertMultiple + ids)"),
     ("sync.engine.execute", "Executor", "_write_marketo", "      Marketo writes"),
-    ("sync.engine.execute", "Executor", "_bulk_create_marketo", "        Bulk Import + ids by link field"),
+    ("sync.engine.fullsync", None, "_run_pages", "  a run of pages in flight (_run_pages)"),
+    ("sync.engine.match_index", "MatchIndex", "read", "    match index (Bulk Extract of id, e-mail, links)"),
+    ("sync.engine.execute", "Executor", "start", "    page start (caller): Dynamics creates, import submitted"),
+    ("sync.engine.execute", "Executor", "finish", "    page finish (finisher threads, sum)"),
+    ("sync.engine.execute", "Executor", "_finish_bulk_create", "        Bulk Import end + ids"),
+    ("sync.engine.execute", None, "imported_person_ids", "          imported ids (export or link field)"),
     (
         "sync.connectors.marketo.bulk_import",
         "BulkImporter",

@@ -621,18 +621,22 @@ def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool
     """The message's match index, when the task uses one (decided at its first page: match_index.worth_an_index)."""
     if ctx.match_index == "never" or not task.fresh:
         return None, task
+    empty = False
     if task.index_from is None:  # the first message decides, and keeps the decision on the task
         rows = len(first_rows) * (4 if more else 1)
         task.index_from = ""
         if ctx.match_index == "always" or 2 * math.ceil(rows / 300) >= CALLS_PER_WINDOW:
             now = ctx.marketo.server_time() or ctx.clock()
             oldest = oldest_persons(ctx.marketo, now)
+            empty = oldest.lowest_id is None and oldest.created >= now  # no person at all: nothing to read yet
             windows = index_windows(oldest.created, now)
             if ctx.match_index == "always" or worth_an_index(windows, len(first_rows), more):
                 task.index_from = oldest.created.isoformat()
         task = ctx.state.jobs.save_task(task)
     if not task.index_from:
         return None, task
+    if empty:  # later messages read the persons created from then on
+        return MatchIndex(tuple(s.marketo_id_field for s in ctx.mapping.person_streams())), task
     link_fields = [stream.marketo_id_field for stream in ctx.mapping.person_streams()]
     until = (ctx.marketo.server_time() or ctx.clock()) + timedelta(minutes=1)
     return MatchIndex.read(ctx.marketo, link_fields, datetime.fromisoformat(task.index_from), until), task

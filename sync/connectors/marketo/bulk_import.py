@@ -233,7 +233,7 @@ class BulkImporter:
         if self.seconds_per_row is None or not running:
             return 0.0
         now = self._clock()
-        ends = [started + chunk.row_count * self.seconds_per_row for chunk, _, started in running]
+        ends = [started + 0.9 * chunk.row_count * self.seconds_per_row for chunk, _, started in running]
         return min(max(0.0, min(ends) - now), self.poll.maximum)
 
     def _learn(self, rows: int, seconds: float) -> None:
