@@ -27,13 +27,13 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sync.connectors.dynamics.models import ChangePage
 from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
@@ -514,8 +514,8 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pa
 
 # --- a run of pages in flight (persons to Marketo) --------------------------------------------------------------------
 def _runs_pages(ctx: SyncContext, job: Job, task: Task) -> bool:
-    """A persons stream's to_marketo phase runs several pages per message, in flight at once (pipeline.py)."""
-    return task.phase == "to_marketo" and not job.dry_run and ctx.mapping.entity(task.entity).is_persons
+    """A persons stream's phases run several pages per message, in flight at once (pipeline.py)."""
+    return not job.dry_run and ctx.mapping.entity(task.entity).is_persons
 
 
 @dataclass
@@ -526,6 +526,7 @@ class _RunPage:
     is_last: bool
     rows: int
     counts: Counter[str]
+    expected: int | None = None  # records the phase expects in all, learned at this page (for the ETA)
 
 
 def _process_run(
@@ -564,17 +565,13 @@ def _process_run(
 
 def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> tuple[Task, bool, str | None]:
     builder = _builder(ctx, job, task)
-    entity = builder.entity
     no_links = task.fresh and first_delivery
     started = time.monotonic()
-    pages = iter(
-        ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
-    )
-    first = next(pages, None)
-    if first is None:
-        return task, True, None
-    builder.index, task = _match_index(ctx, task, first.records, more=not first.is_last)
     state: dict[str, Any] = {"task": task, "calls": ctx.api_calls(), "finished": False, "delta": None}
+    if task.phase == "to_marketo":
+        source = _dynamics_source(ctx, job, task, builder, no_links, state)
+    else:
+        source = _marketo_source(ctx, job, task, builder, no_links)
 
     def finish(page: _RunPage) -> None:
         builder.executor.finish(page.works, page.bulk)
@@ -592,29 +589,79 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
         current.next_enqueued = False
         current.state = "running"
         current.started_at = current.started_at or ctx.clock()
+        if page.expected is not None:
+            current.expected_records = (current.expected_records or 0) + page.expected
         state["task"] = ctx.state.jobs.save_task(current)
         if page.is_last:
-            state["finished"], state["delta"] = True, page.cursor
+            state["finished"], state["delta"] = True, page.cursor if task.phase == "to_marketo" else None
 
     with PagePipeline(finish, commit) as pipeline:
-        page: ChangePage | None = first
-        while page is not None:
-            before = Counter(builder.counts)
-            works = builder.dynamics_batch(
-                page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
-            )
-            if builder.index is not None:
-                for work in works:
-                    if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
-                        builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
-            bulk = builder.executor.start(works)
-            planned = Counter(builder.counts)
-            planned.subtract(before)
-            pipeline.submit(_RunPage(works, bulk, page.cursor, page.is_last, len(page.records), +planned))
+        for page in source:
+            pipeline.submit(page)
             if page.is_last or time.monotonic() - started >= ctx.message_seconds:
                 break
-            page = next(pages, None)
+    if state["task"].pages_done == task.pages_done and not state["finished"]:  # nothing was left to read
+        state["finished"] = True
     return state["task"], bool(state["finished"]), state["delta"]
+
+
+def _started_page(
+    builder: PairBuilder, works: list[PairWork], before: Counter[str]
+) -> tuple[BulkCreates | None, Counter[str]]:
+    """A planned page's writes started (see Executor.start), and the counts its planning added."""
+    bulk = builder.executor.start(works)
+    planned = Counter(builder.counts)
+    planned.subtract(before)
+    return bulk, +planned
+
+
+def _dynamics_source(
+    ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool, state: dict[str, Any]
+) -> Iterator[_RunPage]:
+    """Dynamics pages from the checkpoint, planned and started: the to_marketo phase."""
+    entity = builder.entity
+    pages = iter(
+        ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
+    )
+    page = next(pages, None)
+    if page is None:
+        return
+    builder.index, state["task"] = _match_index(ctx, task, page.records, more=not page.is_last)
+    while page is not None:
+        before = Counter(builder.counts)
+        works = builder.dynamics_batch(
+            page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
+        )
+        if builder.index is not None:
+            for work in works:
+                if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
+                    builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
+        bulk, planned = _started_page(builder, works, before)
+        yield _RunPage(works, bulk, page.cursor, page.is_last, len(page.records), planned)
+        page = next(pages, None) if not page.is_last else None
+
+
+def _marketo_source(ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool) -> Iterator[_RunPage]:
+    """Marketo persons from the checkpoint (REST by ids or a Bulk Extract's file), planned and started: the
+    to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
+    cursor = task.cursor
+    while True:
+        persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, cursor)
+        works: list[PairWork] = []
+        before = Counter(builder.counts)
+        if persons:
+            works = builder.marketo_batch(
+                {str(p.id) for p in persons},
+                MarketoChangeSet(),
+                dynamics_complete=False,
+                known_persons=persons,
+                synced_since=job.created_at if job.direction == "both" else None,  # merged by this job's first phase
+                assume_unlinked=no_links,
+            )
+        bulk, planned = _started_page(builder, works, before)
+        yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected)
+        if finished:
+            return
 
 
 def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool) -> tuple[MatchIndex | None, Task]:
@@ -655,23 +702,9 @@ def _window_export(
 
 
 def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
-    """The next Marketo persons: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a Bulk Extract.
-    The phase's first message chooses which: REST when the id range is narrow and provable (person_ids)."""
+    """The next Marketo persons, one page per message (a dry run; a live job runs pages, see _run_pages)."""
     builder = _builder(ctx, job, task)
-    state: MarketoReadCursor = json.loads(task.cursor or "{}")
-    fields = ["id", *builder.marketo_field_names()]
-    expected = None
-    if "low" in state:
-        oldest = OldestPersons(datetime.fromisoformat(state["window"]), state.pop("low"))
-        ids = rest_id_range(ctx.marketo, oldest, ctx.clock(), ctx.bulk_extract_threshold)
-        if ids is not None:
-            state = {"ids": [ids.start, ids.stop - 1], "until": state["until"]}
-            expected = len(ids)
-        log.info("full sync %s: Marketo persons read %s", task.entity, f"by REST, ids {ids}" if ids else "by export")
-    if "ids" in state:
-        persons, state, finished = _read_ids(ctx, state, fields)
-    else:
-        persons, state, finished, expected = _read_extract(ctx, state, fields)
+    persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, task.cursor)
     if persons:
         synced_since = job.created_at if job.direction == "both" else None  # merged by this job's first phase
         works = builder.marketo_batch(
@@ -684,7 +717,33 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
         )
         builder.run_batch(works)
     counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
-    return PageResult(counts=counts, cursor=json.dumps(state), finished=finished, expected_records=expected)
+    return PageResult(counts=counts, cursor=cursor, finished=finished, expected_records=expected)
+
+
+def _next_marketo_persons(
+    ctx: SyncContext, builder: PairBuilder, cursor: str | None
+) -> tuple[list[MarketoPerson], str, bool, int | None]:
+    """The next Marketo persons after `cursor`: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a
+    Bulk Extract. The phase's first page chooses which: REST when the id range is narrow and provable (person_ids).
+    Returns the persons, the cursor after them, whether the phase is read to its end, and the records expected."""
+    state: MarketoReadCursor = json.loads(cursor or "{}")
+    fields = ["id", *builder.marketo_field_names()]
+    expected = None
+    if "low" in state:
+        oldest = OldestPersons(datetime.fromisoformat(state["window"]), state.pop("low"))
+        ids = rest_id_range(ctx.marketo, oldest, ctx.clock(), ctx.bulk_extract_threshold)
+        if ids is not None:
+            state = {"ids": [ids.start, ids.stop - 1], "until": state["until"]}
+            expected = len(ids)
+        log.info(
+            "full sync %s: Marketo persons read %s", builder.entity.name, f"by REST, ids {ids}" if ids else "by export"
+        )
+    if "ids" in state:
+        persons, state, finished = _read_ids(ctx, state, fields)
+    else:
+        persons, state, finished, read_expected = _read_extract(ctx, state, fields)
+        expected = expected if read_expected is None else (expected or 0) + read_expected
+    return persons, json.dumps(state), finished, expected
 
 
 def _read_ids(
