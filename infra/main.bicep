@@ -118,6 +118,19 @@ param syncBulkImportThreshold int = 1000
 @minValue(0)
 param syncBulkExtractThreshold int = 25000
 
+@description('SYNC_FULL_SYNC_MESSAGE_SECONDS: a full-sync queue message starts pages (several in flight) until this many seconds have passed, then hands over to the next message (0: a page per message; keep well below the 10-minute function timeout).')
+@minValue(0)
+@maxValue(540)
+param syncFullSyncMessageSeconds int = 120
+
+@description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person (auto: when it costs fewer calls than per-page lookups; always; never).')
+@allowed([
+  'auto'
+  'always'
+  'never'
+])
+param syncFullSyncMatchIndex string = 'auto'
+
 @description('SYNC_MAPPING_FILE: field mapping file inside the deployed package, e.g. /home/site/wwwroot/mapping.yaml. Empty: the packaged default mapping.')
 param syncMappingFile string = ''
 
@@ -411,6 +424,8 @@ var syncAppSettings = {
   DYNAMICS_PAGE_SIZE: string(dynamicsPageSize)
   SYNC_BULK_IMPORT_THRESHOLD: string(syncBulkImportThreshold)
   SYNC_BULK_EXTRACT_THRESHOLD: string(syncBulkExtractThreshold)
+  SYNC_FULL_SYNC_MESSAGE_SECONDS: string(syncFullSyncMessageSeconds)
+  SYNC_FULL_SYNC_MATCH_INDEX: syncFullSyncMatchIndex
   SYNC_SCHEDULE_SYSTEMUSER: syncScheduleSystemuser
   SYNC_SCHEDULE_TEAM: syncScheduleTeam
   SYNC_SCHEDULE_ACCOUNT: syncScheduleAccount

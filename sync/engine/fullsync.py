@@ -57,6 +57,7 @@ EXTRACT_WINDOW = timedelta(days=31)
 ROWS_PER_MESSAGE = 5000
 IDS_PER_MESSAGE = 16 * IDS_PER_CALL
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
+PAGES_IN_FLIGHT = 2  # finishing or committing while the next is planned: memory, and Marketo's import queue
 
 
 class FullSyncRejected(ValueError):
@@ -595,7 +596,7 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
         if page.is_last:
             state["finished"], state["delta"] = True, page.cursor if task.phase == "to_marketo" else None
 
-    with PagePipeline(finish, commit) as pipeline:
+    with PagePipeline(finish, commit, depth=PAGES_IN_FLIGHT) as pipeline:
         for page in source:
             pipeline.submit(page)
             if page.is_last or time.monotonic() - started >= ctx.message_seconds:
@@ -637,6 +638,7 @@ def _dynamics_source(
                 if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
                     builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
         bulk, planned = _started_page(builder, works, before)
+        builder.forget_page()
         yield _RunPage(works, bulk, page.cursor, page.is_last, len(page.records), planned)
         page = next(pages, None) if not page.is_last else None
 
@@ -659,6 +661,7 @@ def _marketo_source(ctx: SyncContext, job: Job, task: Task, builder: PairBuilder
                 assume_unlinked=no_links,
             )
         bulk, planned = _started_page(builder, works, before)
+        builder.forget_page()
         yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected)
         if finished:
             return

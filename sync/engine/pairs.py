@@ -127,6 +127,11 @@ class PairBuilder:
                 self._problem_codes[row_id] = waiting.code
             self._resolved[self._reference_key(record)] = (resolved.values.get(row_id), text)
 
+    def forget_page(self) -> None:
+        """Drop what planning one page cached (resolved references): a full sync's run plans many pages."""
+        self._resolved.clear()
+        self._problem_codes.clear()
+
     # --- sides --------------------------------------------------------------------------------------------------
     def _dynamics_side(self, record: DataverseRecord) -> tuple[DynamicsSide | None, str | None]:
         values, problems = dynamics_canonical(self.entity, record.values, self.options, record.annotations)
