@@ -203,8 +203,9 @@ class BulkExporter:
         delay = self.poll.initial
         started = self._clock()
         queued_at = self._queued_at.pop(job_id, None)
-        if queued_at is not None and self.seconds_per_job is not None:
-            ahead = queued_at + 0.9 * self.seconds_per_job - started  # a poll a bit early beats one late
+        if queued_at is not None:
+            expected = self.poll.first_wait if self.seconds_per_job is None else 0.9 * self.seconds_per_job
+            ahead = queued_at + expected - started  # a poll a bit early beats one late
             if ahead > 0:
                 self._sleep(min(ahead, self.poll.maximum))
         while True:

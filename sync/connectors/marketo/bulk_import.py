@@ -34,6 +34,7 @@ class PollPolicy:
     maximum: float = 30.0
     timeout: float = 6 * 3600.0  # give up on a job after this long (it is reported, not dropped)
     queue_retries: int = 10  # tries to submit/enqueue while Marketo says its queue is full (1016 / 1029)
+    first_wait: float = 2.0  # before the first poll of a job when no job has been seen end yet (none ends sooner)
 
 
 def import_status(item: dict[str, Any]) -> BulkJobStatus:
@@ -230,10 +231,13 @@ class BulkImporter:
             delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _expected_wait(self, running: list[tuple[CsvChunk, BulkJobStatus, float]]) -> float:
-        if self.seconds_per_row is None or not running:
+        if not running:
             return 0.0
         now = self._clock()
-        ends = [started + 0.9 * chunk.row_count * self.seconds_per_row for chunk, _, started in running]
+        if self.seconds_per_row is None:
+            ends = [started + self.poll.first_wait for _, _, started in running]
+        else:
+            ends = [started + 0.9 * chunk.row_count * self.seconds_per_row for chunk, _, started in running]
         return min(max(0.0, min(ends) - now), self.poll.maximum)
 
     def _learn(self, rows: int, seconds: float) -> None:
