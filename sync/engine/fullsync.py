@@ -599,11 +599,17 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
     with PagePipeline(finish, commit, depth=PAGES_IN_FLIGHT) as pipeline:
         for page in source:
             pipeline.submit(page)
-            if page.is_last or time.monotonic() - started >= ctx.message_seconds:
+            if page.is_last or time.monotonic() - started >= ctx.message_seconds or _cancel_asked(ctx, job):
                 break
     if state["task"].pages_done == task.pages_done and not state["finished"]:  # nothing was left to read
         state["finished"] = True
     return state["task"], bool(state["finished"]), state["delta"]
+
+
+def _cancel_asked(ctx: SyncContext, job: Job) -> bool:
+    """Whether the job was asked to stop (one read a page): the next message then ends the task."""
+    found = ctx.state.jobs.get(job.job_id)
+    return found is None or found[0].cancel_requested
 
 
 def _started_page(

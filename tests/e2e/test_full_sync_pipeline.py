@@ -148,3 +148,36 @@ def test_a_message_that_died_halfway_goes_on_from_its_last_checkpoint(
         assert linked(world, email)[0] == lead_id
     assert world.mk_count() == 14 == links.count("lead")
     assert emails_of_leads(world)
+
+
+def test_a_cancel_stops_a_run_at_the_next_page_and_what_was_written_is_linked(world: World) -> None:
+    import threading
+    import time
+
+    from sync.engine.fullsync import cancel_job
+
+    leads(world, 30)
+    world.upstream("lead")
+    world.ctx.dynamics.page_size = 3
+    world.emulators.control("dataverse", "POST", "/faults", json={"latency_ms": 150})  # pages take a moment
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+
+    def cancel_after_two_pages() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = view_job(world.ctx, job_id)
+            if view is not None and any(t["entity"] == "lead" and t["pages_done"] >= 2 for t in view.tasks):
+                cancel_job(world.ctx, job_id)
+                return
+            time.sleep(0.02)
+
+    canceller = threading.Thread(target=cancel_after_two_pages)
+    canceller.start()
+    world.drain()
+    canceller.join()
+    world.emulators.control("dataverse", "DELETE", "/faults")
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "cancelled", view
+    task = next(t for t in view.tasks if t["entity"] == "lead")
+    assert 2 <= task["pages_done"] < 10, task
+    assert world.mk_count() == world.ctx.state.links.count("lead") == task["read"]  # nothing written unlinked

@@ -85,8 +85,13 @@ def test_no_more_than_depth_pages_are_in_flight() -> None:
 
 def test_the_callers_own_error_wins_after_the_pages_before_it_commit() -> None:
     committed: list[int] = []
-    with pytest.raises(ValueError, match="read failed"), PagePipeline(lambda p: None, committed.append) as pipeline:
-        pipeline.submit(0)
-        pipeline.submit(1)
-        raise ValueError("read failed")
+
+    def read_two_pages_then_fail() -> None:
+        with PagePipeline(lambda p: None, committed.append) as pipeline:
+            pipeline.submit(0)
+            pipeline.submit(1)
+            raise ValueError("read failed")
+
+    with pytest.raises(ValueError, match="read failed"):
+        read_two_pages_then_fail()
     assert committed == [0, 1]
