@@ -38,10 +38,11 @@ Azure's published targets for Table storage [1]: a single table partition serves
 entities); a storage account up to 20,000 transactions/s. 16 buckets give one side of one entity 16 x 2,000 = 32,000
 entities/s of partition capacity, above what the whole account serves: with 16, the account, not a partition, is the
 ceiling, so more buckets buy no throughput. They do cost transactions: a save spreads over more partitions, and a
-transaction holds one partition. A page of 5,000 links is about 60 transactions per side with 16 buckets (mean of 200
-random pages of GUIDs; 64 with 32 buckets, 50 unsharded), and a 50-link incremental save about 15 per side (25 with
-32 buckets, 1 unsharded), all going out WRITE_THREADS at a time. 8 buckets (16,000 entities/s per side) would leave a
-side below the account's target. Changing BUCKETS moves every row: it needs a migration like `migrate-links`.
+transaction holds one partition. A page of 5,000 links is about 60 transactions per side with 16 buckets (the mean
+over 200 random pages of GUIDs; 64 for the Marketo ids 1..5,000; 64 with 32 buckets; 50 unsharded), and a 50-link
+incremental save about 15 per side (25 with 32 buckets, 1 unsharded), all going out WRITE_THREADS at a time. 8 buckets
+(16,000 entities/s per side) would leave a side below the account's target. Changing BUCKETS moves every row: it
+needs a migration like `migrate-links`.
 
 Sizing (full sync; per record: one D and one M row written, and at most one lookup on each side, so 4 entities; the
 account target counted as if every entity were a transaction, which is conservative for batched writes):
