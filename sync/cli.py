@@ -313,6 +313,36 @@ def cmd_reconcile(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.repair or not report.drift else 1
 
 
+def cmd_migrate_links(args: argparse.Namespace, console: Console) -> int:
+    """Move links from the old layout (one partition per entity and side) into their hash buckets (sync/state/links.py):
+    idempotent and resumable, so after a crash it is run again. 0: nothing left in the old layout (or, with --dry-run,
+    nothing to move); 1: a dry run found rows to move."""
+    from sync.state.links import BUCKETS
+
+    settings = _settings(args)
+    state = StateStore.from_settings(settings)
+    names = list(dict.fromkeys([*stream_names(settings), *(args.entity or [])]))
+    verb = "would move" if args.dry_run else "moved"
+    found = 0
+    for name in names:
+        migration = state.links.migrate_legacy(name, dry_run=args.dry_run)
+        rows = migration.dynamics_rows + migration.marketo_rows
+        found += rows
+        if rows:
+            console.print(
+                f"{name}: {verb} {migration.dynamics_rows} Dynamics-keyed and {migration.marketo_rows} "
+                f"Marketo-keyed link rows into {BUCKETS} buckets per side",
+                highlight=False,
+            )
+        else:
+            console.print(f"{name}: nothing in the old layout", highlight=False)
+    if args.dry_run:
+        console.print(f"dry run: nothing written; {found} rows to move", highlight=False)
+        return 1 if found else 0
+    console.print(f"done: {found} rows moved", highlight=False)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from sync.demo import run_demo
 
@@ -383,6 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--json", action="store_true")
     reconcile.add_argument("--limit", type=int, default=50, help="drift lines to print (default 50)")
     reconcile.set_defaults(handler=cmd_reconcile)
+
+    migrate = commands.add_parser(
+        "migrate-links", parents=[common], help="move links from the old one-partition layout into hash buckets"
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="count the rows to move, write nothing")
+    migrate.add_argument(
+        "--entity", action="append", help="also an entity no longer in the mapping (repeat; the mapping's always)"
+    )
+    migrate.set_defaults(handler=cmd_migrate_links)
 
     demo = commands.add_parser("demo", parents=[common], help="run everything locally on Azurite and the emulators")
     demo.set_defaults(handler=cmd_demo)

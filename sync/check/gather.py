@@ -34,7 +34,7 @@ def run_check(settings: Settings, *, now: datetime | None = None) -> CheckReport
         mapping,
         gather_dataverse(settings, mapping),
         gather_marketo(settings, now or datetime.now(UTC), mapping),
-        gather_storage(settings),
+        gather_storage(settings, mapping),
         daily_budget=settings.marketo_daily_call_budget,
     )
     return CheckReport(results=redact(results, secret_values(settings)))
@@ -98,7 +98,9 @@ def gather_marketo(settings: Settings, now: datetime, mapping: MappingConfig | N
     return facts
 
 
-def gather_storage(settings: Settings) -> StorageFacts:
+def gather_storage(settings: Settings, mapping: MappingConfig | None = None) -> StorageFacts:
+    """The state tables (created when missing) and, per stream of the mapping, whether its links are still in the old
+    one-partition-per-side layout (two one-row queries per stream: sync/state/links.py)."""
     if settings.sync_storage_connection is not None:
         setting = "SYNC_STORAGE_CONNECTION"
     elif settings.azure_webjobs_storage is not None:
@@ -107,9 +109,12 @@ def gather_storage(settings: Settings) -> StorageFacts:
         setting = "AzureWebJobsStorage__accountName"
     try:
         store = StateStore.from_settings(settings, **STORAGE_OPTIONS)  # creates the tables that are not there yet
+        streams = [stream.name for stream in mapping.ordered_entities()] if mapping else []
+        legacy = [name for name in streams if store.links.has_legacy_rows(name)]
     except (AzureError, ValueError) as exc:  # ValueError: a malformed connection string
         return StorageFacts(problem=explain_storage(exc, setting=setting))
-    return StorageFacts(tables=[f"{store.prefix}{kind}" for kind in TABLE_KINDS])
+    tables = [f"{store.prefix}{kind}" for kind in TABLE_KINDS]
+    return StorageFacts(tables=tables, links_checked=len(streams), legacy_links=legacy)
 
 
 # --- no secret in the report ---------------------------------------------------------------------------------------

@@ -76,3 +76,5 @@ class MarketoFacts:
 class StorageFacts:
     problem: Problem | None = None
     tables: list[str] = field(default_factory=list)
+    links_checked: int = 0  # streams whose link layout was looked at
+    legacy_links: list[str] = field(default_factory=list)  # streams with links still in the old layout

@@ -11,6 +11,7 @@ from sync.connectors.dynamics.models import ColumnMetadata, TableMetadata
 from sync.connectors.marketo.models import ObjectDescription
 from sync.engine.crm_stream import ADMIN_HINT
 from sync.mapping.model import EntityMapping, FieldMapping, LinkFields, MappingConfig
+from sync.state.links import BUCKETS
 
 LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
 MATCHED_BY_EMAIL = "email"  # the engine looks persons up by email before it creates one
@@ -462,4 +463,25 @@ def _usage(facts: MarketoFacts, daily_budget: int) -> CheckResult:
 def storage_results(facts: StorageFacts) -> list[CheckResult]:
     if facts.problem is not None:
         return [_result("storage", "state tables", "fail", facts.problem.message, facts.problem.hint)]
-    return [_result("storage", "state tables", "ok", f"{len(facts.tables)} tables ready: {', '.join(facts.tables)}")]
+    results = [_result("storage", "state tables", "ok", f"{len(facts.tables)} tables ready: {', '.join(facts.tables)}")]
+    for entity in facts.legacy_links:
+        results.append(
+            _result(
+                "storage",
+                f"{entity} links",
+                "fail",
+                f"links of {entity} are in the old layout (one partition per side): the sync refuses them until "
+                "they are moved",
+                "run python -m sync migrate-links (with --dry-run first to see how many rows it moves)",
+            )
+        )
+    if facts.links_checked and not facts.legacy_links:
+        results.append(
+            _result(
+                "storage",
+                "link layout",
+                "ok",
+                f"the links of {facts.links_checked} streams are in {BUCKETS} buckets per side",
+            )
+        )
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import pytest
 from emulators.azurite import Azurite
 from sync.state import Link, RecordError, RunCounts, RunRecord, StateStore, WatermarkConflict
 from sync.state.leases import LeaseHeld, LeaseStore
-from sync.state.links import MAX_TRANSACTION_OPERATIONS, chunked_transactions
+from sync.state.links import MAX_TRANSACTION_OPERATIONS, chunked_transactions, link_bucket
 from sync.state.tables import service_client
 
 TRICKY_IDS = [
@@ -76,6 +77,12 @@ class TestWatermarks:
         assert state.watermarks.get("lead", "dynamics").cursor is None
 
 
+def one_bucket(pattern: str, count: int, start: int = 0, bucket: int = 0) -> list[str]:
+    """`count` ids made from `pattern` that all hash to one link bucket."""
+    candidates = (pattern.format(n) for n in itertools.count(start))
+    return list(itertools.islice((c for c in candidates if link_bucket(c) == bucket), count))
+
+
 class CountingTransport:
     """Counts entity-group transactions ($batch requests) that reach Azurite."""
 
@@ -111,12 +118,16 @@ class TestLinks:
         counter = CountingTransport()
         store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
         counter.batches = 0
-        links = [Link(entity="contact", dynamics_id=f"d-{i}", marketo_id=str(1000 + i)) for i in range(250)]
+        # ids of one bucket on each side (a partition): 250 links of one bucket are 3 transactions per side
+        dynamics_ids, marketo_ids = one_bucket("d-{}", 250), one_bucket("{}", 250, start=1000)
+        pairs = zip(dynamics_ids, marketo_ids, strict=True)
+        links = [Link(entity="contact", dynamics_id=d, marketo_id=m) for d, m in pairs]
         sent = store.links.save(links)
         assert sent == 6  # 3 for the Dynamics-keyed rows, 3 for the Marketo-keyed index
         assert counter.batches == 6
         assert store.links.count("contact") == 250
-        assert store.links.get_by_marketo_id("contact", "1249").dynamics_id == "d-249"  # type: ignore[union-attr]
+        last = store.links.get_by_marketo_id("contact", marketo_ids[-1])
+        assert last is not None and last.dynamics_id == dynamics_ids[-1]
 
     def test_transactions_never_exceed_100_operations_or_one_partition(self) -> None:
         ops = [("upsert", {"PartitionKey": f"p{i % 3}", "RowKey": str(i)}) for i in range(450)]
@@ -164,11 +175,13 @@ class TestLinks:
     def test_saving_known_pairs_skips_their_index_rows(self, azurite: Azurite, table_prefix: str) -> None:
         counter = CountingTransport()
         store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
-        links = [Link(entity="lead", dynamics_id=f"d-{i}", marketo_id=str(i)) for i in range(150)]
+        pairs = zip(one_bucket("d-{}", 150), one_bucket("{}", 150), strict=True)  # one bucket a side
+        links = [Link(entity="lead", dynamics_id=d, marketo_id=m) for d, m in pairs]
         assert store.links.save(links) == 4
         moved = [link.model_copy(update={"snapshot": {"firstName": "x"}}) for link in links]
         assert store.links.save(moved, indexed={(link.dynamics_id, link.marketo_id) for link in links}) == 2
-        assert store.links.get_by_marketo_id("lead", "149").snapshot == {"firstName": "x"}  # type: ignore[union-attr]
+        last = store.links.get_by_marketo_id("lead", links[-1].marketo_id)
+        assert last is not None and last.snapshot == {"firstName": "x"}
 
     def test_relink_leaves_stale_index_ignored(self, state: StateStore) -> None:
         state.links.save([Link(entity="lead", dynamics_id="d-1", marketo_id="1")])

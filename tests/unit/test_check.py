@@ -397,6 +397,20 @@ def test_daily_usage_is_information(used: int | None, problem: str | None, expec
     assert (usage.status, usage.message, usage.ok) == ("info", expected, True)
 
 
+def test_links_in_the_old_layout_are_fail_lines_naming_migrate_links() -> None:
+    storage = StorageFacts(tables=["synclinks"], links_checked=5, legacy_links=["lead", "contact"])
+    results = run(storage=storage)
+    assert not_ok(results) == {("storage", "lead links", "fail"), ("storage", "contact links", "fail")}
+    lead = next(r for r in results if r.item == "lead links")
+    assert lead.message.startswith("links of lead are in the old layout")
+    assert lead.hint.startswith("run python -m sync migrate-links")
+    migrated = run(storage=StorageFacts(tables=["synclinks"], links_checked=5))
+    assert not not_ok(migrated)
+    assert [r.message for r in migrated if r.item == "link layout"] == [
+        "the links of 5 streams are in 16 buckets per side"
+    ]
+
+
 def test_marketo_and_storage_problems_are_fail_lines() -> None:
     marketo = MarketoFacts(problem=Problem("MARKETO_CLIENT_SECRET: refused", "copy it"))
     storage = StorageFacts(problem=Problem("AzureWebJobsStorage: no", "fix it"))

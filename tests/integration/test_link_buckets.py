@@ -1,0 +1,240 @@
+"""Links sharded over hash buckets, against a real Azurite: where rows land, reads across buckets, and the migration
+of an old deployment's rows (one partition per entity and side), written here directly with the table client."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from azure.data.tables import TableClient
+
+from emulators.azurite import Azurite
+from sync.state import Link, StateStore
+from sync.state import links as links_module
+from sync.state.keys import encode_key
+from sync.state.links import BUCKETS, LegacyLayout, LinkStore, submit_transactions
+from sync.state.tables import service_client
+
+SYNCED = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+class CountingRequests:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def __call__(self, request: object) -> None:
+        self.requests.append(request.http_request.url)  # type: ignore[attr-defined]
+
+    def point_reads(self) -> int:
+        return sum(1 for url in self.requests if "RowKey=" in url)
+
+
+def links_table(azurite: Azurite, prefix: str) -> TableClient:
+    return service_client(azurite.connection_string).get_table_client(f"{prefix}links")
+
+
+def raw_rows(table: TableClient) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row["PartitionKey"], row["RowKey"]): dict(row) for row in table.list_entities()}
+
+
+def some_links(entity: str, count: int, start: int = 0) -> list[Link]:
+    return [
+        Link(
+            entity=entity,
+            dynamics_id=f"0000{n:04d}-aaaa-bbbb-cccc-{entity[:4]:0>12}",
+            marketo_id=str(1000 + n),
+            snapshot={"email": f"p{n}@example.com", "n": n},
+            synced_at=SYNCED,
+        )
+        for n in range(start, start + count)
+    ]
+
+
+def write_old_layout(table: TableClient, links: list[Link]) -> None:
+    """Rows as the version before the buckets wrote them: PartitionKey <entity>|D and <entity>|M."""
+    d_rows = [
+        {
+            "PartitionKey": encode_key(f"{link.entity}|D"),
+            "RowKey": encode_key(link.dynamics_id),
+            "Entity": link.entity,
+            "DynamicsId": link.dynamics_id,
+            "MarketoId": link.marketo_id,
+            "Snapshot": json.dumps(link.snapshot, sort_keys=True),
+            "SyncedAt": SYNCED,
+        }
+        for link in links
+    ]
+    m_rows = [
+        {
+            "PartitionKey": encode_key(f"{link.entity}|M"),
+            "RowKey": encode_key(link.marketo_id),
+            "Entity": link.entity,
+            "DynamicsId": link.dynamics_id,
+            "MarketoId": link.marketo_id,
+        }
+        for link in links
+    ]
+    submit_transactions(table, [("upsert", row) for row in d_rows + m_rows])
+
+
+class TestBuckets:
+    def test_rows_land_in_their_bucket_partitions(self, state: StateStore, azurite: Azurite, table_prefix: str) -> None:
+        state.links.save(some_links("lead", 120))
+        rows = raw_rows(links_table(azurite, table_prefix))
+        assert len(rows) == 240
+        for (partition, _), row in rows.items():
+            side = "D" if partition.startswith("lead~7CD~7C") else "M"
+            record_id = row["DynamicsId"] if side == "D" else row["MarketoId"]
+            assert partition == LinkStore.partition("lead", side, record_id)
+        partitions = {partition for partition, _ in rows}
+        assert partitions <= set(LinkStore.partitions("lead", "D")) | set(LinkStore.partitions("lead", "M"))
+        assert len(partitions) == 2 * BUCKETS  # 120 ids a side fill every bucket
+        assert not {LinkStore.legacy_partition("lead", "D"), LinkStore.legacy_partition("lead", "M")} & partitions
+
+    @pytest.mark.parametrize("scan_page", [1000, 10])
+    def test_get_many_across_buckets(
+        self, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch, scan_page: int
+    ) -> None:
+        monkeypatch.setattr(links_module, "SCAN_PAGE", scan_page)
+        counter = CountingRequests()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        saved = some_links("lead", 300)
+        store.links.save(saved)
+        store.links.save(some_links("leads", 40))  # another entity whose keys sort next to these
+        by_d = {link.dynamics_id: link for link in saved}
+
+        counter.requests.clear()
+        found = store.links.get_many_by_dynamics_id("lead", [*by_d, "missing"])
+        assert found.keys() == by_d.keys()
+        assert all(found[d].marketo_id == by_d[d].marketo_id and found[d].snapshot == by_d[d].snapshot for d in by_d)
+        if scan_page == 1000:  # one page covers every bucket: no point read
+            assert counter.point_reads() == 0
+        else:  # 300 ids allow 20 pages of 10 rows: the buckets the scan got through, then point reads for the rest
+            assert 0 < counter.point_reads() < 300
+
+        few = [link.marketo_id for link in saved[:20]]  # fewer than SCAN_AT_LEAST: point reads in their buckets
+        assert {m: link.dynamics_id for m, link in store.links.get_many_by_marketo_id("lead", few).items()} == {
+            link.marketo_id: link.dynamics_id for link in saved[:20]
+        }
+        many = store.links.get_many_by_marketo_id("lead", [link.marketo_id for link in saved] + ["0"])
+        assert len(many) == 300 and many["1299"].dynamics_id == saved[299].dynamics_id
+
+    def test_list_count_has_any_and_delete_all_cover_every_bucket(self, state: StateStore) -> None:
+        leads, contacts = some_links("lead", 200), some_links("contact", 50)
+        state.links.save(leads + contacts)
+        assert state.links.count("lead") == 200 and state.links.count("contact") == 50
+        assert {link.dynamics_id for link in state.links.list("lead")} == {link.dynamics_id for link in leads}
+        assert state.links.has_any("lead") and not state.links.has_any("account")
+        assert state.links.delete_all("lead") == 200
+        assert state.links.count("lead") == 0 and not state.links.has_any("lead")
+        assert state.links.get_by_marketo_id("lead", leads[7].marketo_id) is None
+        assert state.links.count("contact") == 50
+        state.links.delete(contacts[:10])
+        assert state.links.count("contact") == 40
+        assert state.links.get_by_marketo_id("contact", contacts[20].marketo_id) is not None
+
+    def test_has_any_finds_a_link_in_the_last_bucket(self, state: StateStore) -> None:
+        last = next(
+            link
+            for link in some_links("lead", 200)
+            if LinkStore.partition("lead", "D", link.dynamics_id) == LinkStore.partitions("lead", "D")[-1]
+        )
+        state.links.save([last])
+        assert state.links.has_any("lead") and state.links.count("lead") == 1
+
+
+class TestOldLayout:
+    def test_old_rows_are_refused_and_delete_all_removes_them(
+        self, state: StateStore, azurite: Azurite, table_prefix: str
+    ) -> None:
+        write_old_layout(links_table(azurite, table_prefix), some_links("lead", 5))
+        assert state.links.has_legacy_rows("lead") and not state.links.has_legacy_rows("contact")
+        with pytest.raises(LegacyLayout, match="links of lead are in the old layout: run python -m sync migrate-links"):
+            state.links.get_by_dynamics_id("lead", "x")
+        for call in (
+            lambda: state.links.get_many_by_marketo_id("lead", ["1000"]),
+            lambda: state.links.save(some_links("lead", 1, start=9)),
+            lambda: state.links.has_any("lead"),
+            lambda: list(state.links.list("lead")),
+        ):
+            with pytest.raises(LegacyLayout):
+                call()
+        assert state.links.count("contact") == 0  # another entity is not held up
+        assert state.links.delete_all("lead") == 5
+        assert not state.links.has_legacy_rows("lead") and state.links.count("lead") == 0
+
+    def test_a_dry_run_changes_nothing(self, state: StateStore, azurite: Azurite, table_prefix: str) -> None:
+        table = links_table(azurite, table_prefix)
+        write_old_layout(table, some_links("lead", 30))
+        before = raw_rows(table)
+        migration = state.links.migrate_legacy("lead", dry_run=True)
+        assert (migration.dynamics_rows, migration.marketo_rows, migration.dry_run) == (30, 30, True)
+        assert raw_rows(table) == before
+
+    def test_migration_moves_every_row_into_its_bucket_and_is_idempotent(
+        self, state: StateStore, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(links_module, "SCAN_PAGE", 100)  # pages of 100: 250 rows are 3 pages a side
+        table = links_table(azurite, table_prefix)
+        leads, contacts = some_links("lead", 250), some_links("contact", 30)
+        write_old_layout(table, leads + contacts)
+        state.links.save(some_links("account", 3))  # already in buckets: untouched
+        migration = state.links.migrate_legacy("lead")
+        assert (migration.dynamics_rows, migration.marketo_rows) == (250, 250)
+        assert state.links.has_legacy_rows("contact") and not state.links.has_legacy_rows("lead")
+        assert state.links.migrate_legacy("contact").dynamics_rows == 30
+
+        rows = raw_rows(table)
+        assert len(rows) == 2 * (250 + 30 + 3)
+        buckets = {p for e in ("lead", "contact", "account") for side in "DM" for p in LinkStore.partitions(e, side)}  # type: ignore[arg-type]
+        assert {partition for partition, _ in rows} <= buckets
+        self.assert_links_intact(state, leads)
+        self.assert_links_intact(state, contacts)
+        assert state.links.count("account") == 3
+
+        again = state.links.migrate_legacy("lead")  # nothing left: moves nothing, changes nothing
+        assert (again.dynamics_rows, again.marketo_rows) == (0, 0)
+        assert raw_rows(table) == rows
+
+    def test_a_migration_that_crashed_halfway_is_run_again(
+        self, state: StateStore, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(links_module, "SCAN_PAGE", 100)
+        table = links_table(azurite, table_prefix)
+        leads = some_links("lead", 250)
+        write_old_layout(table, leads)
+        real_delete = LinkStore._delete_keys
+        calls = {"n": 0}
+
+        def crash_on_second_page(self: LinkStore, partition: str, keys: Any) -> None:
+            if partition == LinkStore.legacy_partition("lead", "D"):
+                calls["n"] += 1
+                if calls["n"] == 2:  # the second page of D rows is copied, its old rows not yet deleted
+                    raise ConnectionError("killed")
+            real_delete(self, partition, keys)
+
+        monkeypatch.setattr(LinkStore, "_delete_keys", crash_on_second_page)
+        with pytest.raises(ConnectionError):
+            state.links.migrate_legacy("lead")
+        old_left = [key for key in raw_rows(table) if key[0] == LinkStore.legacy_partition("lead", "D")]
+        assert len(old_left) == 150 and state.links.has_legacy_rows("lead")
+        with pytest.raises(LegacyLayout):
+            state.links.get_by_dynamics_id("lead", leads[0].dynamics_id)
+
+        monkeypatch.setattr(LinkStore, "_delete_keys", real_delete)
+        resumed = state.links.migrate_legacy("lead")
+        assert (resumed.dynamics_rows, resumed.marketo_rows) == (150, 0)  # the M side had finished meanwhile
+        assert len(raw_rows(table)) == 500
+        self.assert_links_intact(state, leads)
+
+    @staticmethod
+    def assert_links_intact(state: StateStore, expected: list[Link]) -> None:
+        assert state.links.count(expected[0].entity) == len(expected)
+        for link in expected[:: max(1, len(expected) // 25)] + expected[-1:]:
+            found = state.links.get_by_marketo_id(link.entity, link.marketo_id)
+            assert found is not None
+            assert (found.dynamics_id, found.snapshot, found.synced_at) == (link.dynamics_id, link.snapshot, SYNCED)
+        by_d = state.links.get_many_by_dynamics_id(expected[0].entity, [link.dynamics_id for link in expected])
+        assert len(by_d) == len(expected)
