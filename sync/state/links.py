@@ -8,7 +8,7 @@ point read. The rows of each (entity, side) are sharded over BUCKETS partitions 
     PartitionKey = encode("<entity>|D|<bucket>"), RowKey = encode(dynamics id)  -> marketo id, snapshot, synced at
     PartitionKey = encode("<entity>|M|<bucket>"), RowKey = encode(marketo id)   -> dynamics id
 
-    bucket = crc32(id.lower() as UTF-8) mod BUCKETS, two lower-case hex digits ("00" .. "0f")
+    bucket = crc32(id.lower() as UTF-8) mod BUCKETS, two lower-case hex digits ("00" .. "07")
 
 crc32 (zlib) is fixed by its definition, so a bucket never changes between runs, processes or Python versions (Python's
 `hash()` of a str is salted per process). Ids are lower-cased first so that the same GUID spelt in either case lands in
@@ -32,35 +32,36 @@ ids of the buckets it did not reach are read by point reads on threads, each in 
 read in a request or two; a large one (10M links: 625,000 rows per bucket) by point reads, as before. `list`, `count`
 and `has_any` are range queries over the side's buckets too (`has_any` asks for one row).
 
-Why 16 buckets
---------------
+Why 8 buckets
+-------------
 Azure's published targets for Table storage [1]: a single table partition serves up to 2,000 entities/s (1 KiB
-entities); a storage account up to 20,000 transactions/s. 16 buckets give one side of one entity 16 x 2,000 = 32,000
-entities/s of partition capacity, above what the whole account serves: with 16, the account, not a partition, is the
-ceiling, so more buckets buy no throughput. They do cost transactions: a save spreads over more partitions, and a
-transaction holds one partition. A page of 5,000 links is about 60 transactions per side with 16 buckets (the mean
-over 200 random pages of GUIDs; 64 for the Marketo ids 1..5,000; 64 with 32 buckets; 50 unsharded), and a 50-link
-incremental save about 15 per side (25 with 32 buckets, 1 unsharded), all going out WRITE_THREADS at a time. 8 buckets
-(16,000 entities/s per side) would leave a side below the account's target. Changing BUCKETS moves every row: it
-needs a migration like `migrate-links`.
+entities); a storage account up to 20,000 transactions/s. A link is written on both sides, so one side never needs
+more than half of what the account serves: 10,000 entities/s, 5 partitions. 8 buckets give a side 8 x 2,000 = 16,000
+entities/s of partition capacity, both sides together 32,000: with 8, the account, not a partition, is the ceiling,
+and more buckets buy no throughput. They do cost transactions: a save spreads over more partitions, and a transaction
+holds one partition. A page of 5,000 links is 56 transactions per side with 8 buckets (625 links a bucket: 7 each;
+64 with 16 buckets; 50 unsharded), and a 50-link incremental save about 8 per side (1 unsharded), all going out
+WRITE_THREADS at a time. On Azurite, where a transaction costs about the same whatever its size, that is 12% more
+storage time for a full sync than unsharded (28% with 16 buckets). Changing BUCKETS moves every row: it needs a
+migration like `migrate-links`.
 
 Sizing (full sync; per record: one D and one M row written, and at most one lookup on each side, so 4 entities; the
 account target counted as if every entity were a transaction, which is conservative for batched writes):
 
-    records  full sync in  records/s  link entities/s  per side, unsharded  per bucket (16 a side)
-    1M       8 h                  35              139                   69                       4
-    1M       1 h                 278            1,111                  556                      35
-    10M      8 h                 347            1,389                  694                      43
-    10M      4 h                 694            2,778                1,389                      87
-    10M      1 h               2,778           11,111                5,556                     347
+    records  full sync in  records/s  link entities/s  per side, unsharded  per bucket (8 a side)
+    1M       8 h                  35              139                   69                       9
+    1M       1 h                 278            1,111                  556                      69
+    10M      8 h                 347            1,389                  694                      87
+    10M      4 h                 694            2,778                1,389                     174
+    10M      1 h               2,778           11,111                5,556                     694
 
-    buckets: 62,500 links per bucket and side at 1M, 625,000 at 10M (one partition held 1M / 10M before)
-    transactions per page of 5,000 links: about 60 D + 60 M = 120 (100 unsharded); 10M links: 2,000 pages,
-      about 240,000 transactions (200,000 unsharded), each at most 100 operations on one partition
+    buckets: 125,000 links per bucket and side at 1M, 1,250,000 at 10M (one partition held 1M / 10M before)
+    transactions per page of 5,000 links: 56 D + 56 M = 112 (100 unsharded); 10M links: 2,000 pages, about 224,000
+      transactions (200,000 unsharded), each at most 100 operations on one partition
 
 One partition per side (the old layout) caps a side at 2,000 entities/s, i.e. 1,000 records/s: a 10M full sync needs
 at least 2.8 h for its link rows alone, and 10M in 1 h needs 5,556/s per side, 2.8 times the target. Sharded, the same
-hour needs 347/s per bucket (17% of a partition's target) and 11,111 entities/s of the account (56% of its target,
+hour needs 694/s per bucket (35% of a partition's target) and 11,111 entities/s of the account (56% of its target,
 shared with everything else in it). The buckets of a side are adjacent keys; Azure can spread partitions (never one
 partition) over servers as load grows, which is what the buckets allow.
 
@@ -115,7 +116,7 @@ from sync.state.keys import encode_key
 
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
 MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
-BUCKETS = 16  # partitions per (entity, side): see "Why 16 buckets" above
+BUCKETS = 8  # partitions per (entity, side): see "Why 8 buckets" above
 SCAN_PAGE = 1000  # rows per page when a partition is read whole
 POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (measured on Azurite)
 SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always

@@ -83,7 +83,7 @@ def test_check_reports_old_links_and_migrate_links_moves_them(
 
     dry = cli(env_file, "migrate-links", "--dry-run")
     assert dry.returncode == 1, dry.stdout + dry.stderr
-    assert "lead: would move 20 Dynamics-keyed and 20 Marketo-keyed link rows into 16 buckets per side" in flat(
+    assert "lead: would move 20 Dynamics-keyed and 20 Marketo-keyed link rows into 8 buckets per side" in flat(
         dry.stdout
     )
     assert "account: nothing in the old layout" in dry.stdout
@@ -92,7 +92,7 @@ def test_check_reports_old_links_and_migrate_links_moves_them(
 
     moved = cli(env_file, "migrate-links")
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert "contact: moved 5 Dynamics-keyed and 5 Marketo-keyed link rows into 16 buckets per side" in flat(
+    assert "contact: moved 5 Dynamics-keyed and 5 Marketo-keyed link rows into 8 buckets per side" in flat(
         moved.stdout
     )
     assert flat(moved.stdout).endswith("done: 50 rows moved")
