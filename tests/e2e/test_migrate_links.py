@@ -92,9 +92,7 @@ def test_check_reports_old_links_and_migrate_links_moves_them(
 
     moved = cli(env_file, "migrate-links")
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert "contact: moved 5 Dynamics-keyed and 5 Marketo-keyed link rows into 8 buckets per side" in flat(
-        moved.stdout
-    )
+    assert "contact: moved 5 Dynamics-keyed and 5 Marketo-keyed link rows into 8 buckets per side" in flat(moved.stdout)
     assert flat(moved.stdout).endswith("done: 50 rows moved")
     again = cli(env_file, "migrate-links")
     assert again.returncode == 0 and "lead: nothing in the old layout" in again.stdout
