@@ -108,10 +108,14 @@ def read_marketo_changes(
     fields: list[str],
     past_deadline: Callable[[], bool],
     now: datetime | None = None,
+    recheck_fields: bool = False,
 ) -> MarketoChangeSet:
     """Every lead change, deletion and merge since `cursor`, compacted: per person, the last value of each changed
-    field. A merge moves the loser's activities to the winner, so the loser's changes arrive as the winner's."""
+    field. A merge moves the loser's activities to the winner, so the loser's changes arrive as the winner's.
+    `recheck_fields`: read the fields' ids from describe even when the cursor's are fresh."""
     now = now or datetime.now(UTC)
+    if recheck_fields:
+        cursor.described_at = None
     result = MarketoChangeSet()
     split = cursor.split_until is not None and now < cursor.split_until
     known = _field_ids(client, cursor, fields, now) if cursor.changes == cursor.deletes and not split else None

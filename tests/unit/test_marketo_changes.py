@@ -140,3 +140,15 @@ def test_a_field_without_an_id_reads_two_streams_and_describe_is_not_read_every_
     again = FakeMarketo(client.pages)
     read_marketo_changes(again, MarketoCursor.load(changes.cursor.dump()), fields, lambda: False, now=NOW)  # type: ignore[arg-type]
     assert again.calls == {"lead_changes": 1, "activities": 1}
+
+
+def test_a_recheck_reads_describe_again_and_a_field_gone_from_marketo_reads_two_streams() -> None:
+    first = read(FakeMarketo([[_change(1, 7, 48, "CEO")]]), MarketoCursor(changes="0", deletes="0"))
+    assert first.cursor is not None
+    client = FakeMarketo([[_change(1, 7, 48, "CEO")]])
+    client.describe_leads = lambda: [  # type: ignore[method-assign]
+        LeadField(name="title", display_name="Job Title", data_type="string", id=48)
+    ]  # an admin deleted `phone`: leadchanges.json, asked for it, fails the read with 1006 (here: reads it)
+    cursor = MarketoCursor.load(first.cursor.dump())
+    read_marketo_changes(client, cursor, ["phone", "title"], lambda: False, now=NOW, recheck_fields=True)  # type: ignore[arg-type]
+    assert client.calls == {"lead_changes": 1, "activities": 1}
