@@ -389,7 +389,8 @@ def minimum(dv_changed: int, mk_changed: int, dv_to_write: int, mk_to_write: int
     return Minimum(
         dv_reads=max(1, math.ceil(dv_changed / DATAVERSE_PAGE)),
         dv_writes=math.ceil(dv_to_write / chunk),
-        mk_reads=max(1, math.ceil(mk_changed / MARKETO_BATCH)) + 1,  # lead changes pages + one deleted-leads page
+        # lead changes, deletes and merges: the span read once, by one activities stream of 300-activity pages
+        mk_reads=max(1, math.ceil(mk_changed / MARKETO_BATCH)),
         mk_writes=math.ceil(mk_to_write / MARKETO_BATCH),
     )
 

@@ -9,16 +9,35 @@ Marketo:   at most `rate_calls` call starts in any rolling `rate_window_s` (the 
            latency_ms + per_record_ms * records; bulk jobs wait `bulk_pickup_s` in the queue, then run
            bulk_min_s + rows / bulk_rows_per_s, `bulk_running` at a time, files of at most `bulk_file_bytes`.
 Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `latency_ms` each.
+
+Two floors, and the ceiling is the larger one:
+API floor      the arithmetic above, for the best strategy each way (its minimum calls are what the bench compares).
+storage floor  the link table's entity-group transactions a job must write (ceil(N/100) D rows carrying the snapshot,
+               ceil(N/100) M index rows), each at the time it MEASURED on this machine's Azurite, divided by the number
+               of transactions in flight that actually helped (the best throughput over 1, 2, 4, 8, 16 at once); the
+               job's own rows (the job, one task checkpoint per queue message) are a few serial point writes, added
+               at the measured point-write time. Not counted: link reads (a fresh job reads none), the queue.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
 
 IMPORT_ROW_BYTES = 250  # a person row of the lead mapping in a Bulk Import CSV (10 columns), assumed
 DATAVERSE_IN_VALUES = 100  # values per In() filter, as the connector sends them (URL length)
+TRANSACTION_ROWS = 100  # Table Storage's limit of operations per entity-group transaction
+PARALLELISMS = (1, 2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,19 @@ def bulk_seconds(rows_per_job: list[int], limits: MarketoLimits, submitted_at: f
     return max(slots)
 
 
+def bulk_finish_times(jobs: list[tuple[float, int]], limits: MarketoLimits) -> list[float]:
+    """When each bulk job (submitted at, rows) of one kind (imports or exports: Marketo runs them in separate queues)
+    finishes, `bulk_running` at a time, in the order they were submitted."""
+    slots = [0.0] * max(1, limits.bulk_running)
+    done = []
+    for submitted, rows in sorted(jobs, key=lambda job: job[0]):
+        slot = min(range(len(slots)), key=slots.__getitem__)
+        begin = max(slots[slot], submitted + limits.bulk_pickup_s)
+        slots[slot] = begin + limits.bulk_min_s + rows / limits.bulk_rows_per_s
+        done.append(slots[slot])
+    return done
+
+
 def import_jobs(rows: int, row_bytes: int, limits: MarketoLimits) -> list[int]:
     """Rows per Bulk Import job when `rows` rows of `row_bytes` are cut into files of at most bulk_file_bytes."""
     per_file = max(1, limits.bulk_file_bytes // row_bytes)
@@ -158,28 +190,55 @@ class Ceiling:
     records: int
     assumptions: list[str]
     strategies: list[Strategy]
+    storage: StorageFloor | None = None  # set once the job's link writes and Azurite's costs are known
 
     @property
     def best(self) -> Strategy:
-        return min(self.strategies, key=lambda s: s.seconds)
+        """The fastest strategy (fewer calls break a tie): its time is the API floor."""
+        return min(self.strategies, key=lambda s: (round(s.seconds, 3), s.marketo_total + s.dataverse_total))
+
+    @property
+    def fewest(self) -> Strategy:
+        """The strategy of the fewest calls (Marketo's first; they are the scarce ones): the minimum calls compared."""
+        return min(self.strategies, key=lambda s: (s.marketo_total, s.dataverse_total, s.seconds))
+
+    @property
+    def api_seconds(self) -> float:
+        return self.best.seconds
 
     @property
     def seconds(self) -> float:
-        return self.best.seconds
+        """The ceiling: the larger of the API floor and the storage floor."""
+        return max(self.api_seconds, self.storage.seconds if self.storage else 0.0)
+
+    @property
+    def binding(self) -> str:
+        return "storage" if self.storage and self.storage.seconds > self.api_seconds else "API"
 
     def lines(self) -> list[str]:
-        out = [f"ceiling ({self.direction}, N={self.records:,}): minimum calls assumed"]
+        out = [f"API floor ({self.direction}, N={self.records:,}): minimum calls assumed"]
         out += [f"  - {a}" for a in self.assumptions]
+        width = max(len(s.name) for s in self.strategies)
         for s in self.strategies:
-            mark = "  <- the ceiling" if s is self.best else ""
+            marks = ["the API floor"] * (s is self.best) + ["fewest calls"] * (s is self.fewest)
+            mark = f"  <- {', '.join(marks)}" if marks else ""
             out.append(
-                f"  {s.name:<34} {s.seconds:8.1f} s   Marketo {s.marketo_total:>5} calls {s.marketo_calls}   "
+                f"  {s.name:<{width}} {s.seconds:8.1f} s   Marketo {s.marketo_total:>5} calls {s.marketo_calls}   "
                 f"Dataverse {s.dataverse_total:>5} {s.dataverse_calls}{mark}"
             )
             out += [f"      {note}" for note in s.notes]
-        best = self.best
-        per_hour = self.records / best.seconds * 3600 if best.seconds else float("inf")
-        out.append(f"  ceiling: {best.seconds:.1f} s = {per_hour:,.0f} records/hour")
+        out.append(f"  API floor: {self.api_seconds:.1f} s ({self.best.name})")
+        if self.storage is not None:
+            out.append(
+                f"storage floor: {self.storage.seconds:.1f} s for {self.storage.links:,} links "
+                f"({self.storage.d_transactions + self.storage.m_transactions:,} link transactions + "
+                f"{self.storage.job_writes} job rows)"
+            )
+            out += [f"  {note}" for note in self.storage.notes]
+        per_hour = self.records / self.seconds * 3600 if self.seconds else float("inf")
+        out.append(
+            f"ceiling = max(floors) = {self.seconds:.1f} s ({self.binding} binds) = {per_hour:,.0f} records/hour"
+        )
         return out
 
 
@@ -213,16 +272,43 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
             f"{imported:.1f} s, the export of {n:,} rows at {extracted:.1f} s"
         ],
     )
+    # The job-level match index: ONE Bulk Extract of every person's id, e-mail and link fields at the job's start
+    # (Marketo is empty here: 0 rows) replaces the per-batch e-mail lookups; each import file starts once the index
+    # is in hand, and each import unit's new ids come back by an export of its own, submitted when it finishes.
+    index_done = bulk_finish_times([(0.0, 0)], mk)[0]
+    imports_done = bulk_finish_times([(index_done, rows) for rows in jobs], mk)
+    exports_done = bulk_finish_times(list(zip(imports_done, jobs, strict=True)), mk)
+    indexed_done = max(exports_done, default=index_done)
+    indexed_calls = {
+        "match index export (create, enqueue, status, file)": 4,
+        "bulk import create + 1 status": 2 * len(jobs),
+        "export for ids per import unit (4 each)": 4 * len(jobs),
+    }
+    indexed = Strategy(
+        "Bulk Import + job-level match index",
+        max(marketo_rest_seconds([(sum(indexed_calls.values()), 1)], mk), indexed_done, dv_time),
+        indexed_calls,
+        dv_calls,
+        [
+            f"match index (an empty Marketo: 0 rows) at {index_done:.1f} s; {len(jobs)} import job(s) done at "
+            f"{', '.join(f'{t:.1f}' for t in imports_done)} s; their id exports at "
+            f"{', '.join(f'{t:.1f}' for t in exports_done)} s (imports and exports queue apart, "
+            f"{mk.bulk_running} running of each)"
+        ],
+    )
     assumptions = [
         f"Dataverse: ceil(N/{dv.page}) change-tracking pages (a one-way job writes nothing to Dynamics)",
-        f"Marketo matching: ceil(N/{mk.batch}) get_leads by e-mail (Marketo may hold these people already; ambiguous "
-        "matches must be seen); link-field lookups counted as avoidable",
+        f"Marketo matching, one of: ceil(N/{mk.batch}) get_leads by e-mail (Marketo may hold these people already; "
+        "ambiguous matches must be seen; link-field lookups counted as avoidable), or a job-level match index: ONE "
+        "Bulk Extract of id, e-mail and link fields at the job's start (4 calls; on this empty Marketo it holds 0 "
+        "rows, on a full one its file grows with the persons Marketo holds and takes longer)",
         f"Marketo writes, the cheaper of: ceil(N/{mk.batch}) sync_leads (ids come back), or Bulk Import files of "
-        f"<= {mk.bulk_file_bytes / 2**20:.0f} MB (~{IMPORT_ROW_BYTES} B/row; create + one status poll each) with the "
-        "new ids read back by one bulk export",
-        "perfect pipelining across pages and systems; servers' CPU time not counted",
+        f"<= {mk.bulk_file_bytes / 2**20:.0f} MB (~{IMPORT_ROW_BYTES} B/row; create + one status poll each, "
+        "pipelined) with the new ids read back by bulk export: one for all, or one per import unit (4 calls each)",
+        "the ceiling is the fastest strategy; the minimum calls compared are the fewest of any strategy (the "
+        "match-index one, being built); perfect pipelining across pages and systems; servers' CPU time not counted",
     ]
-    return Ceiling("Dynamics -> Marketo", n, assumptions, [rest, bulk])
+    return Ceiling("Dynamics -> Marketo", n, assumptions, [rest, bulk, indexed])
 
 
 def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
@@ -237,11 +323,16 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
     }
     dv_time = dataverse_seconds(sum(dv_calls.values()), dv)
     reads = {"paging token + oldest-person probe": 2, "export (create, enqueue, status, file) per window": 4 * windows}
-    # A window's rows can be written as soon as its file is ready: after the last export, its rows remain.
-    tail = dv_time / max(1, windows)
+
+    def export_seconds(dataverse: float) -> float:
+        # A window's rows can be written as soon as its file is ready: after the last export, its rows remain.
+        return max(
+            marketo_rest_seconds([(sum(reads.values()), 1)], mk), extracted + dataverse / max(1, windows), dataverse
+        )
+
     export = Strategy(
         "Bulk Extract + UpsertMultiple",
-        max(marketo_rest_seconds([(sum(reads.values()), 1)], mk), extracted + tail, dv_time),
+        export_seconds(dv_time),
         reads,
         dv_calls,
         [
@@ -254,20 +345,174 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
         "newest New Lead (paging token + a page) + probe above it": 3,
         "get_leads by id": math.ceil(n / mk.batch),
     }
+
+    def rest_seconds(dataverse: float) -> float:
+        return max(marketo_rest_seconds([(5, 1), (by_id["get_leads by id"], mk.batch)], mk), dataverse)
+
     rest = Strategy(
         "REST by id range + UpsertMultiple",
-        max(marketo_rest_seconds([(5, 1), (by_id["get_leads by id"], mk.batch)], mk), dv_time),
+        rest_seconds(dv_time),
         by_id,
         dv_calls,
         ["when the ids are dense and the newest New Lead activity is recent (else the export is the only way)"],
     )
+    # The Dataverse side of a job-level match index (not built: the job looks e-mails up per page): ONE paged read of
+    # the leads' id, e-mail and link column at the job's start (an empty Dataverse: one page) instead of the lookups.
+    indexed_dv = {"UpsertMultiple": dv_calls["UpsertMultiple"], "match index: leads' id, e-mail, link (1 page)": 1}
+    indexed_time = dataverse_seconds(sum(indexed_dv.values()), dv)
+    indexed = [
+        Strategy(
+            f"{base.name} + Dataverse match index",
+            seconds(indexed_time),
+            base.marketo_calls,
+            indexed_dv,
+            ["not built: the job looks e-mails up per page; a lower bound of the Dataverse calls"],
+        )
+        for base, seconds in ((export, export_seconds), (rest, rest_seconds))
+    ]
     assumptions = [
         f"Marketo reads, the cheaper of: per <= {mk.export_max_days}-day window one export job (create, enqueue, one "
         f"status poll, one file read), or ceil(N/{mk.batch}) get_leads by id over a proved id range; both after a "
         "paging token and one probe for the oldest person; a one-way job writes nothing to Marketo",
         f"Dataverse: ceil(N/{dv.write_chunk}) UpsertMultiple on the new_marketopersonid alternate key, "
         f"ceil(N/{DATAVERSE_IN_VALUES}) e-mail lookups for matching (In() filters of {DATAVERSE_IN_VALUES}); they "
-        f"cannot bind under {dv.requests:,} / {dv.window_s:.0f} s and {dv.concurrency} concurrent",
-        "a window's writes start when its export file is ready; perfect pipelining; servers' CPU time not counted",
+        f"cannot bind under {dv.requests:,} / {dv.window_s:.0f} s and {dv.concurrency} concurrent; or, instead of "
+        "the lookups, a Dataverse match index (one paged read of the leads at the job's start; not built)",
+        "a window's writes start when its export file is ready; perfect pipelining; servers' CPU time not counted; "
+        "the ceiling is the fastest strategy, the minimum calls compared are the fewest of any (Marketo's first)",
     ]
-    return Ceiling("Marketo -> Dynamics", n, assumptions, [export, rest])
+    return Ceiling("Marketo -> Dynamics", n, assumptions, [export, rest, *indexed])
+
+
+# --- the storage floor: the link table on this machine's Azurite -----------------------------------------------------
+@dataclass(frozen=True)
+class TransactionTiming:
+    kind: str  # "D" (link rows with the snapshot) or "M" (index rows)
+    parallelism: int
+    transactions: int
+    seconds: float  # wall time for all of them
+
+    @property
+    def ms_each(self) -> float:
+        """Mean time of one transaction, as one of `parallelism` in flight."""
+        return self.seconds * 1000.0 * self.parallelism / self.transactions
+
+    @property
+    def per_second(self) -> float:
+        return self.transactions / self.seconds if self.seconds else float("inf")
+
+
+@dataclass
+class StorageCosts:
+    """What Azurite measured here: entity-group transactions of 100 upserts at each parallelism, and point writes."""
+
+    timings: list[TransactionTiming]
+    point_write_ms: float
+    snapshot_chars: int
+    measure_seconds: float
+
+    def best(self, kind: str) -> TransactionTiming:
+        return max((t for t in self.timings if t.kind == kind), key=lambda t: t.per_second)
+
+    def lines(self) -> list[str]:
+        in_flight = sorted({t.parallelism for t in self.timings})
+        out = [
+            f"Azurite on this machine ({self.measure_seconds:.1f} s to measure): entity-group transactions of "
+            f"{TRANSACTION_ROWS} upserts, ms each (transactions/s) with {', '.join(map(str, in_flight))} in flight; "
+            f"point write {self.point_write_ms:.1f} ms"
+        ]
+        for kind, label in (("D", f"D rows (snapshot {self.snapshot_chars:,} chars)"), ("M", "M rows (index)")):
+            best = self.best(kind)
+            cells = "  ".join(
+                f"{t.parallelism:>2}: {t.ms_each:6.1f} ms ({t.per_second:5.1f}/s)"
+                for t in self.timings
+                if t.kind == kind
+            )
+            out.append(f"  {label:<30} {cells}   best at {best.parallelism} in flight")
+        return out
+
+
+def lead_like_snapshot(field_keys: Sequence[str], value_chars: int = 16) -> dict[str, Any]:
+    """A snapshot of the mapping's size: every synced field with a value of `value_chars` characters."""
+    return {key: f"{key}-{'x' * value_chars}"[:value_chars] for key in field_keys}
+
+
+def measure_transactions(
+    service: TableServiceClient,
+    snapshot: dict[str, Any],
+    parallelisms: Sequence[int] = PARALLELISMS,
+    rounds: int = 2,
+    at_least: int = 4,
+) -> StorageCosts:
+    """Time entity-group transactions of 100 link-like upserts (as LinkStore.save writes them: one partition per
+    side, upsert-replace) on a scratch table, at each parallelism: `rounds` transactions per thread (`at_least` in
+    all), all threads submitting at once (~130 transactions: about 10 s where Azurite serves ~14 a second). Also the
+    mean of 10 serial point upserts. The table is dropped afterwards."""
+    from azure.data.tables import UpdateMode
+
+    started = time.perf_counter()
+    name = f"benchfloor{uuid.uuid4().hex[:10]}"
+    table = service.create_table_if_not_exists(name)
+    text = json.dumps(snapshot, sort_keys=True)
+    serial = iter(range(10**9))
+
+    def rows(kind: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        out = []
+        for _ in range(TRANSACTION_ROWS):
+            key = f"{next(serial):012d}"
+            row: dict[str, Any] = {
+                "PartitionKey": f"floor|{kind}",
+                "RowKey": key,
+                "Entity": "lead",
+                "DynamicsId": str(uuid.uuid4()),
+                "MarketoId": key,
+            }
+            if kind == "D":
+                row |= {"Snapshot": text, "SyncedAt": datetime.now(UTC)}
+            out.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+        return out
+
+    timings: list[TransactionTiming] = []
+    try:
+        table.submit_transaction(rows("D"))  # a first one opens the connection and warms Azurite up
+        t0 = time.perf_counter()
+        for i in range(10):
+            table.upsert_entity({"PartitionKey": "floor|job", "RowKey": f"p{i}", "Counts": text[:200]})
+        point_ms = (time.perf_counter() - t0) * 100.0
+        for parallelism in parallelisms:
+            for kind in ("D", "M"):
+                batches = [rows(kind) for _ in range(max(at_least, parallelism * rounds))]
+                with ThreadPoolExecutor(parallelism) as pool:
+                    t0 = time.perf_counter()
+                    list(pool.map(table.submit_transaction, batches))
+                    seconds = time.perf_counter() - t0
+                timings.append(TransactionTiming(kind, parallelism, len(batches), seconds))
+    finally:
+        service.delete_table(name)
+    return StorageCosts(timings, point_ms, len(text), time.perf_counter() - started)
+
+
+@dataclass
+class StorageFloor:
+    links: int
+    d_transactions: int
+    m_transactions: int
+    job_writes: int
+    seconds: float
+    notes: list[str]
+
+
+def storage_floor(links: int, queue_messages: int, costs: StorageCosts) -> StorageFloor:
+    """The link table's share of a job that makes `links` links over `queue_messages` queue messages."""
+    d = math.ceil(links / TRANSACTION_ROWS)
+    m = math.ceil(links / TRANSACTION_ROWS)
+    best_d, best_m = costs.best("D"), costs.best("M")
+    job_writes = 2 + queue_messages  # the job row at its start and end, a task checkpoint per message
+    seconds = d / best_d.per_second + m / best_m.per_second + job_writes * costs.point_write_ms / 1000.0
+    notes = [
+        f"{d:,} D + {m:,} M transactions of <= {TRANSACTION_ROWS} rows: D at {best_d.ms_each:.0f} ms each / "
+        f"{best_d.parallelism} in flight = {d / best_d.per_second:.1f} s, M at {best_m.ms_each:.0f} ms / "
+        f"{best_m.parallelism} = {m / best_m.per_second:.1f} s; {job_writes} job/checkpoint point writes at "
+        f"{costs.point_write_ms:.1f} ms = {job_writes * costs.point_write_ms / 1000:.1f} s"
+    ]
+    return StorageFloor(links, d, m, job_writes, seconds, notes)

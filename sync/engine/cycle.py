@@ -234,7 +234,13 @@ class IncrementalCycle(_Cycle):
         else:
             cursor = MarketoCursor.load(mk_mark.cursor)
         changes = read_marketo_changes(
-            self.ctx.marketo, cursor, self.builder.marketo_field_names(), self._page_boundary
+            self.ctx.marketo,
+            cursor,
+            self.builder.marketo_field_names(),
+            self._page_boundary,
+            # a write refused for a field Marketo does not have (1006): its fields' ids are read again, and a mapped
+            # field gone from Marketo fails the read, as leadchanges.json fails it, with the `sync check` hint
+            recheck_fields=any(e.code == "1006" for e in errors),
         )
         pending = changes.persons | changes.deleted | self.builder.retry_persons
         if changes.merged:  # first, so that this cycle's pairs already see the links at the winners

@@ -45,6 +45,7 @@ def activity(item: Any) -> LeadActivity:
             activity_date=item["activityDate"],
             activity_type_id=int(item["activityTypeId"]),
             primary_attribute_value=item.get("primaryAttributeValue"),
+            primary_attribute_value_id=_int_or_none(item.get("primaryAttributeValueId")),
             fields=[FieldChange.model_validate(f) for f in item.get("fields") or []],
             attributes={
                 str(a.get("name")): a.get("value") for a in item.get("attributes") or [] if isinstance(a, dict)
@@ -52,6 +53,13 @@ def activity(item: Any) -> LeadActivity:
         )
     except (KeyError, TypeError, ValueError, ValidationError) as exc:
         raise MarketoError(CODE_PROTOCOL, f"activity {guid or raw_id} can't be read: {exc}") from None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def activity_page(envelope: Envelope, token: str) -> ActivityPage:
@@ -128,3 +136,16 @@ def _batch(batch_size: int) -> int:
 
 def _drop_empty(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v not in (None, [], ())}
+
+
+def change_data_value(item: LeadActivity, names_by_id: dict[int, str]) -> FieldChange | None:
+    """A Change Data Value activity as activities.json sends it (the field by id in primaryAttributeValueId, its
+    display name in primaryAttributeValue, the values as New Value / Old Value attributes) in leadchanges.json's
+    shape, named by REST name; None when its field is not among `names_by_id`."""
+    if item.activity_type_id != CHANGE_DATA_VALUE or item.primary_attribute_value_id is None:
+        return None
+    name = names_by_id.get(item.primary_attribute_value_id)
+    if name is None:
+        return None
+    attributes = item.attributes
+    return FieldChange(name=name, new_value=attributes.get("New Value"), old_value=attributes.get("Old Value"))

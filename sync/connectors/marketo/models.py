@@ -46,6 +46,7 @@ class LeadActivity(BaseModel):
     activity_date: datetime
     activity_type_id: int
     primary_attribute_value: Any = None
+    primary_attribute_value_id: int | None = None  # activities.json: Change Data Value's field id, and the like
     fields: list[FieldChange] = []
     attributes: dict[str, Any] = {}
 
