@@ -72,7 +72,14 @@ from sync.state.queue import Delivery, WorkQueue
 from sync.state.tables import service_client
 
 NATIVE_PER_HOUR = 10_000  # the native sync's published rate, per object
-FUNCTION_TIMEOUT_S = 300  # Consumption plan
+def _function_timeout_s() -> int:
+    """host.json's functionTimeout (the Flex Consumption plan honours it), in seconds."""
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+FUNCTION_TIMEOUT_S = _function_timeout_s()
 MEMORY_AIM_MIB = 300
 CEILING_AIM = 1.3
 OneWay = Literal["to_marketo", "to_dynamics"]

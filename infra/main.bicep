@@ -121,7 +121,7 @@ param syncBulkExtractThreshold int = 25000
 @description('SYNC_FULL_SYNC_MESSAGE_SECONDS: a full-sync queue message starts pages (several in flight) until this many seconds have passed, then hands over to the next message (0: a page per message; keep well below the 10-minute function timeout).')
 @minValue(0)
 @maxValue(540)
-param syncFullSyncMessageSeconds int = 120
+param syncFullSyncMessageSeconds int = 240
 
 @description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person (auto: when it costs fewer calls than per-page lookups; always; never).')
 @allowed([

@@ -166,7 +166,7 @@ class Settings(BaseSettings):
         "A full-sync queue message starts pages (several in flight at once) until this many seconds have passed, "
         "then checkpoints and hands over to the next message; 0 does one page per message. Keep it well below the "
         "function timeout (10 minutes in host.json).",
-        default=120,
+        default=240,
     )
     sync_full_sync_match_index: Literal["auto", "always", "never"] = _setting(
         "SYNC_FULL_SYNC_MATCH_INDEX",

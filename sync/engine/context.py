@@ -32,7 +32,7 @@ class SyncContext:
     time_budget: timedelta = timedelta(seconds=240)
     bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
     bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
-    message_seconds: float = 120.0  # full sync: a queue message starts pages until this long has passed
+    message_seconds: float = 240.0  # full sync: a queue message starts pages until this long has passed
     match_index: str = "auto"  # full sync to Marketo: "auto" (when it pays), "always" or "never" (match_index.py)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)

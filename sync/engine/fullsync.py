@@ -57,7 +57,7 @@ EXTRACT_WINDOW = timedelta(days=31)
 ROWS_PER_MESSAGE = 5000
 IDS_PER_MESSAGE = 16 * IDS_PER_CALL
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
-PAGES_IN_FLIGHT = 2  # finishing or committing while the next is planned: memory, and Marketo's import queue
+PAGES_IN_FLIGHT = 3  # finishing or committing while the next is planned: memory, and Marketo's import queue
 
 
 class FullSyncRejected(ValueError):
