@@ -577,26 +577,29 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
     def finish(page: _RunPage) -> None:
         builder.executor.finish(page.works, page.bulk)
 
-    def commit(page: _RunPage) -> None:
-        builder.executor.commit(page.works, builder.retried)
+    def commit(pages: list[_RunPage]) -> None:
+        """Consecutive finished pages: their links in one save, then one checkpoint past the last of them."""
+        builder.executor.commit([work for page in pages for work in page.works], builder.retried)
         current: Task = state["task"]
         after = ctx.api_calls()
         current.api_calls = {s: current.api_calls.get(s, 0) + after[s] - state["calls"][s] for s in after}
         state["calls"] = after
-        outcome = Executor.outcome(page.works)
-        current.counts = current.counts.add({**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows})
-        current.pages_done += 1
-        current.cursor = page.cursor
+        for page in pages:
+            outcome = Executor.outcome(page.works)
+            counts = {**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows}
+            current.counts = current.counts.add(counts)
+            if page.expected is not None:
+                current.expected_records = (current.expected_records or 0) + page.expected
+        current.pages_done += len(pages)
+        current.cursor = pages[-1].cursor
         current.next_enqueued = False
         current.state = "running"
         current.started_at = current.started_at or ctx.clock()
-        if page.expected is not None:
-            current.expected_records = (current.expected_records or 0) + page.expected
         state["task"] = ctx.state.jobs.save_task(current)
-        if page.is_last:
-            state["finished"], state["delta"] = True, page.cursor if task.phase == "to_marketo" else None
+        if pages[-1].is_last:
+            state["finished"], state["delta"] = True, pages[-1].cursor if task.phase == "to_marketo" else None
 
-    with PagePipeline(finish, commit, depth=PAGES_IN_FLIGHT) as pipeline:
+    with PagePipeline(finish, commit, depth=PAGES_IN_FLIGHT, merge=PAGES_IN_FLIGHT) as pipeline:
         for page in source:
             pipeline.submit(page)
             if page.is_last or time.monotonic() - started >= ctx.message_seconds or _cancel_asked(ctx, job):

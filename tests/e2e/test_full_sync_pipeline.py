@@ -142,7 +142,7 @@ def test_a_message_that_died_halfway_goes_on_from_its_last_checkpoint(
     assert view is not None and view.state == "succeeded", view
     task = next(t for t in view.tasks if t["entity"] == "lead")
     assert task["pages_done"] == 5 and task["failed"] == 0
-    assert saves["n"] >= 6  # the failed page's links were written on the second delivery
+    assert saves["n"] >= 4  # the failed save was made again, on the second delivery
     one_person_each(world, list(ids))
     for email, lead_id in ids.items():
         assert linked(world, email)[0] == lead_id

@@ -24,10 +24,11 @@ def run(pages: list[int], finish_delay: dict[int, float], fail: dict[int, str] |
         with lock:
             finished.append(page)
 
-    def commit(page: int) -> None:
-        if fail.get(page) == "commit":
-            raise RuntimeError(f"commit {page}")
-        committed.append(page)
+    def commit(pages: list[int]) -> None:
+        for page in pages:
+            if fail.get(page) == "commit":
+                raise RuntimeError(f"commit {page}")
+        committed.extend(pages)
 
     error = None
     try:
@@ -72,10 +73,10 @@ def test_no_more_than_depth_pages_are_in_flight() -> None:
             most = max(most, in_flight)
         time.sleep(0.02)
 
-    def commit(page: int) -> None:
+    def commit(pages: list[int]) -> None:
         nonlocal in_flight
         with lock:
-            in_flight -= 1
+            in_flight -= len(pages)
 
     with PagePipeline(finish, commit, depth=2) as pipeline:
         for page in range(8):
@@ -87,7 +88,7 @@ def test_the_callers_own_error_wins_after_the_pages_before_it_commit() -> None:
     committed: list[int] = []
 
     def read_two_pages_then_fail() -> None:
-        with PagePipeline(lambda p: None, committed.append) as pipeline:
+        with PagePipeline(lambda p: None, committed.extend) as pipeline:
             pipeline.submit(0)
             pipeline.submit(1)
             raise ValueError("read failed")
@@ -95,3 +96,27 @@ def test_the_callers_own_error_wins_after_the_pages_before_it_commit() -> None:
     with pytest.raises(ValueError, match="read failed"):
         read_two_pages_then_fail()
     assert committed == [0, 1]
+
+
+def test_pages_finished_behind_a_slow_one_commit_with_it_in_one_batch() -> None:
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def finish(page: int) -> None:
+        if page == 0:
+            release.wait(5)
+
+    with PagePipeline(finish, batches.append, depth=3, merge=3) as pipeline:
+        for page in range(3):
+            pipeline.submit(page)
+        time.sleep(0.1)  # pages 1 and 2 finish while page 0 still waits
+        release.set()
+    assert batches == [[0, 1, 2]]
+
+
+def test_without_merge_every_page_commits_alone() -> None:
+    batches: list[list[int]] = []
+    with PagePipeline(lambda page: None, batches.append, depth=3) as pipeline:
+        for page in range(4):
+            pipeline.submit(page)
+    assert batches == [[0], [1], [2], [3]]
