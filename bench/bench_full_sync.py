@@ -72,6 +72,8 @@ from sync.state.queue import Delivery, WorkQueue
 from sync.state.tables import service_client
 
 NATIVE_PER_HOUR = 10_000  # the native sync's published rate, per object
+
+
 def _function_timeout_s() -> int:
     """host.json's functionTimeout (the Flex Consumption plan honours it), in seconds."""
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
