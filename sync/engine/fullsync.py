@@ -576,6 +576,10 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
 
     def finish(page: _RunPage) -> None:
         builder.executor.finish(page.works, page.bulk)
+        page.bulk = None  # the import's files and rows are done with: a page waiting to commit keeps only its plans
+        for work in page.works:
+            work.plan.create_marketo = work.plan.update_marketo = None
+            work.plan.create_dynamics = work.plan.update_dynamics = None
 
     def commit(pages: list[_RunPage]) -> None:
         """Consecutive finished pages: their links in one save, then one checkpoint past the last of them."""
