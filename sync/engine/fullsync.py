@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -42,7 +41,7 @@ from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
 from sync.engine.execute import BulkCreates, Executor, PairWork
 from sync.engine.identity import SandboxChanged, check_systems, halted_reason
-from sync.engine.match_index import CALLS_PER_WINDOW, MatchIndex, index_windows, worth_an_index
+from sync.engine.match_index import MatchIndex, index_windows, worth_an_index
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
 from sync.engine.pipeline import PagePipeline
@@ -369,16 +368,7 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
             )
             _finish_task(ctx, task, "failed", f"page {task.pages_done}: {type(exc).__name__}: {exc}", queue)
         raise
-    after = ctx.api_calls()
-    task.api_calls = {s: task.api_calls.get(s, 0) + after[s] - calls_before[s] for s in after}
-    task.counts = task.counts.add(result.counts)
-    task.pages_done += 1
-    task.cursor = result.cursor
-    task.next_enqueued = False
-    task.state = "running"
-    task.started_at = task.started_at or ctx.clock()
-    if result.expected_records is not None:
-        task.expected_records = (task.expected_records or 0) + result.expected_records
+    _advance(ctx, task, calls_before, result.counts, 1, result.cursor, result.expected_records)
     try:
         task = ctx.state.jobs.save_task(task)
     except CheckpointConflict:
@@ -386,8 +376,38 @@ def process_message(ctx: SyncContext, queue: WorkQueue, message: WorkMessage, de
     if not result.finished:
         _enqueue_next(ctx, queue, task)
         return f"{task.entity}/{task.phase} page {message.page} done"
-    if task.phase == "to_marketo" and result.delta_link and not job.dry_run:
-        _set_watermark_if_unset(ctx, task.entity, "dynamics", result.delta_link)
+    return _phase_done(ctx, queue, job, tasks, task, result.delta_link)
+
+
+def _advance(
+    ctx: SyncContext,
+    task: Task,
+    calls_before: dict[str, int],
+    counts: dict[str, int],
+    pages: int,
+    cursor: str | None,
+    expected: int | None,
+) -> dict[str, int]:
+    """Move the task's checkpoint (not saved yet) past `pages` pages; returns the API call counters it read."""
+    after = ctx.api_calls()
+    task.api_calls = {s: task.api_calls.get(s, 0) + after[s] - calls_before[s] for s in after}
+    task.counts = task.counts.add(counts)
+    task.pages_done += pages
+    task.cursor = cursor
+    task.next_enqueued = False
+    task.state = "running"
+    task.started_at = task.started_at or ctx.clock()
+    if expected is not None:
+        task.expected_records = (task.expected_records or 0) + expected
+    return after
+
+
+def _phase_done(
+    ctx: SyncContext, queue: WorkQueue, job: Job, tasks: list[Task], task: Task, delta_link: str | None
+) -> str:
+    """A phase read to its end: the Dynamics watermark from its delta link, the task's end, the next phase."""
+    if task.phase == "to_marketo" and delta_link and not job.dry_run:
+        _set_watermark_if_unset(ctx, task.entity, "dynamics", delta_link)
     _finish_task(ctx, task, "succeeded", None, queue)
     _start_next_phase(ctx, queue, job, tasks, task)
     return f"{task.entity}/{task.phase} finished after {task.pages_done} pages"
@@ -501,10 +521,7 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pa
     page = next(iter(pages), None)
     if page is None:
         return PageResult(counts={}, cursor=task.cursor, finished=True)
-    works = builder.dynamics_batch(
-        page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
-    )
-    builder.run_batch(works)
+    builder.run_batch(_planned_dynamics_page(builder, page.records, no_links))
     return PageResult(
         counts={**counts_of(builder.counts).model_dump(), "read": len(page.records)},
         cursor=page.cursor,
@@ -514,6 +531,29 @@ def _dynamics_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pa
 
 
 # --- a run of pages in flight (persons to Marketo) --------------------------------------------------------------------
+def _planned_dynamics_page(builder: PairBuilder, records: list[Any], no_links: bool) -> list[PairWork]:
+    """A page of Dynamics records, read from the start of change tracking: pairs, counterparts fetched."""
+    return builder.dynamics_batch(
+        records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
+    )
+
+
+def _planned_marketo_persons(
+    builder: PairBuilder, job: Job, persons: list[MarketoPerson], no_links: bool
+) -> list[PairWork]:
+    """Marketo persons read whole (REST or an export): pairs; links this job's first phase made are left alone."""
+    if not persons:
+        return []
+    return builder.marketo_batch(
+        {str(p.id) for p in persons},
+        MarketoChangeSet(),
+        dynamics_complete=False,
+        known_persons=persons,
+        synced_since=job.created_at if job.direction == "both" else None,
+        assume_unlinked=no_links,
+    )
+
+
 def _runs_pages(ctx: SyncContext, job: Job, task: Task) -> bool:
     """A persons stream's phases run several pages per message, in flight at once (pipeline.py)."""
     return not job.dry_run and ctx.mapping.entity(task.entity).is_persons
@@ -557,11 +597,7 @@ def _process_run(
     if not finished:
         _enqueue_next(ctx, queue, task)
         return f"{task.entity}/{task.phase} pages {message.page}-{task.pages_done - 1} done"
-    if delta_link:
-        _set_watermark_if_unset(ctx, task.entity, "dynamics", delta_link)
-    _finish_task(ctx, task, "succeeded", None, queue)
-    _start_next_phase(ctx, queue, job, tasks, task)
-    return f"{task.entity}/{task.phase} finished after {task.pages_done} pages"
+    return _phase_done(ctx, queue, job, tasks, task, delta_link)
 
 
 def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> tuple[Task, bool, str | None]:
@@ -584,21 +620,15 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
     def commit(pages: list[_RunPage]) -> None:
         """Consecutive finished pages: their links in one save, then one checkpoint past the last of them."""
         builder.executor.commit([work for page in pages for work in page.works], builder.retried)
-        current: Task = state["task"]
-        after = ctx.api_calls()
-        current.api_calls = {s: current.api_calls.get(s, 0) + after[s] - state["calls"][s] for s in after}
-        state["calls"] = after
+        counts: Counter[str] = Counter()
         for page in pages:
             outcome = Executor.outcome(page.works)
-            counts = {**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows}
-            current.counts = current.counts.add(counts)
-            if page.expected is not None:
-                current.expected_records = (current.expected_records or 0) + page.expected
-        current.pages_done += len(pages)
-        current.cursor = pages[-1].cursor
-        current.next_enqueued = False
-        current.state = "running"
-        current.started_at = current.started_at or ctx.clock()
+            counts.update({**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows})
+        known = [page.expected for page in pages if page.expected is not None]
+        current: Task = state["task"]
+        state["calls"] = _advance(
+            ctx, current, state["calls"], dict(counts), len(pages), pages[-1].cursor, sum(known) if known else None
+        )
         state["task"] = ctx.state.jobs.save_task(current)
         if pages[-1].is_last:
             state["finished"], state["delta"] = True, pages[-1].cursor if task.phase == "to_marketo" else None
@@ -643,9 +673,7 @@ def _dynamics_source(
     builder.index, state["task"] = _match_index(ctx, task, page.records, more=not page.is_last)
     while page is not None:
         before = Counter(builder.counts)
-        works = builder.dynamics_batch(
-            page.records, [], MarketoChangeSet(), set(), fetch_counterparts=True, assume_unlinked=no_links
-        )
+        works = _planned_dynamics_page(builder, page.records, no_links)
         if builder.index is not None:
             for work in works:
                 if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
@@ -662,17 +690,8 @@ def _marketo_source(ctx: SyncContext, job: Job, task: Task, builder: PairBuilder
     cursor = task.cursor
     while True:
         persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, cursor)
-        works: list[PairWork] = []
         before = Counter(builder.counts)
-        if persons:
-            works = builder.marketo_batch(
-                {str(p.id) for p in persons},
-                MarketoChangeSet(),
-                dynamics_complete=False,
-                known_persons=persons,
-                synced_since=job.created_at if job.direction == "both" else None,  # merged by this job's first phase
-                assume_unlinked=no_links,
-            )
+        works = _planned_marketo_persons(builder, job, persons, no_links)
         bulk, planned = _started_page(builder, works, before)
         builder.forget_page()
         yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected)
@@ -688,7 +707,7 @@ def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool
     if task.index_from is None:  # the first message decides, and keeps the decision on the task
         rows = len(first_rows) * (4 if more else 1)
         task.index_from = ""
-        if ctx.match_index == "always" or 2 * math.ceil(rows / 300) >= CALLS_PER_WINDOW:
+        if ctx.match_index == "always" or worth_an_index(1, rows, more_pages=False):  # could one window pay?
             now = ctx.marketo.server_time() or ctx.clock()
             oldest = oldest_persons(ctx.marketo, now)
             empty = oldest.lowest_id is None and oldest.created >= now  # no person at all: nothing to read yet
@@ -698,9 +717,9 @@ def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool
         task = ctx.state.jobs.save_task(task)
     if not task.index_from:
         return None, task
-    if empty:  # later messages read the persons created from then on
-        return MatchIndex(tuple(s.marketo_id_field for s in ctx.mapping.person_streams())), task
     link_fields = [stream.marketo_id_field for stream in ctx.mapping.person_streams()]
+    if empty:  # later messages read the persons created from then on
+        return MatchIndex(tuple(link_fields)), task
     until = (ctx.marketo.server_time() or ctx.clock()) + timedelta(minutes=1)
     return MatchIndex.read(ctx.marketo, link_fields, datetime.fromisoformat(task.index_from), until), task
 
@@ -722,16 +741,7 @@ def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> Pag
     builder = _builder(ctx, job, task)
     persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, task.cursor)
     if persons:
-        synced_since = job.created_at if job.direction == "both" else None  # merged by this job's first phase
-        works = builder.marketo_batch(
-            {str(p.id) for p in persons},
-            MarketoChangeSet(),
-            dynamics_complete=False,
-            known_persons=persons,
-            synced_since=synced_since,
-            assume_unlinked=no_links,
-        )
-        builder.run_batch(works)
+        builder.run_batch(_planned_marketo_persons(builder, job, persons, no_links))
     counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
     return PageResult(counts=counts, cursor=cursor, finished=finished, expected_records=expected)
 
