@@ -13,7 +13,8 @@ Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `
 Two floors, and the ceiling is the larger one:
 API floor      the arithmetic above, for the best strategy each way (its minimum calls are what the bench compares).
 storage floor  the link table's entity-group transactions a job must write (ceil(N/100) D rows carrying the snapshot,
-               ceil(N/100) M index rows), each at the time it MEASURED on this machine's Azurite, divided by the number
+               ceil(N/100) M index rows), each at the time it MEASURED on this machine's Azurite (written as LinkStore
+               writes them, by sync.state.transactions.submit_upserts), divided by the number
                of transactions in flight that actually helped (the best throughput over 1, 2, 4, 8, 16 at once); the
                job's own rows (the job, one task checkpoint per queue message) are a few serial point writes, added
                at the measured point-write time. Not counted: link reads (a fresh job reads none), the queue.
@@ -25,7 +26,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -387,7 +388,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
 # --- the storage floor: the link table on this machine's Azurite -----------------------------------------------------
 @dataclass(frozen=True)
 class TransactionTiming:
-    kind: str  # "D" (link rows with the snapshot) or "M" (index rows)
+    kind: str  # "D" (link rows with the snapshot), "M" (index rows); "D library": D rows by submit_transaction
     parallelism: int
     transactions: int
     seconds: float  # wall time for all of them
@@ -421,7 +422,14 @@ class StorageCosts:
             f"{TRANSACTION_ROWS} upserts, ms each (transactions/s) with {', '.join(map(str, in_flight))} in flight; "
             f"point write {self.point_write_ms:.1f} ms"
         ]
-        for kind, label in (("D", f"D rows (snapshot {self.snapshot_chars:,} chars)"), ("M", "M rows (index)")):
+        kinds = (
+            ("D", f"D rows (snapshot {self.snapshot_chars:,} chars)"),
+            ("M", "M rows (index)"),
+            ("D library", "D rows, library's own body"),
+        )
+        for kind, label in kinds:
+            if not any(t.kind == kind for t in self.timings):
+                continue
             best = self.best(kind)
             cells = "  ".join(
                 f"{t.parallelism:>2}: {t.ms_each:6.1f} ms ({t.per_second:5.1f}/s)"
@@ -443,12 +451,16 @@ def measure_transactions(
     parallelisms: Sequence[int] = PARALLELISMS,
     rounds: int = 2,
     at_least: int = 4,
+    write: Callable[[Any, list[dict[str, Any]]], None] | None = None,
 ) -> StorageCosts:
     """Time entity-group transactions of 100 link-like upserts (as LinkStore.save writes them: one partition per
-    side, upsert-replace) on a scratch table, at each parallelism: `rounds` transactions per thread (`at_least` in
-    all), all threads submitting at once (~130 transactions: about 10 s where Azurite serves ~14 a second). Also the
-    mean of 10 serial point upserts. The table is dropped afterwards."""
+    side, upsert-replace, by `sync.state.transactions.submit_upserts`) on a scratch table, at each parallelism:
+    `rounds` transactions per thread (`at_least` in all), all threads submitting at once. Also the library's own
+    `submit_transaction` at 4 in flight (what LinkStore used before; its client CPU bound the floor), and the mean of
+    10 serial point upserts. The table is dropped afterwards. `write(table, rows)` replaces submit_upserts (tests)."""
     from azure.data.tables import UpdateMode
+
+    from sync.state.transactions import submit_upserts
 
     started = time.perf_counter()
     name = f"benchfloor{uuid.uuid4().hex[:10]}"
@@ -456,7 +468,7 @@ def measure_transactions(
     text = json.dumps(snapshot, sort_keys=True)
     serial = iter(range(10**9))
 
-    def rows(kind: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    def rows(kind: str) -> list[dict[str, Any]]:
         out = []
         for _ in range(TRANSACTION_ROWS):
             key = f"{next(serial):012d}"
@@ -469,24 +481,33 @@ def measure_transactions(
             }
             if kind == "D":
                 row |= {"Snapshot": text, "SyncedAt": datetime.now(UTC)}
-            out.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+            out.append(row)
         return out
+
+    def lean(batch: list[dict[str, Any]]) -> None:
+        (write or submit_upserts)(table, batch)
+
+    def library(batch: list[dict[str, Any]]) -> None:
+        table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch])
+
+    def timed(kind: str, label: str, parallelism: int, submit: Any) -> TransactionTiming:
+        batches = [rows(kind) for _ in range(max(at_least, parallelism * rounds))]
+        with ThreadPoolExecutor(parallelism) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(submit, batches))
+            seconds = time.perf_counter() - t0
+        return TransactionTiming(label, parallelism, len(batches), seconds)
 
     timings: list[TransactionTiming] = []
     try:
-        table.submit_transaction(rows("D"))  # a first one opens the connection and warms Azurite up
+        lean(rows("D"))  # a first one opens the connection and warms Azurite up
         t0 = time.perf_counter()
         for i in range(10):
             table.upsert_entity({"PartitionKey": "floor|job", "RowKey": f"p{i}", "Counts": text[:200]})
         point_ms = (time.perf_counter() - t0) * 100.0
         for parallelism in parallelisms:
-            for kind in ("D", "M"):
-                batches = [rows(kind) for _ in range(max(at_least, parallelism * rounds))]
-                with ThreadPoolExecutor(parallelism) as pool:
-                    t0 = time.perf_counter()
-                    list(pool.map(table.submit_transaction, batches))
-                    seconds = time.perf_counter() - t0
-                timings.append(TransactionTiming(kind, parallelism, len(batches), seconds))
+            timings += [timed(kind, kind, parallelism, lean) for kind in ("D", "M")]
+        timings.append(timed("D", "D library", 4, library))
     finally:
         service.delete_table(name)
     return StorageCosts(timings, point_ms, len(text), time.perf_counter() - started)

@@ -113,6 +113,7 @@ from pydantic import BaseModel, Field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from sync.state.keys import encode_key
+from sync.state.transactions import submit_upserts
 
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
 MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
@@ -210,7 +211,10 @@ def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict
             reraise=True,
         ):
             with attempt:
-                table.submit_transaction(batch)
+                if all(op[0] == "upsert" for op in batch):
+                    submit_upserts(table, [op[1] for op in batch])
+                else:
+                    table.submit_transaction(batch)
 
     if len(batches) == 1:
         submit(batches[0])

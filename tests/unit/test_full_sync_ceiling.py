@@ -93,17 +93,26 @@ class FakeService:
 
 def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_its_table(ceiling: Any) -> None:
     service = FakeService()
+    lean: list[list[dict[str, Any]]] = []
+
+    def write(table: FakeTable, rows: list[dict[str, Any]]) -> None:
+        table.submit_transaction([("upsert", row) for row in rows])
+        lean.append(rows)
+
     costs = ceiling.measure_transactions(
-        service, ceiling.lead_like_snapshot(["email", "title"]), (1, 4), rounds=2, at_least=2
+        service, ceiling.lead_like_snapshot(["email", "title"]), (1, 4), rounds=2, at_least=2, write=write
     )
     assert [(t.kind, t.parallelism, t.transactions) for t in costs.timings] == [
         ("D", 1, 2),
         ("M", 1, 2),
         ("D", 4, 8),
         ("M", 4, 8),
+        ("D library", 4, 8),
     ]
+    assert len(lean) == 1 + 2 + 2 + 8 + 8  # the warm-up, then every timing but the library's
     d_rows = [op[1] for batch in service.table.transactions for op in batch if op[1]["PartitionKey"] == "floor|D"]
     assert all(len(row["Snapshot"]) == costs.snapshot_chars for row in d_rows)
     assert service.table.points == 10 and len(service.dropped) == 1
-    head, d_line, m_line = costs.lines()
+    head, d_line, m_line, library_line = costs.lines()
     assert "with 1, 4 in flight" in head and d_line.count(" ms (") == m_line.count(" ms (") == 2
+    assert "library" in library_line and library_line.count(" ms (") == 1
