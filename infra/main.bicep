@@ -123,6 +123,11 @@ param syncBulkExtractThreshold int = 25000
 @maxValue(540)
 param syncFullSyncMessageSeconds int = 240
 
+@description('SYNC_FULL_SYNC_IMPORT_UNIT_PAGES: a full sync to Marketo sends this many consecutive pages of new persons as one Bulk Import with one id export (fewer, larger jobs; more memory held).')
+@minValue(1)
+@maxValue(8)
+param syncFullSyncImportUnitPages int = 2
+
 @description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person (auto: when it costs fewer calls than per-page lookups; always; never).')
 @allowed([
   'auto'
@@ -425,6 +430,7 @@ var syncAppSettings = {
   SYNC_BULK_IMPORT_THRESHOLD: string(syncBulkImportThreshold)
   SYNC_BULK_EXTRACT_THRESHOLD: string(syncBulkExtractThreshold)
   SYNC_FULL_SYNC_MESSAGE_SECONDS: string(syncFullSyncMessageSeconds)
+  SYNC_FULL_SYNC_IMPORT_UNIT_PAGES: string(syncFullSyncImportUnitPages)
   SYNC_FULL_SYNC_MATCH_INDEX: syncFullSyncMatchIndex
   SYNC_SCHEDULE_SYSTEMUSER: syncScheduleSystemuser
   SYNC_SCHEDULE_TEAM: syncScheduleTeam

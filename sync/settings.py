@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         "function timeout (10 minutes in host.json).",
         default=240,
     )
+    sync_full_sync_import_unit_pages: Annotated[int, Field(ge=1, le=8)] = _setting(
+        "SYNC_FULL_SYNC_IMPORT_UNIT_PAGES",
+        "A full sync to Marketo sends this many consecutive pages' new persons as one Bulk Import, and proves their "
+        "ids by one export: fewer, larger jobs (each costs Marketo ~5 s of queue and start) for more memory held.",
+        default=2,
+    )
     sync_full_sync_match_index: Literal["auto", "always", "never"] = _setting(
         "SYNC_FULL_SYNC_MATCH_INDEX",
         "A first full sync to Marketo matches records against one Bulk Extract of every person's id, e-mail and "

@@ -33,6 +33,7 @@ class SyncContext:
     bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
     bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
     message_seconds: float = 240.0  # full sync: a queue message starts pages until this long has passed
+    import_unit_pages: int = 2  # full sync to Marketo: pages per Bulk Import (fullsync.py, import units)
     match_index: str = "auto"  # full sync to Marketo: "auto" (when it pays), "always" or "never" (match_index.py)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
@@ -61,5 +62,6 @@ def build_context(settings: Settings, state: StateStore | None = None) -> SyncCo
         bulk_import_threshold=settings.sync_bulk_import_threshold,
         bulk_extract_threshold=settings.sync_bulk_extract_threshold,
         message_seconds=settings.sync_full_sync_message_seconds,
+        import_unit_pages=settings.sync_full_sync_import_unit_pages,
         match_index=settings.sync_full_sync_match_index,
     )

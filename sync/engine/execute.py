@@ -8,6 +8,7 @@ rest of the batch goes on. Only then are links, snapshots and errors written.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,11 +46,29 @@ class PairWork:
 
 @dataclass
 class BulkCreates:
-    """A batch's persons to create, their Bulk Import submitted; `since` is Marketo's time before it began."""
+    """Persons to create by one Bulk Import: a batch's, or those of consecutive pages of a full sync (an import
+    unit: fewer, larger imports, one id export for all of them). `since` is Marketo's time before it was submitted.
+    The pages of a unit finish on several threads: the first to get here waits for the import and its ids, once,
+    for all of them; a unit that was never submitted (its run failed first) fails them."""
 
     works: list[PairWork]
-    pending: PendingImport
-    since: datetime | None
+    pending: PendingImport | None = None
+    since: datetime | None = None
+    submitted: threading.Event = field(default_factory=threading.Event, repr=False)
+    abandoned: str | None = None
+    finished: bool = False
+    error: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def rows(self) -> int:
+        return len(self.works)
+
+    def abandon(self, reason: str) -> None:
+        """The unit will not be submitted: its pages' finishers stop waiting and fail."""
+        if not self.submitted.is_set():
+            self.abandoned = reason
+            self.submitted.set()
 
 
 @dataclass
@@ -113,19 +132,35 @@ class Executor:
                 code, text = _dynamics_error_text(result, "create", self.entity.table, None)
                 self._fail_write(work, "dynamics", "create", code, text)
 
-    def _submit_bulk_create(self, creates: list[PairWork]) -> BulkCreates:
+    def submit_bulk(self, bulk: BulkCreates) -> BulkCreates:
         """Submit the persons to create as a Bulk Import (CSV up to 10 MB a job), keyed on the link field so a
         repeat is an update; `_finish_bulk_create` waits for it and learns their ids."""
-        rows = [w.plan.create_marketo or {} for w in creates]
+        rows = [w.plan.create_marketo or {} for w in bulk.works]
         fields = sorted({name for row in rows for name in row})
-        since = self.ctx.marketo.server_time()
-        pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
-        return BulkCreates(works=creates, pending=pending, since=since)
+        bulk.since = self.ctx.marketo.server_time()
+        bulk.pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+        bulk.submitted.set()
+        return bulk
 
     def _finish_bulk_create(self, bulk: BulkCreates) -> None:
+        """Once per import, whichever page of it gets here first; the others wait and share its outcome."""
+        bulk.submitted.wait()
+        with bulk.lock:
+            if not bulk.finished:
+                try:
+                    if bulk.abandoned is not None or bulk.pending is None:
+                        raise RuntimeError(f"the Bulk Import of {bulk.rows} persons was not sent: {bulk.abandoned}")
+                    self._finish_import(bulk, bulk.pending)
+                except BaseException as exc:
+                    bulk.error = exc
+                bulk.finished = True
+        if bulk.error is not None:
+            raise bulk.error
+
+    def _finish_import(self, bulk: BulkCreates, pending: PendingImport) -> None:
         """Rejected rows become record errors; the others' ids are proven (imported_ids.py) before anything links."""
         creates = bulk.works
-        result = self.ctx.marketo.finish_import_leads(bulk.pending)
+        result = self.ctx.marketo.finish_import_leads(pending)
         failed: dict[int, str] = {
             f.index: f"{f.reason.code} {f.reason.message}" for f in result.failures if f.index is not None
         }
@@ -249,13 +284,20 @@ class Executor:
             self.commit(works, retried or set())
         return self.outcome(works)
 
-    def start(self, works: list[PairWork]) -> BulkCreates | None:
+    def start(self, works: list[PairWork], unit: BulkCreates | None = None, submit: bool = True) -> BulkCreates | None:
         """The writes a batch can start without waiting: Dynamics creates (their ids go into the link fields), then
         the Bulk Import of many Marketo creates, submitted but not waited for (a full sync's pipeline overlaps it
-        with the next page and with the commit of the one before)."""
+        with the next page and with the commit of the one before). The creates join `unit` when given (an import
+        shared by consecutive pages); `submit=False` leaves it for a later page to submit (`submit_bulk`).
+        Returns the import the batch's creates are in, or `unit` (maybe None) when it has none."""
         self._create_dynamics(works)
         creates = self._bulk_creates(works)
-        return self._submit_bulk_create(creates) if creates else None
+        if not creates:
+            return unit
+        if unit is None:
+            unit = BulkCreates(works=[])
+        unit.works.extend(creates)
+        return self.submit_bulk(unit) if submit else unit
 
     def finish(self, works: list[PairWork], bulk: BulkCreates | None) -> None:
         """The rest, in order: the import's end and its ids, Marketo creates and updates, Dynamics updates, deletes."""

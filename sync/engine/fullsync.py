@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
@@ -45,6 +45,7 @@ from sync.engine.match_index import MatchIndex, index_windows, worth_an_index
 from sync.engine.pairs import PairBuilder
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
 from sync.engine.pipeline import PagePipeline
+from sync.engine.plan import DynamicsSide, PairInput
 from sync.engine.roles import RoleBatches, batches_for, start_connection_feed
 from sync.mapping.model import Direction, EntityMapping, MappingConfig, System
 from sync.state import CheckpointConflict, EntityClaimed, Job, Task
@@ -57,6 +58,7 @@ ROWS_PER_MESSAGE = 5000
 IDS_PER_MESSAGE = 16 * IDS_PER_CALL
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
 PAGES_IN_FLIGHT = 3  # finishing or committing while the next is planned: memory, and Marketo's import queue
+UNITS_IN_FLIGHT = 2  # one planned while the one before imports, its ids are read and its links commit
 
 
 class FullSyncRejected(ValueError):
@@ -568,6 +570,7 @@ class _RunPage:
     rows: int
     counts: Counter[str]
     expected: int | None = None  # records the phase expects in all, learned at this page (for the ETA)
+    ends_run: bool = False  # the message starts no page after this one
 
 
 def _process_run(
@@ -605,10 +608,16 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
     no_links = task.fresh and first_delivery
     started = time.monotonic()
     state: dict[str, Any] = {"task": task, "calls": ctx.api_calls(), "finished": False, "delta": None}
+
+    def ends_run(page_is_last: bool) -> bool:
+        return page_is_last or time.monotonic() - started >= ctx.message_seconds or _cancel_asked(ctx, job)
+
     if task.phase == "to_marketo":
-        source = _dynamics_source(ctx, job, task, builder, no_links, state)
+        source = _dynamics_source(ctx, job, task, builder, no_links, state, ends_run)
+        depth = max(PAGES_IN_FLIGHT, ctx.import_unit_pages * UNITS_IN_FLIGHT)
     else:
-        source = _marketo_source(ctx, job, task, builder, no_links)
+        source = _marketo_source(ctx, job, task, builder, no_links, ends_run)
+        depth = PAGES_IN_FLIGHT
 
     def finish(page: _RunPage) -> None:
         builder.executor.finish(page.works, page.bulk)
@@ -633,10 +642,11 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
         if pages[-1].is_last:
             state["finished"], state["delta"] = True, pages[-1].cursor if task.phase == "to_marketo" else None
 
-    with PagePipeline(finish, commit, depth=PAGES_IN_FLIGHT, merge=PAGES_IN_FLIGHT) as pipeline:
+    # the source closes first: an import unit it never submitted releases the finishers waiting for it
+    with PagePipeline(finish, commit, depth=depth, merge=depth) as pipeline, contextlib.closing(source):
         for page in source:
             pipeline.submit(page)
-            if page.is_last or time.monotonic() - started >= ctx.message_seconds or _cancel_asked(ctx, job):
+            if page.ends_run:
                 break
     if state["task"].pages_done == task.pages_done and not state["finished"]:  # nothing was left to read
         state["finished"] = True
@@ -649,20 +659,25 @@ def _cancel_asked(ctx: SyncContext, job: Job) -> bool:
     return found is None or found[0].cancel_requested
 
 
-def _started_page(
-    builder: PairBuilder, works: list[PairWork], before: Counter[str]
-) -> tuple[BulkCreates | None, Counter[str]]:
-    """A planned page's writes started (see Executor.start), and the counts its planning added."""
-    bulk = builder.executor.start(works)
+def _planned_counts(builder: PairBuilder, before: Counter[str]) -> Counter[str]:
+    """The counts a page's planning added."""
     planned = Counter(builder.counts)
     planned.subtract(before)
-    return bulk, +planned
+    return +planned
 
 
 def _dynamics_source(
-    ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool, state: dict[str, Any]
-) -> Iterator[_RunPage]:
-    """Dynamics pages from the checkpoint, planned and started: the to_marketo phase."""
+    ctx: SyncContext,
+    job: Job,
+    task: Task,
+    builder: PairBuilder,
+    no_links: bool,
+    state: dict[str, Any],
+    ends_run: Callable[[bool], bool],
+) -> Generator[_RunPage]:
+    """Dynamics pages from the checkpoint, planned and started: the to_marketo phase. Up to `ctx.import_unit_pages`
+    consecutive pages share one Bulk Import and one id export (an import unit), submitted with its last page or with
+    the page that ends the run."""
     entity = builder.entity
     pages = iter(
         ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
@@ -671,20 +686,52 @@ def _dynamics_source(
     if page is None:
         return
     builder.index, state["task"] = _match_index(ctx, task, page.records, more=not page.is_last)
-    while page is not None:
-        before = Counter(builder.counts)
-        works = _planned_dynamics_page(builder, page.records, no_links)
-        if builder.index is not None:
-            for work in works:
-                if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
-                    builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
-        bulk, planned = _started_page(builder, works, before)
-        builder.forget_page()
-        yield _RunPage(works, bulk, page.cursor, page.is_last, len(page.records), planned)
-        page = next(pages, None) if not page.is_last else None
+    unit: BulkCreates | None = None
+    unit_pages = 0
+    try:
+        while page is not None:
+            before = Counter(builder.counts)
+            works = _planned_dynamics_page(builder, page.records, no_links)
+            if builder.index is not None:
+                for work in works:
+                    if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
+                        builder.index.note_create(work.plan.create_marketo.get("email"), work.plan.dynamics_id)
+            rows_before = unit.rows if unit is not None else 0
+            unit = builder.executor.start(works, unit, submit=False)
+            joined = unit is not None and unit.rows > rows_before
+            unit_pages += joined
+            last_of_run = ends_run(page.is_last)
+            bulk = unit if joined else None
+            if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):
+                builder.executor.submit_bulk(unit)
+                for work in unit.works:
+                    work.plan.create_marketo = {}  # in the import's file now (kept not None: it is a create)
+                unit, unit_pages = None, 0
+            _keep_plans_only(works)
+            planned = _planned_counts(builder, before)
+            builder.forget_page()
+            yield _RunPage(works, bulk, page.cursor, page.is_last, len(page.records), planned, ends_run=last_of_run)
+            page = next(pages, None) if not page.is_last else None
+    finally:
+        if unit is not None:
+            unit.abandon("the run stopped before the import unit was complete")
 
 
-def _marketo_source(ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool) -> Iterator[_RunPage]:
+_READ_FROM_DYNAMICS = PairInput(dynamics=DynamicsSide(id="", values={}))  # all a started page's writes ask of a pair
+
+
+def _keep_plans_only(works: list[PairWork]) -> None:
+    """A started Dynamics page keeps its plans until it commits, not the records it read (the plans hold what the
+    writes, the errors and the snapshot need; a failed write only asks whether the pair came from Dynamics): the
+    memory of the pages in flight, about 1 KB a record."""
+    for work in works:
+        if work.pair.dynamics is not None:
+            work.pair = _READ_FROM_DYNAMICS
+
+
+def _marketo_source(
+    ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool, ends_run: Callable[[bool], bool]
+) -> Generator[_RunPage]:
     """Marketo persons from the checkpoint (REST by ids or a Bulk Extract's file), planned and started: the
     to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
     cursor = task.cursor
@@ -692,10 +739,12 @@ def _marketo_source(ctx: SyncContext, job: Job, task: Task, builder: PairBuilder
         persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, cursor)
         before = Counter(builder.counts)
         works = _planned_marketo_persons(builder, job, persons, no_links)
-        bulk, planned = _started_page(builder, works, before)
+        bulk = builder.executor.start(works)
+        planned = _planned_counts(builder, before)
         builder.forget_page()
-        yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected)
-        if finished:
+        last_of_run = ends_run(finished)
+        yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
+        if finished or last_of_run:
             return
 
 

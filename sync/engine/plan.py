@@ -231,7 +231,7 @@ def restrict_plan(plan: PairPlan, direction: Direction, entity: EntityMapping) -
     set out of the snapshot (so the next incremental cycle treats those fields as never synced, not as in sync)."""
     if direction == "both" or not plan.writes:
         return plan
-    plan = plan.model_copy(deep=True)
+    plan = plan.model_copy()  # shallow: the fields changed below are replaced, never changed in place
     to_marketo = direction == "to_marketo"
     if (plan.create_dynamics if to_marketo else plan.create_marketo) is not None:
         return PairPlan(

@@ -52,12 +52,14 @@ def indexed_job(world: World, monkeypatch: pytest.MonkeyPatch, page_size: int = 
     monkeypatch.setattr(imported_ids, "EXPORT_CALLS", 0)  # ids by export at any size
 
 
+@pytest.mark.parametrize(("unit_pages", "imports"), [(1, 4), (2, 2), (4, 1)])
 def test_pages_match_against_one_index_and_imported_ids_come_from_an_export(
-    world: World, monkeypatch: pytest.MonkeyPatch, lookups: Counter[str]
+    world: World, monkeypatch: pytest.MonkeyPatch, lookups: Counter[str], unit_pages: int, imports: int
 ) -> None:
     ids = leads(world, 17)
     existing = world.mk_form_fill(email="P3@example.com", firstName="Already")  # matched by e-mail, in the index
     indexed_job(world, monkeypatch)
+    world.ctx.import_unit_pages = unit_pages
     world.clear_request_logs()
     job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
     messages = world.drain()
@@ -67,8 +69,9 @@ def test_pages_match_against_one_index_and_imported_ids_come_from_an_export(
     assert messages >= 1 and task["pages_done"] == 4 and task["created"] == 16 and task["updated"] == 1
     assert lookups["email"] == 0 and lookups["dynamicsLeadId"] == 0  # no per-page lookups, no id lookups
     endpoints = world.emulators.control("marketo", "GET", "/requests").json()["by_endpoint"]
-    assert endpoints["POST /bulk/v1/leads.json"] == 4  # an import per page (a single page has 5 rows)
-    assert endpoints["POST /bulk/v1/leads/export/create.json"] == 1 + 4  # the index, then the ids of each import
+    # an import per unit of `unit_pages` pages (4 pages of at most 5 rows: one file each), one id export each
+    assert endpoints["POST /bulk/v1/leads.json"] == imports
+    assert endpoints["POST /bulk/v1/leads/export/create.json"] == 1 + imports  # the index, then the ids of each
     one_person_each(world, list(ids))
     for email, lead_id in ids.items():
         assert linked(world, email)[0] == lead_id
@@ -125,6 +128,7 @@ def test_a_message_that_died_halfway_goes_on_from_its_last_checkpoint(
     the rest, and nothing is duplicated: the pages it redoes are matched by their link field in the index."""
     ids = leads(world, 14)
     indexed_job(world, monkeypatch, page_size=3)
+    world.ctx.import_unit_pages = 1  # an import per page: pages finish (and save) one by one
     links = world.ctx.state.links
     real_save = links.save
     saves = {"n": 0}
@@ -148,6 +152,75 @@ def test_a_message_that_died_halfway_goes_on_from_its_last_checkpoint(
         assert linked(world, email)[0] == lead_id
     assert world.mk_count() == 14 == links.count("lead")
     assert emails_of_leads(world)
+
+
+def test_an_import_unit_whose_links_fail_is_done_again_and_the_units_before_it_stay(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Units of two pages (one import, one id export each): the second unit's save fails; the first unit's pages
+    keep their checkpoint, the redelivery redoes the second from there, and no person is made twice."""
+    ids = leads(world, 14)
+    indexed_job(world, monkeypatch, page_size=3)
+    world.ctx.import_unit_pages = 2
+    links = world.ctx.state.links
+    real_save = links.save
+    failed_at: list[int] = []
+
+    def save_failing_once(batch: Any, *args: Any, **kw: Any) -> int:
+        checkpoint = world.ctx.state.jobs.get_task(job_id, "lead", "to_marketo")
+        if not failed_at and checkpoint.pages_done >= 2:  # the first save of the second unit
+            failed_at.append(checkpoint.pages_done)
+            raise ConnectionError("storage went away")
+        return real_save(batch, *args, **kw)
+
+    monkeypatch.setattr(links, "save", save_failing_once)
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    task = next(t for t in view.tasks if t["entity"] == "lead")
+    assert task["pages_done"] == 5 and task["failed"] == 0
+    assert failed_at == [2]  # the first unit's two pages had committed, and kept their checkpoint
+    one_person_each(world, list(ids))
+    for email, lead_id in ids.items():
+        assert linked(world, email)[0] == lead_id
+    assert world.mk_count() == 14 == links.count("lead")
+
+
+def test_a_run_that_fails_inside_an_unsent_import_unit_does_not_hang_and_is_done_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dataverse read fails at the third page, while the first two wait in a unit of four that was never sent:
+    their finishers give up instead of waiting for ever, nothing is linked or created, and the redelivery does it."""
+    import threading
+
+    ids = leads(world, 14)
+    indexed_job(world, monkeypatch, page_size=3)
+    world.ctx.import_unit_pages = 4
+    real_read = world.ctx.dynamics.read_changes
+    reads = {"n": 0, "failed": 0}
+
+    def read_failing_at_the_third_page(*args: Any, **kw: Any) -> Any:
+        reads["n"] += 1
+        for number, page in enumerate(real_read(*args, **kw)):
+            if reads["n"] == 1 and number == 2:  # the first delivery's third page
+                reads["failed"] += 1
+                raise ConnectionError("Dataverse went away")
+            yield page
+
+    monkeypatch.setattr(world.ctx.dynamics, "read_changes", read_failing_at_the_third_page)
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    drained = threading.Thread(target=world.drain, daemon=True)
+    drained.start()
+    drained.join(timeout=120)
+    assert not drained.is_alive(), "the run hung on an import unit that was never sent"
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert reads["failed"] == 1 and reads["n"] >= 2  # the failed delivery, then the one that did the work
+    one_person_each(world, list(ids))
+    for email, lead_id in ids.items():
+        assert linked(world, email)[0] == lead_id
+    assert world.mk_count() == 14 == world.ctx.state.links.count("lead")
 
 
 def test_a_cancel_stops_a_run_at_the_next_page_and_what_was_written_is_linked(world: World) -> None:
