@@ -699,7 +699,9 @@ def _dynamics_source(
             rows_before = unit.rows if unit is not None else 0
             unit = builder.executor.start(works, unit, submit=False)
             joined = unit is not None and unit.rows > rows_before
-            unit_pages += joined
+            # every page since the unit opened counts, creates or not: each waits behind it to commit, and the
+            # unit must be sent before they fill the pipeline (else the caller would wait for ever for a slot)
+            unit_pages += unit is not None
             last_of_run = ends_run(page.is_last)
             bulk = unit if joined else None
             if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):

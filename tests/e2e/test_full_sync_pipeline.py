@@ -223,6 +223,36 @@ def test_a_run_that_fails_inside_an_unsent_import_unit_does_not_hang_and_is_done
     assert world.mk_count() == 14 == world.ctx.state.links.count("lead")
 
 
+def test_pages_without_creates_behind_an_open_unit_do_not_fill_the_pipeline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of new persons opens a unit of two; the pages after it only update persons Marketo already has. The
+    unit goes out after two pages whatever they hold, so the pages waiting behind it never take every slot."""
+    import threading
+
+    new = leads(world, 3)
+    existing = {}
+    for i in range(18):  # six pages of three behind the first
+        email = f"known{i}@example.com"
+        existing[email] = world.mk_form_fill(email=email, firstName="Known")
+        world.dv_create("lead", lastname=f"K{i}", emailaddress1=email, companyname="Co")
+    indexed_job(world, monkeypatch, page_size=3)
+    world.ctx.import_unit_pages = 2
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    drained = threading.Thread(target=world.drain, daemon=True)
+    drained.start()
+    drained.join(timeout=120)
+    assert not drained.is_alive(), "pages behind an unsent import unit filled the pipeline"
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    task = next(t for t in view.tasks if t["entity"] == "lead")
+    assert task["created"] == 3 and task["updated"] == 18 and task["pages_done"] == 7
+    one_person_each(world, [*new, *existing])
+    for email, person_id in existing.items():
+        assert linked(world, email)[1] == str(person_id)
+    assert world.mk_count() == 21 == world.ctx.state.links.count("lead")
+
+
 def test_a_cancel_stops_a_run_at_the_next_page_and_what_was_written_is_linked(world: World) -> None:
     import threading
     import time
