@@ -69,13 +69,18 @@ def upsert_body(table_url: str, entities: Sequence[Mapping[str, Any]], changeset
     return ("".join(parts) + f"--{changeset}--\r\n").encode()
 
 
+def _by_the_library(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
+    table.submit_transaction([("upsert", dict(e), {"mode": UpdateMode.REPLACE}) for e in entities])
+
+
 def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
     """Upsert (replace) entities of one partition, at most 100, as one entity-group transaction."""
+    account = table.url.rstrip("/")
+    changeset = f"changeset_{uuid.uuid4()}"
     try:
-        changeset = f"changeset_{uuid.uuid4()}"
-        inner = upsert_body(f"{table.url.rstrip('/')}/{table.table_name}", entities, changeset)
+        inner = upsert_body(f"{account}/{table.table_name}", entities, changeset)
     except NotLean:
-        table.submit_transaction([("upsert", dict(e), {"mode": UpdateMode.REPLACE}) for e in entities])
+        _by_the_library(table, entities)
         return
     batch = f"batch_{uuid.uuid4()}"
     body = (
@@ -85,7 +90,7 @@ def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]]) ->
     )
     request = HttpRequest(
         "POST",
-        f"{table.url.rstrip('/')}/$batch",
+        f"{account}/$batch",
         headers={
             "x-ms-version": table.api_version,
             "DataServiceVersion": "3.0",
@@ -100,4 +105,4 @@ def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]]) ->
     statuses = _STATUS.findall(response.read()) if response.status_code == 202 else []
     if len(statuses) != len(entities) or any(not status.startswith(b"2") for status in statuses):
         # the service said no: let the library send it again and raise its own typed error (nothing was applied)
-        table.submit_transaction([("upsert", dict(e), {"mode": UpdateMode.REPLACE}) for e in entities])
+        _by_the_library(table, entities)

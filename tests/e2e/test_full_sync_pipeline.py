@@ -10,7 +10,7 @@ import pytest
 
 from sync.engine import imported_ids
 from sync.engine.fullsync import view_job
-from tests.e2e.test_full_sync import emails_of_leads, one_person_each, start
+from tests.e2e.test_full_sync import emails_of_leads, one_person_each, run_job, start
 from tests.e2e.world import World
 
 
@@ -42,6 +42,16 @@ def linked(world: World, email: str) -> tuple[str, str]:
     link = world.ctx.state.links.get_by_marketo_id("lead", str(person["id"]))
     assert link is not None, email
     return link.dynamics_id, str(person["id"])
+
+
+def drain_or_fail(world: World, hang: str, seconds: float = 120) -> None:
+    """Drain the queue on a thread, failing the test (instead of hanging it) when that takes over `seconds`."""
+    import threading
+
+    drained = threading.Thread(target=world.drain, daemon=True)
+    drained.start()
+    drained.join(timeout=seconds)
+    assert not drained.is_alive(), hang
 
 
 def indexed_job(world: World, monkeypatch: pytest.MonkeyPatch, page_size: int = 5) -> None:
@@ -140,10 +150,7 @@ def test_a_message_that_died_halfway_goes_on_from_its_last_checkpoint(
         return real_save(batch, *args, **kw)
 
     monkeypatch.setattr(links, "save", save_failing_once)
-    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
-    world.drain()
-    view = view_job(world.ctx, job_id)
-    assert view is not None and view.state == "succeeded", view
+    view = run_job(world, {"entities": ["lead"], "direction": "to_marketo"})
     task = next(t for t in view.tasks if t["entity"] == "lead")
     assert task["pages_done"] == 5 and task["failed"] == 0
     assert saves["n"] >= 4  # the failed save was made again, on the second delivery
@@ -192,8 +199,6 @@ def test_a_run_that_fails_inside_an_unsent_import_unit_does_not_hang_and_is_done
 ) -> None:
     """The Dataverse read fails at the third page, while the first two wait in a unit of four that was never sent:
     their finishers give up instead of waiting for ever, nothing is linked or created, and the redelivery does it."""
-    import threading
-
     ids = leads(world, 14)
     indexed_job(world, monkeypatch, page_size=3)
     world.ctx.import_unit_pages = 4
@@ -210,10 +215,7 @@ def test_a_run_that_fails_inside_an_unsent_import_unit_does_not_hang_and_is_done
 
     monkeypatch.setattr(world.ctx.dynamics, "read_changes", read_failing_at_the_third_page)
     job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
-    drained = threading.Thread(target=world.drain, daemon=True)
-    drained.start()
-    drained.join(timeout=120)
-    assert not drained.is_alive(), "the run hung on an import unit that was never sent"
+    drain_or_fail(world, "the run hung on an import unit that was never sent")
     view = view_job(world.ctx, job_id)
     assert view is not None and view.state == "succeeded", view
     assert reads["failed"] == 1 and reads["n"] >= 2  # the failed delivery, then the one that did the work
@@ -228,8 +230,6 @@ def test_pages_without_creates_behind_an_open_unit_do_not_fill_the_pipeline(
 ) -> None:
     """A page of new persons opens a unit of two; the pages after it only update persons Marketo already has. The
     unit goes out after two pages whatever they hold, so the pages waiting behind it never take every slot."""
-    import threading
-
     new = leads(world, 3)
     existing = {}
     for i in range(18):  # six pages of three behind the first
@@ -239,10 +239,7 @@ def test_pages_without_creates_behind_an_open_unit_do_not_fill_the_pipeline(
     indexed_job(world, monkeypatch, page_size=3)
     world.ctx.import_unit_pages = 2
     job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
-    drained = threading.Thread(target=world.drain, daemon=True)
-    drained.start()
-    drained.join(timeout=120)
-    assert not drained.is_alive(), "pages behind an unsent import unit filled the pipeline"
+    drain_or_fail(world, "pages behind an unsent import unit filled the pipeline")
     view = view_job(world.ctx, job_id)
     assert view is not None and view.state == "succeeded", view
     task = next(t for t in view.tasks if t["entity"] == "lead")
