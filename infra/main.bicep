@@ -128,7 +128,7 @@ param syncFullSyncMessageSeconds int = 240
 @maxValue(8)
 param syncFullSyncImportUnitPages int = 2
 
-@description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person (auto: when it costs fewer calls than per-page lookups; always; never).')
+@description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person, a full sync to Dynamics against one paged read of the table (auto: when it costs less than per-page lookups; always; never).')
 @allowed([
   'auto'
   'always'

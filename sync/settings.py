@@ -177,7 +177,8 @@ class Settings(BaseSettings):
     sync_full_sync_match_index: Literal["auto", "always", "never"] = _setting(
         "SYNC_FULL_SYNC_MATCH_INDEX",
         "A first full sync to Marketo matches records against one Bulk Extract of every person's id, e-mail and "
-        "link fields instead of per-page lookups: auto (when it costs fewer calls), always or never.",
+        "link fields, and a full sync to Dynamics against one paged read of every record's id, e-mail and link "
+        "column, instead of per-page lookups: auto (when it costs less), always or never.",
         default="auto",
     )
     sync_cycle_time_budget_seconds: Annotated[int, Field(ge=10, le=3600)] = _setting(

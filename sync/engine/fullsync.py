@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -33,12 +34,14 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sync.connectors.dynamics.client import FIND_THREADS, IN_FILTER_MAX_VALUES
 from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
+from sync.engine.dynamics_index import DynamicsMatchIndex
 from sync.engine.execute import BulkCreates, Executor, PairWork
 from sync.engine.identity import SandboxChanged, check_systems, halted_reason
 from sync.engine.match_index import MatchIndex, index_windows, worth_an_index
@@ -606,6 +609,7 @@ def _process_run(
 def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> tuple[Task, bool, str | None]:
     builder = _builder(ctx, job, task)
     no_links = task.fresh and first_delivery
+    pages_before = task.pages_done  # the commits move the checkpoint of `task` itself (_advance)
     started = time.monotonic()
     state: dict[str, Any] = {"task": task, "calls": ctx.api_calls(), "finished": False, "delta": None}
 
@@ -616,7 +620,7 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
         source = _dynamics_source(ctx, job, task, builder, no_links, state, ends_run)
         depth = max(PAGES_IN_FLIGHT, ctx.import_unit_pages * UNITS_IN_FLIGHT)
     else:
-        source = _marketo_source(ctx, job, task, builder, no_links, ends_run)
+        source = _marketo_source(ctx, job, task, builder, no_links, state, ends_run)
         depth = PAGES_IN_FLIGHT
 
     def finish(page: _RunPage) -> None:
@@ -648,7 +652,7 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
             pipeline.submit(page)
             if page.ends_run:
                 break
-    if state["task"].pages_done == task.pages_done and not state["finished"]:  # nothing was left to read
+    if state["task"].pages_done == pages_before and not state["finished"]:  # nothing was left to read
         state["finished"] = True
     return state["task"], bool(state["finished"]), state["delta"]
 
@@ -732,16 +736,30 @@ def _keep_plans_only(works: list[PairWork]) -> None:
 
 
 def _marketo_source(
-    ctx: SyncContext, job: Job, task: Task, builder: PairBuilder, no_links: bool, ends_run: Callable[[bool], bool]
+    ctx: SyncContext,
+    job: Job,
+    task: Task,
+    builder: PairBuilder,
+    no_links: bool,
+    state: dict[str, Any],
+    ends_run: Callable[[bool], bool],
 ) -> Generator[_RunPage]:
     """Marketo persons from the checkpoint (REST by ids or a Bulk Extract's file), planned and started: the
     to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
     cursor = task.cursor
+    first = True
     while True:
         persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, cursor)
+        if first:
+            builder.dynamics_index, state["task"] = _dynamics_match_index(ctx, builder, task, len(persons), finished)
+            first = False
         before = Counter(builder.counts)
         works = _planned_marketo_persons(builder, job, persons, no_links)
         bulk = builder.executor.start(works)
+        if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
+            for work in works:
+                if work.ok and work.plan.create_dynamics is not None and work.plan.dynamics_id:
+                    builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
         planned = _planned_counts(builder, before)
         builder.forget_page()
         last_of_run = ends_run(finished)
@@ -773,6 +791,27 @@ def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool
         return MatchIndex(tuple(link_fields)), task
     until = (ctx.marketo.server_time() or ctx.clock()) + timedelta(minutes=1)
     return MatchIndex.read(ctx.marketo, link_fields, datetime.fromisoformat(task.index_from), until), task
+
+
+def _dynamics_match_index(
+    ctx: SyncContext, builder: PairBuilder, task: Task, rows: int, finished: bool
+) -> tuple[DynamicsMatchIndex | None, Task]:
+    """The message's Dynamics match index, read while it costs no more time than the lookups of the message's
+    pages would (a full page with more to come counts as four): its pages of `page_size` rows come one after the
+    other, the lookups (one per IN_FILTER_MAX_VALUES persons) FIND_THREADS at once. A table too big for that is not
+    read again by the task: its pages look up."""
+    if ctx.match_index == "never" or task.dynamics_index is False or rows == 0:
+        return None, task
+    columns = [builder.link_fields.dynamics_marketo_id]
+    columns += [f.dynamics for f in builder.entity.fields if f.key == "email"]
+    lookups = math.ceil(rows / IN_FILTER_MAX_VALUES) * (1 if finished else 4)
+    pages = max(1, lookups // FIND_THREADS)
+    max_rows = None if ctx.match_index == "always" else pages * ctx.dynamics.page_size
+    index = DynamicsMatchIndex.read(ctx.dynamics, builder.entity.table, columns, max_rows)
+    if index is None:
+        task.dynamics_index = False
+        task = ctx.state.jobs.save_task(task)
+    return index, task
 
 
 def _window_export(

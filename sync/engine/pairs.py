@@ -18,6 +18,7 @@ from sync.connectors.dynamics.models import DataverseRecord
 from sync.connectors.marketo.models import MarketoPerson
 from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
+from sync.engine.dynamics_index import DynamicsMatchIndex, folded
 from sync.engine.execute import BatchOutcome, Executor, PairWork
 from sync.engine.filters import filter_columns
 from sync.engine.match_index import MatchIndex
@@ -83,6 +84,7 @@ class PairBuilder:
         self._resolved: dict[tuple[str, tuple[object, ...]], tuple[dict[str, Any] | None, str | None]] = {}
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
         self.index: MatchIndex | None = None  # a full sync's match index: no per-page lookups (match_index.py)
+        self.dynamics_index: DynamicsMatchIndex | None = None  # the same, of Dataverse, to Dynamics (dynamics_index.py)
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @property
@@ -363,7 +365,7 @@ class PairBuilder:
         emails = list(group_by_email(sides, lambda s: s.values.get("email"))) if email_column else []
         if email_column and emails:
             wanted[email_column] = emails
-        found = self.ctx.dynamics.find_by_any(self.entity.table, wanted, select, annotations=self.annotations)
+        found = self._find_dynamics(wanted, select)
         self.resolve_references(
             [*named.values(), *(r for column in found.values() for rows in column.values() for r in rows)]
         )
@@ -392,6 +394,28 @@ class PairBuilder:
             )
         )
         return inputs
+
+    def _find_dynamics(
+        self, wanted: dict[str, list[str]], select: list[str]
+    ) -> dict[str, dict[str, list[DataverseRecord]]]:
+        """column -> value -> the records holding it: by lookups, or in the Dynamics match index and then only the
+        matched records read whole by id (one that no longer holds the value, or is gone, is not a match)."""
+        index = self.dynamics_index
+        if index is None:
+            return self.ctx.dynamics.find_by_any(self.entity.table, wanted, select, annotations=self.annotations)
+        ids = index.find(wanted)
+        records = self.fetch_dynamics(i for by_value in ids.values() for found in by_value.values() for i in found)
+        return {
+            column: {
+                value: [
+                    records[i]
+                    for i in dict.fromkeys(found)
+                    if i in records and folded(records[i].values.get(column)) == folded(value)
+                ]
+                for value, found in by_value.items()
+            }
+            for column, by_value in ids.items()
+        }
 
     def _dynamics_owner(self, record: DataverseRecord, marketo_id: str) -> str | None:
         value = record.values.get(self.link_fields.dynamics_marketo_id)

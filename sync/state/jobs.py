@@ -74,6 +74,7 @@ class Task(BaseModel):
     marketo_start: str | None = None  # the Marketo watermark taken when the job started
     fresh: bool = False  # no link of this entity existed when the task was planned: a page read once finds none
     index_from: str | None = None  # to_marketo: "" no match index, else where its export windows start (ISO)
+    dynamics_index: bool | None = None  # to_dynamics: False once Dataverse proved too big for a match index to pay
     started_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
@@ -234,6 +235,8 @@ class JobStore:
             "ExpectedRecords": task.expected_records,
             "MarketoStart": task.marketo_start,
             "Fresh": task.fresh,
+            "IndexFrom": task.index_from,
+            "DynamicsIndex": task.dynamics_index,
             "StartedAt": task.started_at,
             "UpdatedAt": task.updated_at,
             "FinishedAt": task.finished_at,
@@ -256,6 +259,8 @@ class JobStore:
             expected_records=row.get("ExpectedRecords"),
             marketo_start=row.get("MarketoStart"),
             fresh=row.get("Fresh", False),
+            index_from=row.get("IndexFrom"),
+            dynamics_index=row.get("DynamicsIndex"),
             started_at=row.get("StartedAt"),
             updated_at=row.get("UpdatedAt"),
             finished_at=row.get("FinishedAt"),

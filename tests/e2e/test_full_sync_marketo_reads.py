@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sync.engine import fullsync
 from sync.engine.fullsync import view_job
 from tests.e2e.test_full_sync import run_job, start
@@ -59,6 +61,22 @@ def test_a_small_marketo_with_a_long_history_is_read_by_rest_and_no_export(world
     # 3 pages of 16 ids, plus the job start's oldest-person probe and the probe above the newest id
     assert sum(by_id) == 3 + 1 + 1, marketo_endpoints(world)
     assert_one_lead_per_synced_person(world, range(synced["firstId"], others["lastId"] + 2))
+
+
+@pytest.mark.parametrize("match_index", ["never", "always"])
+def test_a_phase_whose_messages_end_on_time_goes_on_in_the_next_message(
+    world: World, monkeypatch: pytest.MonkeyPatch, match_index: str
+) -> None:
+    synced = seed(world, 12, days=100, syncToDynamics=True)
+    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 4)
+    world.ctx.message_seconds = 0  # each message's time is spent after its first page
+    world.ctx.match_index = match_index
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    assert world.drain() == 3
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert view.tasks[0]["pages_done"] == 3 and view.tasks[0]["created"] == 12, view.tasks
+    assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
 
 
 def test_an_id_range_wider_than_the_threshold_is_read_by_bulk_extract(world: World) -> None:
