@@ -30,13 +30,12 @@ from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sync.connectors.dynamics.client import FIND_THREADS, IN_FILTER_MAX_VALUES
-from sync.connectors.marketo import BulkJobFailedError
-from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
+from sync.connectors.marketo.models import MarketoPerson
 from sync.engine.changes import MarketoChangeSet, initial_marketo_cursor
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import verify_object_type
@@ -44,9 +43,10 @@ from sync.engine.cycle import counts_of
 from sync.engine.dynamics_index import DynamicsMatchIndex
 from sync.engine.execute import BulkCreates, Executor, PairWork
 from sync.engine.identity import SandboxChanged, check_systems, halted_reason
+from sync.engine.marketo_pages import MarketoPages, MarketoReadCursor
 from sync.engine.match_index import MatchIndex, index_windows, worth_an_index
 from sync.engine.pairs import PairBuilder
-from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, oldest_persons, rest_id_range
+from sync.engine.person_ids import oldest_persons
 from sync.engine.pipeline import PagePipeline
 from sync.engine.plan import DynamicsSide, PairInput
 from sync.engine.roles import RoleBatches, batches_for, start_connection_feed
@@ -56,9 +56,6 @@ from sync.state.jobs import JobState, Phase
 from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
-EXTRACT_WINDOW = timedelta(days=31)
-ROWS_PER_MESSAGE = 5000
-IDS_PER_MESSAGE = 16 * IDS_PER_CALL
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
 PAGES_IN_FLIGHT = 3  # finishing or committing while the next is planned: memory, and Marketo's import queue
 UNITS_IN_FLIGHT = 2  # one planned while the one before imports, its ids are read and its links commit
@@ -110,20 +107,6 @@ def phases_for(entity: EntityMapping, direction: Direction) -> list[Phase]:
     if direction in ("both", "to_dynamics") and entity.create_in_dynamics:
         phases.append("to_dynamics")
     return phases
-
-
-class MarketoReadCursor(TypedDict, total=False):
-    """The to_dynamics phase's cursor (JSON in Task.cursor): a REST id range, or Bulk Extract windows and where in
-    the current window's file the last message stopped."""
-
-    window: str  # ISO start of the export window being read
-    until: str  # ISO end of the whole read
-    low: int  # the lowest person id, until the first message chose REST or Bulk Extract with it
-    ids: list[int]  # [next id, last id], read by REST
-    export: str  # the current window's export
-    byte: int  # where its next message resumes reading the file
-    header: list[str] | None
-    next_export: str | None  # the next window's export, queued ahead
 
 
 class JobView(BaseModel):
@@ -748,24 +731,27 @@ def _marketo_source(
     to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
     cursor = task.cursor
     first = True
-    while True:
-        persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, cursor)
-        if first:
-            builder.dynamics_index, state["task"] = _dynamics_match_index(ctx, builder, task, len(persons), finished)
-            first = False
-        before = Counter(builder.counts)
-        works = _planned_marketo_persons(builder, job, persons, no_links)
-        bulk = builder.executor.start(works)
-        if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
-            for work in works:
-                if work.ok and work.plan.create_dynamics is not None and work.plan.dynamics_id:
-                    builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
-        planned = _planned_counts(builder, before)
-        builder.forget_page()
-        last_of_run = ends_run(finished)
-        yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
-        if finished or last_of_run:
-            return
+    with contextlib.closing(MarketoPages(ctx, builder.entity.name, builder.marketo_field_names())) as pages:
+        while True:
+            persons, cursor, finished, expected = pages.next(cursor)
+            if first:
+                builder.dynamics_index, state["task"] = _dynamics_match_index(
+                    ctx, builder, task, len(persons), finished
+                )
+                first = False
+            before = Counter(builder.counts)
+            works = _planned_marketo_persons(builder, job, persons, no_links)
+            bulk = builder.executor.start(works)
+            if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
+                for work in works:
+                    if work.ok and work.plan.create_dynamics is not None and work.plan.dynamics_id:
+                        builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
+            planned = _planned_counts(builder, before)
+            builder.forget_page()
+            last_of_run = ends_run(finished)
+            yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
+            if finished or last_of_run:
+                return
 
 
 def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool) -> tuple[MatchIndex | None, Task]:
@@ -814,97 +800,12 @@ def _dynamics_match_index(
     return index, task
 
 
-def _window_export(
-    ctx: SyncContext, fields: list[str], start: datetime, end: datetime, queued: str | None
-) -> BulkJobStatus:
-    """The finished export of a window: the one queued ahead for it, or, if none was or it failed, a new one."""
-    if queued:
-        try:
-            return ctx.marketo.wait_lead_export(queued)
-        except BulkJobFailedError as exc:
-            log.warning("the export queued ahead for %s failed (%s); exporting the window again", start, exc)
-    return ctx.marketo.start_lead_export(fields, start, end, "createdAt")
-
-
 def _marketo_page(ctx: SyncContext, job: Job, task: Task, no_links: bool) -> PageResult:
     """The next Marketo persons, one page per message (a dry run; a live job runs pages, see _run_pages)."""
     builder = _builder(ctx, job, task)
-    persons, cursor, finished, expected = _next_marketo_persons(ctx, builder, task.cursor)
+    with contextlib.closing(MarketoPages(ctx, builder.entity.name, builder.marketo_field_names())) as pages:
+        persons, cursor, finished, expected = pages.next(task.cursor)
     if persons:
         builder.run_batch(_planned_marketo_persons(builder, job, persons, no_links))
     counts = {**counts_of(builder.counts).model_dump(), "read": len(persons)}
     return PageResult(counts=counts, cursor=cursor, finished=finished, expected_records=expected)
-
-
-def _next_marketo_persons(
-    ctx: SyncContext, builder: PairBuilder, cursor: str | None
-) -> tuple[list[MarketoPerson], str, bool, int | None]:
-    """The next Marketo persons after `cursor`: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a
-    Bulk Extract. The phase's first page chooses which: REST when the id range is narrow and provable (person_ids).
-    Returns the persons, the cursor after them, whether the phase is read to its end, and the records expected."""
-    state: MarketoReadCursor = json.loads(cursor or "{}")
-    fields = ["id", *builder.marketo_field_names()]
-    expected = None
-    if "low" in state:
-        oldest = OldestPersons(datetime.fromisoformat(state["window"]), state.pop("low"))
-        ids = rest_id_range(ctx.marketo, oldest, ctx.clock(), ctx.bulk_extract_threshold)
-        if ids is not None:
-            state = {"ids": [ids.start, ids.stop - 1], "until": state["until"]}
-            expected = len(ids)
-        log.info(
-            "full sync %s: Marketo persons read %s", builder.entity.name, f"by REST, ids {ids}" if ids else "by export"
-        )
-    if "ids" in state:
-        persons, state, finished = _read_ids(ctx, state, fields)
-    else:
-        persons, state, finished, read_expected = _read_extract(ctx, state, fields)
-        expected = expected if read_expected is None else (expected or 0) + read_expected
-    return persons, json.dumps(state), finished, expected
-
-
-def _read_ids(
-    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
-) -> tuple[list[MarketoPerson], MarketoReadCursor, bool]:
-    """The next IDS_PER_MESSAGE ids of the range, 300 per call; deleted ids simply come back empty."""
-    first, last = state["ids"]
-    end = min(first + IDS_PER_MESSAGE - 1, last)
-    persons = ctx.marketo.get_leads("id", list(range(first, end + 1)), fields) if first <= last else []
-    state = {**state, "ids": [end + 1, last]}
-    return persons, state, end >= last
-
-
-def _read_extract(
-    ctx: SyncContext, state: MarketoReadCursor, fields: list[str]
-) -> tuple[list[MarketoPerson], MarketoReadCursor, bool, int | None]:
-    """Up to ROWS_PER_MESSAGE persons of the Bulk Extract: the window's export is made on the window's first
-    message; later messages resume reading its file at the byte they stopped."""
-    window = datetime.fromisoformat(state["window"])
-    until = datetime.fromisoformat(state["until"])
-    if window >= until:
-        return [], state, True, None
-    window_end = min(window + EXTRACT_WINDOW, until)
-    expected = None
-    if not state.get("export"):
-        status = _window_export(ctx, fields, window, window_end, state.pop("next_export", None))
-        state.update({"export": status.job_id, "byte": 0, "header": None})
-        expected = status.number_of_records
-        if window_end < until:  # the next window's export runs while this one is read (Marketo runs 2 at once)
-            next_end = min(window_end + EXTRACT_WINDOW, until)
-            state["next_export"] = ctx.marketo.queue_lead_export(fields, window_end, next_end, "createdAt")
-    persons: list[MarketoPerson] = []
-    end_byte: int | None = state["byte"]
-    header = state.get("header")
-    for row, offset in ctx.marketo.lead_export_rows(state["export"], state["byte"], header):
-        end_byte = offset
-        header = header or list(row)
-        values = {k: (None if v in ("", "null") else v) for k, v in row.items()}  # exports write blanks as null
-        persons.append(MarketoPerson(id=int(row["id"]), values=values))
-        if len(persons) >= ROWS_PER_MESSAGE:
-            break
-    else:  # the window is read to its end: the next message starts the next window
-        state = {"window": window_end.isoformat(), "until": state["until"], "next_export": state.get("next_export")}
-        end_byte = None
-    if end_byte is not None:
-        state.update({"byte": end_byte, "header": header})
-    finished = "export" not in state and datetime.fromisoformat(state["window"]) >= until
-    return persons, state, finished, expected

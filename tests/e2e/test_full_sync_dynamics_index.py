@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sync.engine import dynamics_index, fullsync
+from sync.engine import dynamics_index, marketo_pages
 from sync.engine.fullsync import view_job
 from tests.e2e.test_full_sync import run_job, start
 from tests.e2e.world import World
@@ -37,7 +37,7 @@ def assert_linked(world: World, email: str, person_id: int) -> str:
 
 @pytest.fixture
 def pages_of_four(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 4)  # REST pages of 4 ids
+    monkeypatch.setattr(marketo_pages, "IDS_PER_MESSAGE", 4)  # REST pages of 4 ids
 
 
 def test_persons_match_existing_leads_in_the_index_without_lookups(world: World, pages_of_four: None) -> None:

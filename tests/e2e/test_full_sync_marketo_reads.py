@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sync.engine import fullsync
+from sync.engine import marketo_pages
 from sync.engine.fullsync import view_job
 from tests.e2e.test_full_sync import run_job, start
 from tests.e2e.world import World
@@ -52,7 +52,7 @@ def test_a_small_marketo_with_a_long_history_is_read_by_rest_and_no_export(world
     synced = seed(world, 30, days=360, syncToDynamics=True)
     others = seed(world, 10, days=360)
     world.mk_delete(synced["firstId"] + 3)  # a gap in the ids: read as nothing
-    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 16)  # 40 ids: three messages
+    monkeypatch.setattr(marketo_pages, "IDS_PER_MESSAGE", 16)  # 40 ids: three messages
     task = run_to_dynamics(world)
     assert export_calls(world) == 0
     assert task["read"] == 39 and task["created"] == 29 and task["pages_done"] == 3
@@ -68,7 +68,7 @@ def test_a_phase_whose_messages_end_on_time_goes_on_in_the_next_message(
     world: World, monkeypatch: pytest.MonkeyPatch, match_index: str
 ) -> None:
     synced = seed(world, 12, days=100, syncToDynamics=True)
-    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 4)
+    monkeypatch.setattr(marketo_pages, "IDS_PER_MESSAGE", 4)
     world.ctx.message_seconds = 0  # each message's time is spent after its first page
     world.ctx.match_index = match_index
     job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
@@ -77,6 +77,26 @@ def test_a_phase_whose_messages_end_on_time_goes_on_in_the_next_message(
     assert view is not None and view.state == "succeeded", view
     assert view.tasks[0]["pages_done"] == 3 and view.tasks[0]["created"] == 12, view.tasks
     assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
+
+
+@pytest.mark.parametrize(("message_seconds", "messages", "file_requests"), [(240, 1, 3), (0, 9, 9)])
+def test_an_export_file_stays_open_from_page_to_page_and_a_message_resumes_it_where_the_last_stopped(
+    world: World, monkeypatch: pytest.MonkeyPatch, message_seconds: float, messages: int, file_requests: int
+) -> None:
+    seed(world, 30, days=75, syncToDynamics=True)  # three windows of 31 days at most, about 10 persons each
+    world.ctx.bulk_extract_threshold = 0  # never by REST
+    monkeypatch.setattr(marketo_pages, "ROWS_PER_MESSAGE", 4)  # pages of 4 rows: three or so a window
+    world.ctx.message_seconds = message_seconds
+    world.clear_request_logs()
+    job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    assert world.drain() == messages
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert view.tasks[0]["read"] == 30 and view.tasks[0]["created"] == 30, view.tasks
+    endpoints = marketo_endpoints(world)
+    assert endpoints[f"GET {EXPORT}/{{id}}/file.json"] == file_requests, endpoints  # a message resumes by Range
+    assert endpoints[f"POST {EXPORT}/create.json"] == 3, endpoints
+    assert world.dv_count("lead") == 30 and world.ctx.state.links.count("lead") == 30
 
 
 def test_an_id_range_wider_than_the_threshold_is_read_by_bulk_extract(world: World) -> None:
@@ -107,7 +127,7 @@ def test_persons_without_any_new_lead_activity_are_read_by_bulk_extract(world: W
 
 def test_a_rest_read_message_delivered_twice_changes_nothing(world: World, monkeypatch) -> None:
     synced = seed(world, 20, days=100, syncToDynamics=True)
-    monkeypatch.setattr(fullsync, "IDS_PER_MESSAGE", 8)
+    monkeypatch.setattr(marketo_pages, "IDS_PER_MESSAGE", 8)
     seen: list = []
     job_id = start(world, {"entities": ["lead"], "direction": "to_dynamics"})
     world.drain(on_message=seen.append)
