@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -318,10 +319,25 @@ class EntityMapping(_Strict):
     def primary_key(self) -> str:
         return f"{self.table}id"
 
-    @property
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> EntityMapping:
+        """A copy whose cached properties are worked out again (`update` may change what they derive from)."""
+        copied = super().model_copy(update=update, deep=deep)
+        for cached in ("synced_fields", "fields_by_key"):
+            copied.__dict__.pop(cached, None)
+        return copied
+
+    @cached_property
     def synced_fields(self) -> list[FieldMapping]:
-        """The mapped fields and, after them, the references as one-way fields (their values are resolved)."""
+        """The mapped fields and, after them, the references as one-way fields (their values are resolved).
+        Cached (the model is frozen): every record's mapping asks for them."""
         return [*self.fields, *(r.as_field() for r in self.references)]
+
+    @cached_property
+    def fields_by_key(self) -> dict[str, FieldMapping]:
+        found: dict[str, FieldMapping] = {}
+        for synced in self.synced_fields:
+            found.setdefault(synced.key, synced)
+        return found
 
     def field_direction(self, field: FieldMapping) -> Direction:
         """A one-way entity makes every field one-way."""
@@ -331,7 +347,7 @@ class EntityMapping(_Strict):
         return field.winner or self.conflict_winner or "dynamics"
 
     def field(self, key: str) -> FieldMapping:
-        return next(f for f in self.synced_fields if f.key == key)
+        return self.fields_by_key[key]
 
     def reference_targets(self) -> list[str]:
         """The streams its records point at (a roles stream: its opportunities and their persons)."""

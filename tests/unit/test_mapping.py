@@ -185,3 +185,16 @@ def test_comparison_rules() -> None:
     assert same(CHOICE, "web", "Web")
     assert same(NUM, 3, 3.0)
     assert comparable(FLAG, True) is True
+
+
+def test_synced_fields_are_cached_and_a_copy_with_other_fields_works_them_out_again() -> None:
+    lead = load_mapping(DEFAULT_MAPPING_FILE).entity("lead")
+    assert lead.synced_fields is lead.synced_fields  # asked for every record: worked out once
+    assert lead.field("email").dynamics == "emailaddress1"
+    with pytest.raises(KeyError):
+        lead.field("noSuchField")
+    renamed = [f.model_copy(update={"dynamics": "emailaddress2"}) if f.key == "email" else f for f in lead.fields]
+    copied = lead.model_copy(update={"fields": renamed})
+    assert copied.field("email").dynamics == "emailaddress2"
+    assert [f.key for f in copied.synced_fields] == [f.key for f in lead.synced_fields]
+    assert lead.field("email").dynamics == "emailaddress1"  # the original is unchanged
