@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from sync.engine.cycle import CycleReport
+from sync.engine.plan import PairPlan
 from sync.mapping.model import MappingError, load_mapping
 from sync.record_errors import ErrorQuery
 from sync.settings import Settings, SettingsError, load_settings
@@ -193,9 +194,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if args.dry_run:
             for plan in report.plans:
                 if plan.writes or plan.error:
-                    console.print(
-                        f"  would {plan.outcome}: {plan.model_dump(exclude_none=True, exclude_defaults=True)}"
+                    shown = (
+                        plan.shown()
+                        if isinstance(plan, PairPlan)
+                        else plan.model_dump(exclude_none=True, exclude_defaults=True)
                     )
+                    console.print(f"  would {plan.outcome}: {shown}")
         worst = max(worst, {"succeeded": 0, "skipped": 0, "partial": 1}.get(report.outcome, 2))
     return worst
 

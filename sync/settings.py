@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         "SYNC_FULL_SYNC_IMPORT_UNIT_PAGES",
         "A full sync to Marketo sends this many consecutive pages' new persons as one Bulk Import, and proves their "
         "ids by one export: fewer, larger jobs (each costs Marketo ~5 s of queue and start) for more memory held.",
-        default=2,
+        default=3,
     )
     sync_full_sync_match_index: Literal["auto", "always", "never"] = _setting(
         "SYNC_FULL_SYNC_MATCH_INDEX",

@@ -325,13 +325,16 @@ class Executor:
             if not work.ok:
                 continue
             to_remove.extend(work.plan.remove_links)
-            if work.plan.save_snapshot is not None and work.plan.dynamics_id and work.plan.marketo_id:
+            plan = work.plan
+            saves = plan.save_snapshot is not None or plan.snapshot_json is not None
+            if saves and plan.dynamics_id and plan.marketo_id:
                 to_save.append(
                     Link(
                         entity=self.entity.name,
-                        dynamics_id=work.plan.dynamics_id,
-                        marketo_id=work.plan.marketo_id,
-                        snapshot=work.plan.save_snapshot,
+                        dynamics_id=plan.dynamics_id,
+                        marketo_id=plan.marketo_id,
+                        snapshot=plan.save_snapshot or {},
+                        snapshot_json=plan.snapshot_json,
                         synced_at=now,
                     )
                 )

@@ -11,9 +11,11 @@ a Dynamics record carries the Marketo person id. When a side's id is only known 
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from sync.engine.merge import Conflict, merge_pair
 from sync.engine.records import OptionSets, dynamics_raw, marketo_raw
@@ -78,7 +80,11 @@ def as_record_error(entity: str, error: PlanError) -> RecordError:
     )
 
 
-class PairPlan(BaseModel):
+@dataclass(slots=True)
+class PairPlan:
+    """The writes planned for one pair. A plain slotted dataclass, not a model: a full sync holds tens of thousands
+    of them while their pages are in flight (a pydantic model costs ~1.6 KB more each, and validation per record)."""
+
     dynamics_id: str | None = None
     marketo_id: str | None = None
     create_dynamics: dict[str, Any] | None = None
@@ -90,11 +96,21 @@ class PairPlan(BaseModel):
     needs_marketo_id: bool = False  # add new_marketopersonid once the Marketo create returns an id
     needs_dynamics_id: bool = False  # add the Marketo link fields once the Dynamics create returns an id
     save_snapshot: dict[str, Canonical] | None = None  # save the link with this snapshot once the writes land
-    remove_links: list[LinkRef] = Field(default_factory=list)
-    conflicts: list[Conflict] = Field(default_factory=list)
+    snapshot_json: str | None = None  # or with this one, encoded already (a full sync's pages in flight keep it so)
+    remove_links: list[LinkRef] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
     outcome: Outcome = "unchanged"
     reason: str | None = None
     error: PlanError | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """What a dry run prints: the fields that differ from an empty plan."""
+        empty = PairPlan()
+        return {
+            name: value
+            for name in self.__dataclass_fields__
+            if (value := getattr(self, name)) != getattr(empty, name) and value is not None
+        }
 
     @property
     def writes(self) -> bool:
@@ -231,7 +247,7 @@ def restrict_plan(plan: PairPlan, direction: Direction, entity: EntityMapping) -
     set out of the snapshot (so the next incremental cycle treats those fields as never synced, not as in sync)."""
     if direction == "both" or not plan.writes:
         return plan
-    plan = plan.model_copy()  # shallow: the fields changed below are replaced, never changed in place
+    plan = copy.copy(plan)  # shallow: the fields changed below are replaced, never changed in place
     to_marketo = direction == "to_marketo"
     if (plan.create_dynamics if to_marketo else plan.create_marketo) is not None:
         return PairPlan(

@@ -142,7 +142,13 @@ class Link(BaseModel):
     dynamics_id: str
     marketo_id: str
     snapshot: dict[str, Any] = Field(default_factory=dict)
+    snapshot_json: str | None = None  # the snapshot already encoded (encode_snapshot): written instead of `snapshot`
     synced_at: datetime | None = None
+
+
+def encode_snapshot(snapshot: dict[str, Any]) -> str:
+    """A snapshot as the link row's Snapshot property holds it."""
+    return json.dumps(snapshot, sort_keys=True, default=str, ensure_ascii=False)
 
 
 class TransactionTooLarge(ValueError):
@@ -248,7 +254,7 @@ class LinkStore:
         return encode_key(f"{entity}|{side}")
 
     def _d_row(self, link: Link) -> dict[str, Any]:
-        snapshot = json.dumps(link.snapshot, sort_keys=True, default=str, ensure_ascii=False)
+        snapshot = link.snapshot_json if link.snapshot_json is not None else encode_snapshot(link.snapshot)
         if len(snapshot) > MAX_SNAPSHOT_CHARS:
             raise ValueError(
                 f"snapshot of {link.entity} {link.dynamics_id} is {len(snapshot)} characters; "
