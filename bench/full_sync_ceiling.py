@@ -307,7 +307,7 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
         f"<= {mk.bulk_file_bytes / 2**20:.0f} MB (~{IMPORT_ROW_BYTES} B/row; create + one status poll each, "
         "pipelined) with the new ids read back by bulk export: one for all, or one per import unit (4 calls each)",
         "the ceiling is the fastest strategy; the minimum calls compared are the fewest of any strategy (the "
-        "match-index one, being built); perfect pipelining across pages and systems; servers' CPU time not counted",
+        "match-index one); perfect pipelining across pages and systems; servers' CPU time not counted",
     ]
     return Ceiling("Dynamics -> Marketo", n, assumptions, [rest, bulk, indexed])
 
@@ -357,7 +357,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
         dv_calls,
         ["when the ids are dense and the newest New Lead activity is recent (else the export is the only way)"],
     )
-    # The Dataverse side of a job-level match index (not built: the job looks e-mails up per page): ONE paged read of
+    # The Dataverse side of a job-level match index (sync/engine/dynamics_index.py): ONE paged read of
     # the leads' id, e-mail and link column at the job's start (an empty Dataverse: one page) instead of the lookups.
     indexed_dv = {"UpsertMultiple": dv_calls["UpsertMultiple"], "match index: leads' id, e-mail, link (1 page)": 1}
     indexed_time = dataverse_seconds(sum(indexed_dv.values()), dv)
@@ -367,7 +367,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
             seconds(indexed_time),
             base.marketo_calls,
             indexed_dv,
-            ["not built: the job looks e-mails up per page; a lower bound of the Dataverse calls"],
+            ["the index is read at each queue message's start (one message here); only matches are read whole"],
         )
         for base, seconds in ((export, export_seconds), (rest, rest_seconds))
     ]
@@ -378,7 +378,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
         f"Dataverse: ceil(N/{dv.write_chunk}) UpsertMultiple on the new_marketopersonid alternate key, "
         f"ceil(N/{DATAVERSE_IN_VALUES}) e-mail lookups for matching (In() filters of {DATAVERSE_IN_VALUES}); they "
         f"cannot bind under {dv.requests:,} / {dv.window_s:.0f} s and {dv.concurrency} concurrent; or, instead of "
-        "the lookups, a Dataverse match index (one paged read of the leads at the job's start; not built)",
+        "the lookups, a Dataverse match index (one paged read of the leads at each message's start)",
         "a window's writes start when its export file is ready; perfect pipelining; servers' CPU time not counted; "
         "the ceiling is the fastest strategy, the minimum calls compared are the fewest of any (Marketo's first)",
     ]

@@ -19,6 +19,7 @@ NEW_LEAD = 12
 IDS_PER_CALL = 300
 MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)  # Marketo was founded in 2006: no person is older
 LOOK_BACK = (timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=92), timedelta(days=366))
+FAR_PROBE_IDS = IDS_PER_CALL // 6  # six bands further out share one lookup call
 SEARCH_CALLS = 12  # at most this many activity calls to prove the highest id; past it, Bulk Extract is cheaper
 
 
@@ -40,10 +41,10 @@ def oldest_persons(marketo: MarketoClient, until: datetime) -> OldestPersons:
         if dates:
             oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
             return OldestPersons(oldest.replace(second=0, microsecond=0), min(p.id for p in found))
-    for exponent in range(3, 9):
-        start = 10**exponent
-        if marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields):
-            return OldestPersons(MARKETO_EPOCH, None)
+    # further out, one call: the first FAR_PROBE_IDS ids at each power of ten from 1,000 to 100,000,000
+    far = [i for exponent in range(3, 9) for i in range(10**exponent, 10**exponent + FAR_PROBE_IDS)]
+    if marketo.get_leads("id", far, fields):
+        return OldestPersons(MARKETO_EPOCH, None)
     return OldestPersons(until, None)
 
 
