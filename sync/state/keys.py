@@ -15,6 +15,7 @@ import re
 
 MAX_KEY_LENGTH = 512
 _PLAIN = re.compile(r"[A-Za-z0-9\-_.@+]")
+_ALL_PLAIN = re.compile(r"[A-Za-z0-9\-_.@+]+")
 _HASHED_PREFIX = "~h~"
 
 
@@ -22,6 +23,8 @@ def encode_key(value: str) -> str:
     """A PartitionKey/RowKey-safe, injective encoding of `value`."""
     if not isinstance(value, str) or value == "":
         raise ValueError(f"a table key must be a non-empty string, got {value!r}")
+    if len(value) <= MAX_KEY_LENGTH and _ALL_PLAIN.fullmatch(value):  # ids and most keys: nothing to encode
+        return value
     encoded = "".join(ch if _PLAIN.fullmatch(ch) else "".join(f"~{b:02X}" for b in ch.encode()) for ch in value)
     if len(encoded) > MAX_KEY_LENGTH:
         return _HASHED_PREFIX + hashlib.sha256(value.encode()).hexdigest()

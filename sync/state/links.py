@@ -97,6 +97,7 @@ so run the migration after the old version of the app has stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -232,6 +233,12 @@ def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict
     return len(batches)
 
 
+@functools.cache
+def _bucket_partition(entity: str, side: Side, bucket: int) -> str:
+    """A bucket's PartitionKey (a few per entity: encoded once, not for every row)."""
+    return encode_key(f"{entity}|{side}|{bucket_label(bucket)}")
+
+
 class LinkStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
@@ -241,12 +248,12 @@ class LinkStore:
     @staticmethod
     def partition(entity: str, side: Side, record_id: str) -> str:
         """The PartitionKey of the row of `record_id` (a Dynamics id for side D, a Marketo id for side M)."""
-        return encode_key(f"{entity}|{side}|{bucket_label(link_bucket(record_id))}")
+        return _bucket_partition(entity, side, link_bucket(record_id))
 
     @staticmethod
     def partitions(entity: str, side: Side) -> list[str]:
         """Every bucket partition of one side of an entity, in key order."""
-        return sorted(encode_key(f"{entity}|{side}|{bucket_label(b)}") for b in range(BUCKETS))
+        return sorted(_bucket_partition(entity, side, b) for b in range(BUCKETS))
 
     @staticmethod
     def legacy_partition(entity: str, side: Side) -> str:
