@@ -329,7 +329,7 @@ class Executor:
             saves = plan.save_snapshot is not None or plan.snapshot_json is not None
             if saves and plan.dynamics_id and plan.marketo_id:
                 to_save.append(
-                    Link(
+                    Link.model_construct(  # our own values: a model's validation would copy every snapshot
                         entity=self.entity.name,
                         dynamics_id=plan.dynamics_id,
                         marketo_id=plan.marketo_id,

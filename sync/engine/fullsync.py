@@ -59,7 +59,8 @@ from sync.state.queue import MAX_DEQUEUE_COUNT, WorkMessage, WorkQueue
 log = logging.getLogger(__name__)
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
 PAGES_IN_FLIGHT = 3  # finishing or committing while the next is planned: memory, and Marketo's import queue
-UNITS_IN_FLIGHT = 3  # one planned while one imports and one's ids are read (Marketo runs 2 of each)
+COMMIT_PAGES = 2  # finished pages saved together at most: fuller transactions, but every link of them in memory
+UNITS_IN_FLIGHT = 4  # two import while two have their ids read (Marketo runs 2 of each at once)
 
 
 class FullSyncRejected(ValueError):
@@ -631,7 +632,7 @@ def _run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> 
             state["finished"], state["delta"] = True, pages[-1].cursor if task.phase == "to_marketo" else None
 
     # the source closes first: an import unit it never submitted releases the finishers waiting for it
-    with PagePipeline(finish, commit, depth=depth, merge=depth) as pipeline, contextlib.closing(source):
+    with PagePipeline(finish, commit, depth=depth, merge=COMMIT_PAGES) as pipeline, contextlib.closing(source):
         for page in source:
             pipeline.submit(page)
             if page.ends_run:

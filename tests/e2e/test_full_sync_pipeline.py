@@ -187,7 +187,9 @@ def test_an_import_unit_whose_links_fail_is_done_again_and_the_units_before_it_s
     assert view is not None and view.state == "succeeded", view
     task = next(t for t in view.tasks if t["entity"] == "lead")
     assert task["pages_done"] == 5 and task["failed"] == 0
-    assert failed_at == [2]  # the first unit's two pages had committed, and kept their checkpoint
+    # the first unit's two pages had committed (with the next page too, when it finished in time to share their
+    # save), and kept their checkpoint
+    assert len(failed_at) == 1 and failed_at[0] >= 2, failed_at
     one_person_each(world, list(ids))
     for email, lead_id in ids.items():
         assert linked(world, email)[0] == lead_id
