@@ -335,6 +335,36 @@ def test_429_on_a_bulk_post_is_retried(dv, client) -> None:
     assert client.retries["create_multiple"] == 1
 
 
+def test_bulk_chunks_after_the_first_go_several_at_once_and_results_keep_the_input_order(dv, client) -> None:
+    client.entity_set_name("lead")
+    control(dv, "POST", "/faults", latency_ms=150)  # each chunk waits: the ones in flight overlap
+    control(dv, "DELETE", "/requests")
+    try:
+        results = client.create_multiple("lead", [{"lastname": f"L{n}"} for n in range(45)], chunk_size=10)
+    finally:
+        control(dv, "DELETE", "/faults")
+    assert [r.index for r in results] == list(range(45)) and all(r.ok for r in results)
+    assert record_count(dv, "lead") == 45 and client.calls["create_multiple"] == 5
+    posts = [e for e in control(dv, "GET", "/requests")["entries"] if e["method"] == "POST"]
+    starts = sorted(e["time"] for e in posts)
+    assert starts[1] - starts[0] >= 0.14  # the first chunk alone
+    assert starts[-1] - starts[1] < 0.14  # the other four together
+
+
+def test_a_chunk_that_stops_the_writing_fails_the_chunks_not_yet_sent_and_nothing_raises(dv) -> None:
+    with make_client(dv, max_retry_after=2) as client:
+        client.entity_set_name("lead")
+        refuse = {"status": 429, "retry_after": 60, "times": 1, "method": "POST", "code": "0x80072322"}
+        control(dv, "POST", "/faults", queue=[{"delay_ms": 1, "times": 1, "method": "POST"}, refuse])
+        results = client.create_multiple("lead", [{"lastname": f"L{n}"} for n in range(45)], chunk_size=10)
+    assert [r.index for r in results] == list(range(45))
+    written = [r for r in results if r.ok]
+    refused = [r for r in results if not r.ok]
+    assert len(written) >= 10 and written[0].index == 0  # the first chunk, and any sent in time
+    assert len(refused) >= 10 and {r.error.code for r in refused if r.error} == {"0x80072322"}
+    assert record_count(dv, "lead") == len(written)  # what is reported written is written, and nothing else
+
+
 def test_a_retry_after_longer_than_we_wait_raises_service_protection(dv) -> None:
     with make_client(dv, max_retry_after=2) as client:
         client.entity_set_name("lead")

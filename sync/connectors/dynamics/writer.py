@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -27,6 +28,7 @@ from sync.connectors.dynamics.validate import suspect_column
 log = logging.getLogger(__name__)
 
 MAX_BATCH_REQUESTS = 1000
+WRITE_THREADS = 4  # chunks in flight at once after the first (Dataverse serves 52 requests at once per user)
 _STOP_WRITING = (ServiceProtectionError, TransportError, AuthenticationError)
 
 
@@ -45,24 +47,34 @@ class BulkWriter:
         alternate_key: str | None = None,
     ) -> list[WriteResult]:
         """Per-record results in input order. Raises (ServiceProtection/Transport/Authentication) only when
-        nothing was written yet; after that, the records not sent are returned as failed, with that error."""
+        nothing was written yet; after that, the records not sent are returned as failed, with that error.
+        The first chunk goes alone (a throttled or unreachable service raises before anything is written); the
+        others go WRITE_THREADS at once, and none starts after one of them stopped the writing."""
         targets, results = bulk.plan_targets(kind, table, records, alternate_key)
-        stop: DataverseError | None = None
-        for number, chunk in enumerate(bulk.chunked(targets, chunk_size)):
-            if stop is None:
-                try:
-                    results += self._write_chunk(kind, table, chunk)
-                    continue
-                except _STOP_WRITING as exc:
-                    if number == 0:
-                        raise
-                    log.warning("dataverse %s %s: stopping after %d chunks: %s", kind, table.logical_name, number, exc)
-                    stop = exc
-                except DataverseError as exc:  # the chunk could not be isolated (e.g. the $batch itself failed)
-                    log.warning("dataverse %s %s: a chunk failed as a whole: %s", kind, table.logical_name, exc)
-                    results += bulk.failed(chunk, exc.to_write_error())
-                    continue
-            results += bulk.failed(chunk, stop.to_write_error())
+        chunks = bulk.chunked(targets, chunk_size)
+        stop: list[DataverseError] = []
+
+        def send(number: int, chunk: Sequence[Target]) -> list[WriteResult]:
+            if stop:
+                return bulk.failed(chunk, stop[0].to_write_error())
+            try:
+                return self._write_chunk(kind, table, chunk)
+            except _STOP_WRITING as exc:
+                if number == 0:
+                    raise
+                log.warning("dataverse %s %s: stopping at chunk %d: %s", kind, table.logical_name, number, exc)
+                stop.append(exc)
+                return bulk.failed(chunk, exc.to_write_error())
+            except DataverseError as exc:  # the chunk could not be isolated (e.g. the $batch itself failed)
+                log.warning("dataverse %s %s: a chunk failed as a whole: %s", kind, table.logical_name, exc)
+                return bulk.failed(chunk, exc.to_write_error())
+
+        if chunks:
+            results += send(0, chunks[0])
+        if len(chunks) > 1:
+            with ThreadPoolExecutor(min(WRITE_THREADS, len(chunks) - 1)) as pool:
+                for answered in pool.map(send, range(1, len(chunks)), chunks[1:]):
+                    results += answered
         results.sort(key=lambda r: r.index)
         self._name_columns(kind, table, records, results)
         return results
