@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync.engine.plan import DynamicsSide, LinkRef, MarketoSide, PairInput, plan_pair
+from sync.engine.plan import DynamicsSide, LinkRef, MarketoSide, PairInput, PairPlan, plan_pair
 from sync.mapping import load_mapping
 
 MAPPING = load_mapping()
@@ -193,3 +193,11 @@ def test_ambiguous_match_is_an_error_never_a_guess() -> None:
 def test_linked_pair_missing_a_side_never_creates_a_twin() -> None:
     p = plan(PairInput(dynamics=dyn(), link=LINK, snapshot=ANN))
     assert (p.outcome, p.writes) == ("skipped", False)
+
+
+def test_a_plan_shows_only_what_differs_from_an_empty_one() -> None:
+    assert PairPlan().shown() == {}
+    shown = PairPlan(dynamics_id="d1", create_marketo={"email": "a@example.com"}, outcome="created").shown()
+    assert shown == {"dynamics_id": "d1", "create_marketo": {"email": "a@example.com"}, "outcome": "created"}
+    unlinks = PairPlan(delete_marketo=True, remove_links=[LINK])
+    assert unlinks.shown() == {"delete_marketo": True, "remove_links": [LINK]}
