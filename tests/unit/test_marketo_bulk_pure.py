@@ -166,3 +166,45 @@ def test_null_file_is_an_empty_export() -> None:
 
     exporter = BulkExporter(make_transport(FakeSession(script)), sleep=lambda s: None)
     assert list(exporter.run_job("leads", {"format": "CSV"})) == []
+
+
+def test_export_polls_wait_for_a_run_once_one_has_been_seen() -> None:
+    """A job still queued is polled again after most of a run; a running one about a run after Marketo started it
+    (Marketo's own startedAt against its Date header); before any run is seen, the polls back off."""
+    t0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    statuses = iter(
+        [
+            {"exportId": "e1", "status": "Queued"},
+            {
+                "exportId": "e1",
+                "status": "Completed",
+                "startedAt": "2026-12-01T12:00:02Z",
+                "finishedAt": "2026-12-01T12:00:12Z",
+            },
+            {"exportId": "e2", "status": "Queued"},
+            {"exportId": "e2", "status": "Processing", "startedAt": "2026-12-01T12:01:00Z"},
+            {
+                "exportId": "e2",
+                "status": "Completed",
+                "startedAt": "2026-12-01T12:01:00Z",
+                "finishedAt": "2026-12-01T12:01:06Z",
+            },
+        ]
+    )
+
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/status.json"):
+            return ok([next(statuses)])
+        return ok([{"exportId": "e1" if "e1" in url or "create" in url else "e2", "status": "Queued"}])
+
+    slept: list[float] = []
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append)
+    exporter.poll = exporter.poll.__class__(initial=1.0, factor=1.5, maximum=30.0, first_wait=0.0)
+    assert exporter._wait("/bulk/v1/leads/export", "e1").status == "Completed"
+    assert slept == [1.0] and exporter.run_seconds == 10.0  # no run seen yet: backing off
+    slept.clear()
+    exporter._t.server_time = t0 + timedelta(minutes=1, seconds=2)  # type: ignore[attr-defined]
+    assert exporter._wait("/bulk/v1/leads/export", "e2").status == "Completed"
+    # queued: most of a run (0.8 x 10 s); running since 12:01:00, seen at 12:01:02: 8 - 2 = 6 s, and half a second
+    assert slept == [8.0, 6.5], slept
+    assert exporter.run_seconds == 8.0  # 10 s and 6 s, blended

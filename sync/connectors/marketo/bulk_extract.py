@@ -50,6 +50,13 @@ def date_windows(start: datetime, end: datetime, max_window: timedelta = MAX_WIN
         cursor = window_end + timedelta(seconds=1)
 
 
+def _marketo_time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
 def export_status(item: dict[str, Any]) -> BulkJobStatus:
     return BulkJobStatus(
         job_id=str(item.get("exportId")),
@@ -57,6 +64,8 @@ def export_status(item: dict[str, Any]) -> BulkJobStatus:
         number_of_records=item.get("numberOfRecords"),
         file_size=item.get("fileSize"),
         message=item.get("errorMsg") or item.get("message"),
+        started_at=_marketo_time(item.get("startedAt")),
+        finished_at=_marketo_time(item.get("finishedAt")),
     )
 
 
@@ -82,6 +91,9 @@ class _ByteStream(io.RawIOBase):
         return size
 
 
+RUN_SHARE = 0.8  # of the runs seen: jobs differ in size, and a poll a bit early beats one late
+
+
 class BulkExporter:
     def __init__(
         self,
@@ -97,6 +109,7 @@ class BulkExporter:
         self.jobs: list[BulkJobStatus] = []  # every job run, finished state (for run history and benchmarks)
         self._queued_at: dict[str, float] = {}
         self.seconds_per_job: float | None = None  # learned from the jobs seen end: when to poll a new one first
+        self.run_seconds: float | None = None  # how long a job runs once started (Marketo's startedAt, finishedAt)
 
     def export(
         self,
@@ -217,13 +230,34 @@ class BulkExporter:
                     took = self._clock() - queued_at
                     known = self.seconds_per_job
                     self.seconds_per_job = took if known is None else 0.5 * known + 0.5 * took
+                self._learn_run(status)
                 return status
             if self._clock() - started > self.poll.timeout:
                 self._t.call("bulk_export_cancel", "POST", f"{base}/{job_id}/cancel.json")
                 message = f"export still {status.status} after {self.poll.timeout} s"
                 raise BulkJobFailedError(CODE_PROTOCOL, message, job_id=job_id)
-            self._sleep(delay)
+            self._sleep(min(self._pause(status, delay), self.poll.maximum))
             delay = min(delay * self.poll.factor, self.poll.maximum)
+
+    def _pause(self, status: BulkJobStatus, delay: float) -> float:
+        """How long to wait before polling a job again. Once a run has been seen: a job still queued cannot end
+        sooner than most of a run from now; a running one about a run after Marketo started it. Else backing off."""
+        run = self.run_seconds
+        if run is None:
+            return delay
+        if status.started_at is None:
+            return max(delay, RUN_SHARE * run)
+        now = self._t.server_time  # whole seconds (the Date header): half a second either way
+        if now is None:
+            return delay
+        remaining = (status.started_at - now).total_seconds() + RUN_SHARE * run
+        return remaining + 0.5 if remaining > 0 else delay
+
+    def _learn_run(self, status: BulkJobStatus) -> None:
+        if status.started_at is None or status.finished_at is None:
+            return
+        run = max(0.0, (status.finished_at - status.started_at).total_seconds())
+        self.run_seconds = run if self.run_seconds is None else 0.5 * self.run_seconds + 0.5 * run
 
     def _file(self, base: str, job_id: str, start_byte: int = 0) -> Iterator[bytes]:
         """The file's bytes from `start_byte`; on a dropped connection, resume from the last byte received (bounded)."""

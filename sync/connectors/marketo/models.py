@@ -130,6 +130,8 @@ class BulkJobStatus(BaseModel):
     number_of_records: int | None = None
     file_size: int | None = None
     message: str | None = None
+    started_at: datetime | None = None  # Marketo's own clock (exports): when the job left the queue
+    finished_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
