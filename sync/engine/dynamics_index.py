@@ -49,8 +49,8 @@ class DynamicsMatchIndex:
         with self._lock:
             self.records += 1
             for column in self.columns:
-                if folded(values.get(column)):
-                    self.ids[column].setdefault(folded(values[column]), []).append(str(record_id).lower())
+                if key := folded(values.get(column)):
+                    self.ids[column].setdefault(key, []).append(str(record_id).lower())
 
     @classmethod
     def read(

@@ -795,7 +795,8 @@ def _dynamics_match_index(
     if ctx.match_index == "never" or task.dynamics_index is False or rows == 0:
         return None, task
     columns = [builder.link_fields.dynamics_marketo_id]
-    columns += [f.dynamics for f in builder.entity.fields if f.key == "email"]
+    if builder.dynamics_email_column:
+        columns.append(builder.dynamics_email_column)
     lookups = math.ceil(rows / IN_FILTER_MAX_VALUES) * (1 if finished else 4)
     pages = max(1, lookups // FIND_THREADS)
     max_rows = None if ctx.match_index == "always" else pages * ctx.dynamics.page_size

@@ -100,6 +100,11 @@ class PairBuilder:
             extra.append(f"_{self.entity.qualified_from.column}_value")
         return dynamics_select(self.entity, tuple(extra))
 
+    @property
+    def dynamics_email_column(self) -> str | None:
+        """The Dataverse column mapped to the Marketo e-mail, if any: what matching by e-mail asks for."""
+        return next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
+
     def marketo_field_names(self) -> list[str]:
         lf = self.link_fields
         extra = (self.entity.marketo_id_field, lf.marketo_type, lf.marketo_sync_to_dynamics, lf.marketo_is_deleted)
@@ -360,7 +365,7 @@ class PairBuilder:
         )
         # by the link field, then by e-mail: both asked in the same queries; e-mail answers serve the unmatched only
         link_column = self.link_fields.dynamics_marketo_id
-        email_column = next((f.dynamics for f in self.entity.fields if f.key == "email"), None)
+        email_column = self.dynamics_email_column
         wanted: dict[str, list[str]] = {link_column: [s.id for s in sides]}
         emails = list(group_by_email(sides, lambda s: s.values.get("email"))) if email_column else []
         if email_column and emails:

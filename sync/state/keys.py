@@ -14,8 +14,9 @@ import hashlib
 import re
 
 MAX_KEY_LENGTH = 512
-_PLAIN = re.compile(r"[A-Za-z0-9\-_.@+]")
-_ALL_PLAIN = re.compile(r"[A-Za-z0-9\-_.@+]+")
+_PLAIN_CHARS = r"[A-Za-z0-9\-_.@+]"
+_PLAIN = re.compile(_PLAIN_CHARS)
+_ALL_PLAIN = re.compile(_PLAIN_CHARS + "+")
 _HASHED_PREFIX = "~h~"
 
 

@@ -81,7 +81,7 @@ def test_twins_in_two_pages_of_one_message_give_one_lead_and_an_error(world: Wor
     lead = assert_linked(world, "twin@example.com", first)
     [error] = world.ctx.state.errors.list("lead")
     assert error.record_id == str(second) and f"Marketo person {first}" in error.message, error
-    assert lead in error.message or "twin@example.com" in error.message.casefold(), error
+    assert f"lead {lead}" in error.message and "twin@example.com" in error.message.casefold(), error
     assert world.ctx.state.links.get_by_marketo_id("lead", str(second)) is None
     assert world.dv_count("lead") == 6
 
