@@ -112,13 +112,15 @@ class ImportJob(Job):
         if self.fail_after is not None:
             target = min(target, self.fail_after)
         while self.applied < target:
-            self._apply(self.rows[self.applied], jobs)
+            # stamped when the job processed it (evenly over its run), not when a request made the emulator look
+            at = min(now, self.started_at + span * (self.applied + 1) / len(self.rows))
+            self._apply(self.rows[self.applied], jobs, at)
             self.applied += 1
         if self.fail_after is not None and self.applied >= self.fail_after and now >= self.started_at:
             self.status, self.finished_at = "Failed", now
             self.message = f"Import failed: internal error after {self.applied} rows"  # a test fault
 
-    def _apply(self, row: list[str], jobs: BulkJobs) -> None:
+    def _apply(self, row: list[str], jobs: BulkJobs, at: float | None = None) -> None:
         store = jobs.state.persons
         if len(row) != len(self.header):
             self.failures.append((row, f"Invalid row: {len(row)} values for {len(self.header)} columns"))
@@ -135,7 +137,7 @@ class ImportJob(Job):
                 truncated.append(name)
             record[name] = value
         action = "updateOnly" if self.lookup_field == "id" else "createOrUpdate"
-        result = store.sync([record], action, self.lookup_field, self.partition, IMPORT_SOURCE)[0]
+        result = store.sync([record], action, self.lookup_field, self.partition, IMPORT_SOURCE, at=at)[0]
         if result["status"] == "skipped":
             reason = result["reasons"][0]
             self.failures.append((row, f"{reason['code']}: {reason['message']}"))

@@ -282,8 +282,10 @@ class PersonStore:
         lookup_field: str = "email",
         partition_name: str | None = None,
         source: ChangeSource = API,
+        at: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Sync Leads: one result per input record, in input order."""
+        """Sync Leads: one result per input record, in input order. `at`: when it happened, if not now (a bulk
+        import's row, stamped with the moment the job processed it)."""
         if action not in ACTIONS:
             raise RequestError("1003", f"Invalid action '{action}'; one of {', '.join(ACTIONS)}")
         lookup = self.schema.get(lookup_field)
@@ -300,24 +302,30 @@ class PersonStore:
             if not isinstance(record, dict):
                 results.append(skipped("1003", "Invalid data"))
                 continue
-            results.append(self._sync_one(record, action, lookup_field, partition, source))
+            results.append(self._sync_one(record, action, lookup_field, partition, source, at))
         return results
 
     def _sync_one(
-        self, record: dict[str, Any], action: str, lookup_field: str, partition: Partition, source: ChangeSource
+        self,
+        record: dict[str, Any],
+        action: str,
+        lookup_field: str,
+        partition: Partition,
+        source: ChangeSource,
+        at: float | None = None,
     ) -> dict[str, Any]:
         values, problem = self._validate(record, allow_id=action == "updateOnly")
         if problem is not None:
             return problem
         if action == "createDuplicate":
-            return self._create_linked(values, source, partition)
+            return self._create_linked(values, source, partition, at)
         lookup_value = record.get(lookup_field)
         if lookup_value is None or lookup_value == "":
             if action == "updateOnly":
                 return skipped("1003", f"Value for lookup field '{lookup_field}' not found")
             if action == "createOrUpdate" and lookup_field != "email":
                 return skipped("1003", f"Value for lookup field '{lookup_field}' not found")  # (unverified)
-            return self._create_linked(values, source, partition)
+            return self._create_linked(values, source, partition, at)
         matches = self.find(lookup_field, lookup_value)
         if len(matches) > 1:
             return skipped("1007", "Multiple leads match the lookup criteria")
@@ -331,13 +339,13 @@ class PersonStore:
             problem = self._company_update(values, stored.get("externalCompanyId"))
             if problem is not None:
                 return problem
-            self.update(matches[0], values, source)
+            self.update(matches[0], values, source, at=at)
             return {"id": matches[0], "status": "updated"}
         if action == "updateOnly":
             return skipped("1004", "Lead not found")
         if lookup_field == "id":
             return skipped("1004", "Lead not found")
-        return self._create_linked(values, source, partition)
+        return self._create_linked(values, source, partition, at)
 
     def _company_update(self, values: dict[str, Any], current_company: Any) -> dict[str, Any] | None:
         """1021 when the record writes company fields of a person that is, or becomes, linked to a company.
@@ -351,11 +359,13 @@ class PersonStore:
             return skipped("1021", "Company update not allowed")
         return None
 
-    def _create_linked(self, values: dict[str, Any], source: ChangeSource, partition: Partition) -> dict[str, Any]:
+    def _create_linked(
+        self, values: dict[str, Any], source: ChangeSource, partition: Partition, at: float | None = None
+    ) -> dict[str, Any]:
         problem = self._company_update(values, None)
         if problem is not None:
             return problem
-        return {"id": self.create(values, source, partition), "status": "created"}
+        return {"id": self.create(values, source, partition, at=at), "status": "created"}
 
     def delete(self, ident: int, source: ChangeSource = API, at: float | None = None) -> bool:
         if ident not in self.persons:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -262,3 +263,18 @@ def test_export_daily_quota(mk: Raw) -> None:
     mk.control("POST", "/clock/advance", json={"days": 1})
     mk.authenticate()
     assert error_code(_export(mk, "leads", body)) is None
+
+
+def test_imported_persons_are_created_when_the_job_processed_them(mk: Raw) -> None:
+    """Persons created by an import carry the moment the job processed them (evenly over its run), not the moment a
+    later request made the emulator look: an export over a createdAt window sees what real Marketo would."""
+    mk.control("PATCH", "/config", json={"bulk_min_seconds": 0.0, "bulk_rows_per_second": 10, "bulk_pickup_seconds": 0})
+    rows = [["email"]] + [[f"p{i}@example.com"] for i in range(30)]  # a 3 s run
+    job = _import(mk, _csv(rows))["result"][0]
+    time.sleep(4.5)  # no request while it runs
+    status = mk.get(f"/bulk/v1/leads/batch/{job['batchId']}.json")["result"][0]
+    assert status["status"] == "Complete"
+    first, last = (mk.control("GET", "/persons", params={"email": f"p{i}@example.com"})["persons"][0] for i in (0, 29))
+    spread = datetime.fromisoformat(last["createdAt"]) - datetime.fromisoformat(first["createdAt"])
+    assert timedelta(seconds=2) <= spread <= timedelta(seconds=4), (first["createdAt"], last["createdAt"])
+    assert first["updatedAt"] == first["createdAt"] and last["updatedAt"] == last["createdAt"]
