@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sync.connectors.marketo import MarketoClient
+from sync.connectors.marketo.models import MarketoPerson
 
 NEW_LEAD = 12
 IDS_PER_CALL = 300
 MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)  # Marketo was founded in 2006: no person is older
 LOOK_BACK = (timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=92), timedelta(days=366))
-FAR_PROBE_IDS = IDS_PER_CALL // 6  # six bands further out share one lookup call
+DENSE_IDS = 1500  # read in full when a person answers among them (early ones may have been deleted)
+SAMPLE_STEP = 8  # the probe past the first call: every 8th of the next dense ids ...
+FAR_PROBE_IDS = 25  # ... and the first 25 at each of six powers of ten: one lookup call of 300 ids
 SEARCH_CALLS = 12  # at most this many activity calls to prove the highest id; past it, Bulk Extract is cheaper
 
 
@@ -30,22 +33,33 @@ class OldestPersons:
 
 
 def oldest_persons(marketo: MarketoClient, until: datetime) -> OldestPersons:
-    """The lowest ids are the oldest persons. If they are empty, a few probes further out tell an empty Marketo
-    (nothing to read before `until`) from one whose early persons were deleted (then every window since 2006 is
-    read; pass `since` to narrow it)."""
+    """The lowest ids are the oldest persons. If the first ones are empty, one probe further out (a sample of the
+    next ids, and a few ids at each power of ten) tells an empty Marketo (nothing to read before `until`) from one
+    whose early persons were deleted: then the next ids are read in full, or, if only far ids answer, every window
+    since 2006 is read (pass `since` to narrow it)."""
     fields = ["id", "createdAt"]
-    for start in range(1, 1501, IDS_PER_CALL):
-        found = marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields)
-        dates = [p.values.get("createdAt") for p in found]
-        dates = [d for d in dates if d]
-        if dates:
-            oldest = min(datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates)
-            return OldestPersons(oldest.replace(second=0, microsecond=0), min(p.id for p in found))
-    # further out, one call: the first FAR_PROBE_IDS ids at each power of ten from 1,000 to 100,000,000
+    found = marketo.get_leads("id", list(range(1, 1 + IDS_PER_CALL)), fields)
+    if found:
+        return _oldest(found)
+    sample = list(range(1 + IDS_PER_CALL, DENSE_IDS + 1, SAMPLE_STEP))
     far = [i for exponent in range(3, 9) for i in range(10**exponent, 10**exponent + FAR_PROBE_IDS)]
-    if marketo.get_leads("id", far, fields):
+    probed = marketo.get_leads("id", sorted(set(sample + far)), fields)
+    if any(p.id <= DENSE_IDS for p in probed):  # persons among the next ids: the lowest of them is the oldest
+        for start in range(1 + IDS_PER_CALL, DENSE_IDS + 1, IDS_PER_CALL):
+            found = marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields)
+            if found:
+                return _oldest(found)
+    if probed:
         return OldestPersons(MARKETO_EPOCH, None)
     return OldestPersons(until, None)
+
+
+def _oldest(found: list[MarketoPerson]) -> OldestPersons:
+    dates = [p.values.get("createdAt") for p in found]
+    known = [datetime.fromisoformat(str(d).replace("Z", "+00:00")) for d in dates if d]
+    if not known:
+        return OldestPersons(MARKETO_EPOCH, min(p.id for p in found))
+    return OldestPersons(min(known).replace(second=0, microsecond=0), min(p.id for p in found))
 
 
 def newest_person_id(

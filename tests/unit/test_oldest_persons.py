@@ -1,4 +1,4 @@
-"""How the oldest persons are found: the first 1,500 ids densely, then one sparse probe further out."""
+"""How the oldest persons are found: the first 300 ids, then one sparse probe of the next ones and further out."""
 
 from __future__ import annotations
 
@@ -32,12 +32,15 @@ class Persons:
 @pytest.mark.parametrize(
     ("ids", "expected", "calls"),
     [
-        (set(), OldestPersons(NOW, None), 6),  # an empty Marketo: five dense lookups and the probe further out
+        (set(), OldestPersons(NOW, None), 2),  # an empty Marketo: the first 300 ids, then the probe further out
         ({1, 2, 3}, OldestPersons(datetime(2024, 2, 1, 10, 20, tzinfo=UTC), 1), 1),
-        ({1300, 1400}, OldestPersons(datetime(2024, 5, 1, 10, 20, tzinfo=UTC), 1300), 5),
-        ({10_020}, OldestPersons(MARKETO_EPOCH, None), 6),  # early persons deleted: every window is read
-        ({100_000_049}, OldestPersons(MARKETO_EPOCH, None), 6),
-        ({10_050}, OldestPersons(NOW, None), 6),  # past the probe's 50 ids of that band: not seen
+        # the first 300 deleted: the probe's sample of the next ids finds some, and those are read in full
+        (set(range(1300, 1311)), OldestPersons(datetime(2024, 1, 1, 10, 20, tzinfo=UTC), 1300), 6),
+        ({1300, 1309} | {10_000}, OldestPersons(datetime(2024, 5, 1, 10, 20, tzinfo=UTC), 1300), 6),
+        ({10_020}, OldestPersons(MARKETO_EPOCH, None), 2),  # early persons deleted: every window is read
+        ({100_000_024}, OldestPersons(MARKETO_EPOCH, None), 2),
+        ({10_025}, OldestPersons(NOW, None), 2),  # past the probe's 25 ids of that band: not seen
+        ({1400}, OldestPersons(NOW, None), 2),  # a lone person between the sample's ids: not seen either
     ],
 )
 def test_oldest_persons(ids: set[int], expected: OldestPersons, calls: int) -> None:
