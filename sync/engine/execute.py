@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sync.engine.context import SyncContext
 
 
-@dataclass
+@dataclass(slots=True)  # a full sync holds tens of thousands while their pages are in flight
 class PairWork:
     pair: PairInput
     plan: PairPlan
@@ -47,7 +47,8 @@ class PairWork:
 @dataclass
 class BulkCreates:
     """Persons to create by one Bulk Import: a batch's, or those of consecutive pages of a full sync (an import
-    unit: fewer, larger imports, one id export for all of them). `since` is Marketo's time before it was submitted.
+    unit: fewer, larger imports, one id export for all of them). `since`: Marketo's time when its first job was
+    created (before it was submitted, if that is unknown).
     The pages of a unit finish on several threads: the first to get here waits for the import and its ids, once,
     for all of them; a unit that was never submitted (its run failed first) fails them."""
 
@@ -139,6 +140,8 @@ class Executor:
         fields = sorted({name for row in rows for name in row})
         bulk.since = self.ctx.marketo.server_time()
         bulk.pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+        if bulk.pending.created_at is not None:  # the job's own creation: rows before it are another import's
+            bulk.since = bulk.pending.created_at
         bulk.submitted.set()
         return bulk
 

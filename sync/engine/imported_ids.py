@@ -20,7 +20,7 @@ from sync.connectors.marketo import MarketoClient
 log = logging.getLogger(__name__)
 LOOKUP_BATCH = 300
 EXPORT_CALLS = 5  # create, enqueue, status polls, the file
-SKEW = timedelta(seconds=2)  # HTTP dates have whole seconds
+SKEW = timedelta(seconds=1)  # HTTP dates and createdAt have whole seconds (both cut down): a second of margin
 
 
 def export_pays(rows: int) -> bool:
@@ -35,8 +35,10 @@ def imported_person_ids(
     found: dict[str, str] = {}
     until = marketo.server_time()
     if since is not None and until is not None and export_pays(len(wanted)):
-        export = marketo.queue_lead_export(["id", link_field], since - SKEW, until + SKEW, "createdAt")
-        marketo.wait_lead_export(export)
+        start, end = since - SKEW, until + SKEW
+        export = marketo.queue_lead_export(["id", link_field], start, end, "createdAt")
+        # its size (the polls go by it): these rows, and those of the imports that ran beside theirs
+        marketo.wait_lead_export(export, rows=max(len(wanted), marketo.imported_rows_between(start, end)))
         for row, _offset in marketo.lead_export_rows(export):
             key = str(row.get(link_field) or "").lower()
             if key in wanted and key not in found:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,8 @@ import requests
 import sync.connectors.marketo.bulk_extract as exporter_module
 from sync.connectors.marketo.bulk_csv import CsvChunker, issues_from_csv
 from sync.connectors.marketo.bulk_extract import BulkExporter, date_windows
+from sync.connectors.marketo.bulk_import import BulkImporter
+from sync.connectors.marketo.run_times import RunTimes
 from tests.unit.test_marketo_fakes import FakeSession, make_transport, ok
 
 
@@ -208,3 +211,114 @@ def test_export_polls_wait_for_a_run_once_one_has_been_seen() -> None:
     # queued: most of a run (0.8 x 10 s); running since 12:01:00, seen at 12:01:02: 8 - 2 = 6 s, and half a second
     assert slept == [8.0, 6.5], slept
     assert exporter.run_seconds == 8.0  # 10 s and 6 s, blended
+
+
+class _TimedImports:
+    """Marketo's import jobs on a virtual clock: each waits `queued` s, then runs `per_row` s a row, its progress
+    (numOfLeadsProcessed) growing evenly; the importer's sleeps move the clock."""
+
+    def __init__(self, queued: float, per_row: float) -> None:
+        self.now, self.queued, self.per_row = 0.0, queued, per_row
+        self.jobs: dict[str, tuple[float, int]] = {}  # id -> created at, rows
+        self.polls: dict[str, list[float]] = {}
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def ends(self, job_id: str) -> float:
+        created, rows = self.jobs[job_id]
+        return created + self.queued + rows * self.per_row
+
+    def __call__(self, method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/bulk/v1/leads.json"):
+            job_id = str(1000 + len(self.jobs))
+            rows = kwargs["files"]["file"][1].count(b"\n") - 1
+            self.jobs[job_id] = (self.now, rows)
+            return ok([{"batchId": int(job_id), "importId": job_id, "status": "Queued"}])
+        job_id = url.rsplit("/", 1)[-1].removesuffix(".json")
+        self.polls.setdefault(job_id, []).append(self.now)
+        created, rows = self.jobs[job_id]
+        started = created + self.queued
+        if self.now < started:
+            status, done = "Queued", 0
+        elif self.now < self.ends(job_id):
+            status, done = "Importing", int(rows * (self.now - started) / (self.ends(job_id) - started))
+        else:
+            status, done = "Complete", rows
+        return ok([{"batchId": int(job_id), "status": status, "numOfLeadsProcessed": done, "numOfRowsFailed": 0}])
+
+
+def test_import_polls_follow_the_jobs_progress() -> None:
+    """Blind, the first import's polls back off, and two answers while it runs give its pace; later imports are
+    polled first near their expected end, and found done within a second of it, in one or two polls."""
+    server = _TimedImports(queued=2.0, per_row=0.001)
+    importer = BulkImporter(make_transport(FakeSession(server)), sleep=server.sleep, clock=lambda: server.now)
+    for size in (10_000, 10_000, 20_000, 5_000):
+        result = importer.run([{"email": f"p{i}@x.com"} for i in range(size)], ["email"])
+        assert result.rows_processed == size
+    polls = {job: len(times) for job, times in server.polls.items()}
+    assert polls["1000"] <= 5, server.polls
+    assert all(polls[job] <= 2 for job in ("1001", "1002", "1003")), server.polls
+    for job, times in server.polls.items():
+        assert times[-1] - server.ends(job) < 1.0, (job, times, server.ends(job))  # seen done soon after its end
+    assert importer.runs.run(10_000) == pytest.approx(10.0, rel=0.05)  # the pace learned from the progress
+
+
+def test_a_queued_import_is_not_polled_again_before_most_of_a_run() -> None:
+    server = _TimedImports(queued=2.0, per_row=0.001)
+    importer = BulkImporter(make_transport(FakeSession(server)), sleep=server.sleep, clock=lambda: server.now)
+    importer.runs.learn(10_000, 10.0)
+    server.queued = 30.0  # Marketo is busy: the job waits long in its queue
+    importer.run([{"email": f"p{i}@x.com"} for i in range(10_000)], ["email"])
+    times = server.polls["1000"]
+    queued = [(earlier, later) for earlier, later in itertools.pairwise(times) if earlier < 30.0]
+    assert queued and all(later - earlier >= 0.9 * 10.0 - 1e-9 for earlier, later in queued), times
+    assert times[-1] - server.ends("1000") < 1.0 and len(times) <= 6, times
+
+
+def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
+    """Given the rows an export should hold, its first poll waits for the run that many take (the imports' pace
+    until an export was seen run); a running one is polled when that run ends; the hints that ran short scale up."""
+    t0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    statuses = iter(
+        [
+            {
+                "exportId": "e1",
+                "status": "Completed",
+                "numberOfRecords": 20_000,
+                "startedAt": "2026-12-01T12:00:02Z",
+                "finishedAt": "2026-12-01T12:00:20Z",
+            },
+            {"exportId": "e2", "status": "Processing", "startedAt": "2026-12-01T12:01:00Z"},
+            {
+                "exportId": "e2",
+                "status": "Completed",
+                "numberOfRecords": 15_000,
+                "startedAt": "2026-12-01T12:01:00Z",
+                "finishedAt": "2026-12-01T12:01:12Z",
+            },
+        ]
+    )
+
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/status.json"):
+            return ok([next(statuses)])
+        if url.endswith("/create.json"):
+            created.append(f"e{len(created) + 1}")
+        return ok([{"exportId": created[-1], "status": "Created"}])
+
+    slept: list[float] = []
+    created: list[str] = []
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append, clock=lambda: 100.0)
+    exporter.runs.prior = RunTimes()
+    exporter.runs.prior.learn(10_000, 10.0)  # the imports ran 10 s for 10,000 rows
+    exporter.queue_job("leads", {"format": "CSV"})
+    exporter.wait_job("leads", "e1", rows=20_000)
+    assert slept == [pytest.approx(2.0 + 0.95 * 20.0)] and exporter.hint_ratio == 1.0
+    slept.clear()
+    exporter.queue_job("leads", {"format": "CSV"})
+    exporter._t.server_time = t0 + timedelta(minutes=1, seconds=5)  # type: ignore[attr-defined]
+    exporter.wait_job("leads", "e2", rows=10_000)
+    # its own pace now (18 s for 20,000 rows): 9 s; running since 12:01:00, seen at 12:01:05: 0.95 x 9 - 5, and 0.5
+    assert slept == [pytest.approx(2.0 + 0.95 * 9.0), pytest.approx(0.95 * 9.0 - 5.0 + 0.5)], slept
+    assert exporter.hint_ratio == pytest.approx(1.25)  # 15,000 rows held where 10,000 were expected

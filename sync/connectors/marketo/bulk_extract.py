@@ -26,6 +26,7 @@ from sync.connectors.marketo.errors import (
     TransientError,
 )
 from sync.connectors.marketo.models import BulkJobStatus
+from sync.connectors.marketo.run_times import RunTimes
 from sync.connectors.marketo.transport import Transport
 
 MAX_WINDOW = timedelta(days=31)
@@ -92,6 +93,8 @@ class _ByteStream(io.RawIOBase):
 
 
 RUN_SHARE = 0.8  # of the runs seen: jobs differ in size, and a poll a bit early beats one late
+SIZED_SHARE = 0.95  # of the run expected for a job's rows: closer, the size is known
+LATE_SHARE = 0.25  # of the expected run, between polls of a job past its expected end
 
 
 class BulkExporter:
@@ -108,8 +111,11 @@ class BulkExporter:
         self._clock = clock
         self.jobs: list[BulkJobStatus] = []  # every job run, finished state (for run history and benchmarks)
         self._queued_at: dict[str, float] = {}
+        self._sized_seen = False
         self.seconds_per_job: float | None = None  # learned from the jobs seen end: when to poll a new one first
         self.run_seconds: float | None = None  # how long a job runs once started (Marketo's startedAt, finishedAt)
+        self.runs = RunTimes()  # the same, by rows (numberOfRecords): for a job whose size the caller expects
+        self.hint_ratio = 1.0  # rows the sized jobs held, per row their callers expected (a window holds others')
 
     def export(
         self,
@@ -156,9 +162,10 @@ class BulkExporter:
         self._queued_at[job.job_id] = self._clock()
         return job.job_id
 
-    def wait_job(self, kind: str, job_id: str) -> BulkJobStatus:
-        """Wait for a queued export to complete; raise BulkJobFailedError if it does not."""
-        status = self._wait(f"/bulk/v1/{kind}/export", job_id)
+    def wait_job(self, kind: str, job_id: str, rows: int | None = None) -> BulkJobStatus:
+        """Wait for a queued export to complete; raise BulkJobFailedError if it does not. `rows`: how many rows the
+        caller expects it to hold, if it knows (the polls then go by the run that many rows take)."""
+        status = self._wait(f"/bulk/v1/{kind}/export", job_id, rows)
         self.jobs.append(status)
         if not status.succeeded:
             raise BulkJobFailedError(
@@ -211,13 +218,20 @@ class BulkExporter:
                 self._sleep(delay)
                 delay = min(delay * self.poll.factor, self.poll.maximum)
 
-    def _wait(self, base: str, job_id: str) -> BulkJobStatus:
-        """Poll a job until it ends: first when jobs before it took to end (from its enqueue), then backing off."""
+    def _wait(self, base: str, job_id: str, rows: int | None = None) -> BulkJobStatus:
+        """Poll a job until it ends: first when jobs before it took to end, or when a job of its size should (from
+        its enqueue), then as its status says (_pause)."""
         delay = self.poll.initial
         started = self._clock()
         queued_at = self._queued_at.pop(job_id, None)
+        sized = self.runs.run(int(rows * self.hint_ratio)) if rows else None
         if queued_at is not None:
-            expected = self.poll.first_wait if self.seconds_per_job is None else 0.9 * self.seconds_per_job
+            if sized is not None:
+                expected = self.poll.first_wait + SIZED_SHARE * sized
+            elif self.seconds_per_job is not None:
+                expected = 0.9 * self.seconds_per_job
+            else:
+                expected = self.poll.first_wait
             ahead = queued_at + expected - started  # a poll a bit early beats one late
             if ahead > 0:
                 self._sleep(min(ahead, self.poll.maximum))
@@ -231,33 +245,42 @@ class BulkExporter:
                     known = self.seconds_per_job
                     self.seconds_per_job = took if known is None else 0.5 * known + 0.5 * took
                 self._learn_run(status)
+                if rows and status.number_of_records is not None:
+                    ratio = max(1.0, status.number_of_records / rows)
+                    self.hint_ratio = 0.5 * self.hint_ratio + 0.5 * ratio if self._sized_seen else ratio
+                    self._sized_seen = True
                 return status
             if self._clock() - started > self.poll.timeout:
                 self._t.call("bulk_export_cancel", "POST", f"{base}/{job_id}/cancel.json")
                 message = f"export still {status.status} after {self.poll.timeout} s"
                 raise BulkJobFailedError(CODE_PROTOCOL, message, job_id=job_id)
-            self._sleep(min(self._pause(status, delay), self.poll.maximum))
+            self._sleep(min(self._pause(status, delay, sized), self.poll.maximum))
             delay = min(delay * self.poll.factor, self.poll.maximum)
 
-    def _pause(self, status: BulkJobStatus, delay: float) -> float:
-        """How long to wait before polling a job again. Once a run has been seen: a job still queued cannot end
-        sooner than most of a run from now; a running one about a run after Marketo started it. Else backing off."""
-        run = self.run_seconds
+    def _pause(self, status: BulkJobStatus, delay: float, sized: float | None = None) -> float:
+        """How long to wait before polling a job again. Once a run has been seen (or one of this job's size, `sized`,
+        is expected): a job still queued cannot end sooner than most of a run from now; a running one about a run
+        after Marketo started it, and past that a share of a run between polls. Else backing off."""
+        run, share = (sized, SIZED_SHARE) if sized is not None else (self.run_seconds, RUN_SHARE)
         if run is None:
             return delay
         if status.started_at is None:
-            return max(delay, RUN_SHARE * run)
+            return max(delay, share * run)
         now = self._t.server_time  # whole seconds (the Date header): half a second either way
         if now is None:
             return delay
-        remaining = (status.started_at - now).total_seconds() + RUN_SHARE * run
-        return remaining + 0.5 if remaining > 0 else delay
+        remaining = (status.started_at - now).total_seconds() + share * run
+        if remaining > 0:
+            return remaining + 0.5
+        return max(delay, LATE_SHARE * run) if sized is not None else delay
 
     def _learn_run(self, status: BulkJobStatus) -> None:
         if status.started_at is None or status.finished_at is None:
             return
         run = max(0.0, (status.finished_at - status.started_at).total_seconds())
         self.run_seconds = run if self.run_seconds is None else 0.5 * self.run_seconds + 0.5 * run
+        if status.number_of_records:
+            self.runs.learn(status.number_of_records, run)
 
     def _file(self, base: str, job_id: str, start_byte: int = 0) -> Iterator[bytes]:
         """The file's bytes from `start_byte`; on a dropped connection, resume from the last byte received (bounded)."""

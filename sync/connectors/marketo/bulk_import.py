@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -19,11 +20,14 @@ from sync.connectors.marketo.bulk_csv import MAX_FILE_BYTES, CsvChunk, CsvChunke
 from sync.connectors.marketo.envelope import first_result
 from sync.connectors.marketo.errors import CODE_PROTOCOL, BulkJobFailedError, MarketoError, SystemicError
 from sync.connectors.marketo.models import BulkImportResult, BulkJobFailure, BulkJobStatus, Reason
+from sync.connectors.marketo.run_times import ImportSpans, RunTimes
 from sync.connectors.marketo.transport import Transport
 
 CODE_IMPORT_FAILURE = "import.failure"  # a row in failures.json (Marketo gives a reason text, no code)
 CODE_IMPORT_WARNING = "import.warning"
 MAX_RUNNING_JOBS = 2
+RUN_SHARE = 0.9  # of the expected run: a poll a bit early beats one late
+POLL_MARGIN = 0.25  # seconds past a job's expected end: the answer then is "done", not "running"
 UPLOAD_TIMEOUT = 300.0
 
 
@@ -60,6 +64,7 @@ class PendingImport:
     result: BulkImportResult = field(default_factory=BulkImportResult)
     submitting: CsvChunk | None = None
     exhausted: bool = False
+    created_at: datetime | None = None  # Marketo's time when its first job was created: no row is older
 
 
 class BulkImporter:
@@ -76,7 +81,9 @@ class BulkImporter:
         self.max_file_bytes = max_file_bytes
         self._sleep = sleep
         self._clock = clock
-        self.seconds_per_row: float | None = None  # learned from the jobs seen end: when to poll a new one first
+        self.runs = RunTimes()  # how long imports run, learned from their progress: when to poll (run_times.py)
+        self._progress: dict[str, tuple[float, int]] = {}  # a running job's last poll: when, rows processed
+        self.spans = ImportSpans(self.runs)  # when our jobs ran, by Marketo's clock: what a createdAt window holds
 
     def run(
         self,
@@ -145,6 +152,8 @@ class BulkImporter:
                 pending.submitting = None
                 return
             pending.result.rows_submitted += pending.submitting.row_count
+            if job is not None and pending.created_at is None:
+                pending.created_at = self._t.server_time
             if job is not None:
                 pending.running.append((pending.submitting, job, self._clock()))
             pending.submitting = None
@@ -180,7 +189,9 @@ class BulkImporter:
                     files={"file": ("persons.csv", chunk.data, "text/csv")},
                     timeout=UPLOAD_TIMEOUT,
                 )
-                return import_status(first_result(envelope, "bulk import create"))
+                job = import_status(first_result(envelope, "bulk import create"))
+                self.spans.created(job.job_id, chunk.row_count, self._marketo_now())
+                return job
             except BulkJobFailedError as exc:
                 if exc.code != "1016" or attempt == self.poll.queue_retries:
                     result.failed_jobs.append(_unknown(chunk, None, exc))
@@ -201,52 +212,75 @@ class BulkImporter:
         self, running: list[tuple[CsvChunk, BulkJobStatus, float]], fields: list[str], result: BulkImportResult
     ) -> None:
         """Poll until at least one job ends; ended jobs leave `running` as soon as they are collected. The first
-        poll waits for when the earliest job should end (rows x the seconds per row the jobs before took), then
-        polls back off."""
+        poll of a job waits for its expected end (a queue wait and the run `runs` expects for its rows); then each
+        poll's answer sets the next: a job still queued cannot end sooner than most of a run, a running one ends
+        when its progress says (rows processed since its last poll, or the pace of the runs before). Before any run
+        was seen, the polls back off."""
         first = self._expected_wait(running)
         if first > 0:
             self._sleep(first)
         delay = self.poll.initial
         while True:
             ended = False
+            pauses: list[float] = []
             for entry in list(running):
                 chunk, job, started = entry
                 status = self.status(job.job_id)
+                running_rows = status.rows_processed or 0
+                self.spans.polled(
+                    job.job_id, self._marketo_now(), status.status == "Importing", status.finished, running_rows
+                )
                 if status.finished:
                     running.remove(entry)
-                    self._learn(chunk.row_count, self._clock() - started)
+                    self._progress.pop(job.job_id, None)
                     self._collect(chunk, status, fields, result)
                     ended = True
                 elif self._clock() - started > self.poll.timeout:
                     running.remove(entry)
+                    self._progress.pop(job.job_id, None)
                     reason = Reason(
                         code=CODE_PROTOCOL, message=f"job still {status.status} after {self.poll.timeout} s"
                     )
                     result.jobs.append(status)
                     result.failed_jobs.append(_failure(chunk, status, reason))
                     ended = True
+                else:
+                    pauses.append(self._pause(chunk.row_count, status, delay))
             if ended:
                 return
-            self._sleep(delay)
+            self._sleep(min(min(pauses, default=delay), self.poll.maximum))
             delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _expected_wait(self, running: list[tuple[CsvChunk, BulkJobStatus, float]]) -> float:
         if not running:
             return 0.0
         now = self._clock()
-        if self.seconds_per_row is None:
-            ends = [started + self.poll.first_wait for _, _, started in running]
-        else:
-            ends = [started + 0.9 * chunk.row_count * self.seconds_per_row for chunk, _, started in running]
+        ends = []
+        for chunk, _, started in running:
+            run = self.runs.run(chunk.row_count)
+            ends.append(started + self.poll.first_wait + (RUN_SHARE * run if run is not None else 0.0))
         return min(max(0.0, min(ends) - now), self.poll.maximum)
 
-    def _learn(self, rows: int, seconds: float) -> None:
-        """How long a job took per row (upper bound: it was seen done at a poll), blended with earlier jobs."""
-        if rows <= 0:
-            return
-        observed = seconds / rows
-        known = self.seconds_per_row
-        self.seconds_per_row = observed if known is None else 0.5 * known + 0.5 * observed
+    def _pause(self, rows: int, status: BulkJobStatus, delay: float) -> float:
+        """How long to wait before polling a job that has not ended (see _poll_until_one_finishes)."""
+        now = self._clock()
+        done = status.rows_processed or 0
+        run = self.runs.run(rows)
+        if status.status != "Importing" or done <= 0 or rows <= 0:
+            return max(delay, RUN_SHARE * run) if run is not None and status.status == "Queued" else delay
+        before = self._progress.get(status.job_id)
+        self._progress[status.job_id] = (now, done)
+        if before is not None and 0 < before[1] < done and now > before[0]:
+            rate = (done - before[1]) / (now - before[0])  # rows a second, between two polls of this job
+            self.runs.learn(rows, rows / rate)
+            return max(0.0, (rows - done) / rate) + POLL_MARGIN
+        if run is not None:
+            return max(0.0, run * (rows - done) / rows) + POLL_MARGIN
+        return delay
+
+    def _marketo_now(self) -> float | None:
+        seen = self._t.server_time
+        return seen.timestamp() if seen is not None else None
 
     def status(self, job_id: str) -> BulkJobStatus:
         envelope = self._t.get("bulk_import_status", f"/bulk/v1/leads/batch/{job_id}.json")

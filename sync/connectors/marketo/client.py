@@ -84,6 +84,7 @@ class MarketoClient:
         self._activities = ActivitiesApi(self._transport)
         self.importer = BulkImporter(self._transport, poll)
         self.exporter = BulkExporter(self._transport, poll)
+        self.exporter.runs.prior = self.importer.runs  # until an export is seen run, the imports' pace
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> MarketoClient:
@@ -224,9 +225,14 @@ class MarketoClient:
         window = {date_field: {"startAt": marketo_datetime(start), "endAt": marketo_datetime(end)}}
         return self.exporter.queue_job("leads", {"format": "CSV", "fields": list(fields), "filter": window})
 
-    def wait_lead_export(self, export_id: str) -> BulkJobStatus:
-        """Wait for a queued lead export to complete (BulkJobFailedError if it fails)."""
-        return self.exporter.wait_job("leads", export_id)
+    def imported_rows_between(self, start: datetime, end: datetime) -> int:
+        """About how many persons this client's Bulk Imports created in [start, end], by Marketo's clock."""
+        return self.importer.spans.rows_between(start.timestamp(), end.timestamp())
+
+    def wait_lead_export(self, export_id: str, rows: int | None = None) -> BulkJobStatus:
+        """Wait for a queued lead export to complete (BulkJobFailedError if it fails); `rows`: how many it should
+        hold, when the caller knows (its polls are then timed by that size)."""
+        return self.exporter.wait_job("leads", export_id, rows)
 
     def lead_export_rows(
         self, export_id: str, start_byte: int = 0, header: Sequence[str] | None = None

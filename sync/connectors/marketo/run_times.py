@@ -1,0 +1,115 @@
+"""How long Marketo's bulk jobs run, learned from the jobs seen: when to poll one next.
+
+Marketo answers a status poll with where a job is (queued, running, done), never when it will end. A poll too early
+is a call spent; one too late is time lost. So each kind of job learns `run = fixed + per_row x rows` from the runs
+it has seen (an export's startedAt/finishedAt, an import's progress between two polls), and until it has seen one it
+borrows what another kind learned (imports and exports run on the same machinery).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+KEEP = 8  # the latest runs fitted: Marketo's pace drifts with its load
+
+
+@dataclass
+class RunTimes:
+    prior: RunTimes | None = None
+    seen: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
+
+    def learn(self, rows: int, seconds: float) -> None:
+        if rows > 0 and seconds > 0:
+            self.seen.append((rows, seconds))
+
+    @property
+    def known(self) -> bool:
+        return bool(self.seen) or (self.prior is not None and bool(self.prior.seen))
+
+    def run(self, rows: int) -> float | None:
+        """Expected seconds from a job's start to its end for `rows` rows; None before any run was seen."""
+        if not self.seen:
+            return self.prior.run(rows) if self.prior is not None else None
+        fixed, per_row = fit(list(self.seen))
+        return fixed + per_row * max(0, rows)
+
+
+def fit(runs: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares `seconds = fixed + per_row x rows`, neither negative; one size seen: all of it per row."""
+    n = len(runs)
+    mean_rows = sum(r for r, _ in runs) / n
+    mean_seconds = sum(s for _, s in runs) / n
+    spread = sum((r - mean_rows) ** 2 for r, _ in runs)
+    if spread < 1.0 or mean_rows <= 0:
+        return 0.0, mean_seconds / max(mean_rows, 1.0)
+    per_row = sum((r - mean_rows) * (s - mean_seconds) for r, s in runs) / spread
+    fixed = mean_seconds - per_row * mean_rows
+    if per_row < 0:
+        return mean_seconds, 0.0
+    if fixed < 0:
+        return 0.0, mean_seconds / mean_rows
+    return fixed, per_row
+
+
+@dataclass
+class _ImportSpan:
+    rows: int
+    created: float  # Marketo's time (epoch seconds) when the job was created
+    progress: tuple[float, int] | None = None  # the latest poll that saw it running: when, rows processed
+    done: float | None = None  # the first poll that saw it ended
+
+
+@dataclass
+class ImportSpans:
+    """When our imports ran, by Marketo's clock (its Date header: whole seconds), so that an export over a createdAt
+    window can be expected to hold the rows of every import that ran inside it, not only the one it is for (Marketo
+    runs 2 at once). Without timestamps in an import's status, a span is inferred from its polls and `runs`."""
+
+    runs: RunTimes
+    keep: int = 64
+    spans: dict[str, _ImportSpan] = field(default_factory=dict)
+
+    def created(self, job_id: str, rows: int, at: float | None) -> None:
+        if at is None:
+            return
+        self.spans[job_id] = _ImportSpan(rows, at)
+        while len(self.spans) > self.keep:
+            del self.spans[next(iter(self.spans))]
+
+    def polled(self, job_id: str, at: float | None, running: bool, done: bool, processed: int) -> None:
+        span = self.spans.get(job_id)
+        if span is None or at is None:
+            return
+        if done and span.done is None:
+            span.done = at
+        elif running and processed > 0:
+            span.progress = (at, processed)
+
+    def rows_between(self, start: float, end: float) -> int:
+        """About how many rows our imports created in [start, end]: each job's rows spread evenly over its span."""
+        total = 0.0
+        for span in list(self.spans.values()):
+            begin, finish = self._span(span)
+            if finish <= begin:
+                total += span.rows if start <= begin <= end else 0
+                continue
+            overlap = min(end, finish) - max(start, begin)
+            if overlap > 0:
+                total += span.rows * overlap / (finish - begin)
+        return round(total)
+
+    def _span(self, span: _ImportSpan) -> tuple[float, float]:
+        run = self.runs.run(span.rows)
+        if span.progress is not None and run is not None:
+            at, processed = span.progress
+            begin = max(span.created, at - run * processed / max(span.rows, 1))
+            finish = begin + run
+        elif run is not None:
+            finish = span.done if span.done is not None else span.created + run
+            begin = max(span.created, finish - run)
+        else:
+            begin, finish = span.created, span.done if span.done is not None else span.created
+        if span.done is not None:
+            finish = min(finish, span.done)
+        return begin, finish

@@ -1,0 +1,72 @@
+"""How long bulk jobs are expected to run: fitted from the runs seen, borrowed from another kind until then."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync.connectors.marketo.run_times import ImportSpans, RunTimes, fit
+
+
+@pytest.mark.parametrize(
+    ("runs", "fixed", "per_row"),
+    [
+        ([(10_000, 5.0)], 0.0, 0.0005),  # one run: all of it per row
+        ([(10_000, 5.0), (10_000, 7.0)], 0.0, 0.0006),  # one size: the mean, per row
+        ([(5_000, 4.0), (15_000, 6.0)], 3.0, 0.0002),  # a line through both
+        ([(5_000, 6.0), (15_000, 4.0)], 5.0, 0.0),  # bigger ran faster: no per-row cost, the mean
+        ([(5_000, 1.0), (15_000, 6.0)], 0.0, 0.00035),  # the line would start below zero: per row only
+    ],
+)
+def test_fit(runs: list[tuple[int, float]], fixed: float, per_row: float) -> None:
+    got_fixed, got_per_row = fit(runs)
+    assert got_fixed == pytest.approx(fixed) and got_per_row == pytest.approx(per_row)
+
+
+def test_a_kind_borrows_until_it_has_seen_a_run_and_keeps_the_latest() -> None:
+    imports = RunTimes()
+    exports = RunTimes(prior=imports)
+    assert exports.run(1_000) is None and not exports.known
+    imports.learn(10_000, 10.0)
+    assert exports.known and exports.run(20_000) == pytest.approx(20.0)  # the imports' pace
+    exports.learn(10_000, 4.0)
+    assert exports.run(20_000) == pytest.approx(8.0)  # its own, once seen
+    exports.learn(0, 3.0)  # nothing to learn from an empty job
+    for _ in range(8):
+        exports.learn(10_000, 2.0)
+    assert exports.run(10_000) == pytest.approx(2.0)  # only the latest 8 runs count
+
+
+def _spans(run: float | None) -> ImportSpans:
+    runs = RunTimes()
+    if run is not None:
+        runs.learn(10_000, run)
+    return ImportSpans(runs)
+
+
+@pytest.mark.parametrize(
+    ("window", "rows"),
+    [
+        ((100.0, 110.0), 10_000),  # the whole run: started 100 (half done at 105), ends 110
+        ((105.0, 110.0), 5_000),
+        ((0.0, 100.0), 0),
+        ((108.0, 130.0), 2_000 + 10_000),  # the end of the first, all of the second (seen done at 125: 115-125)
+    ],
+)
+def test_an_export_window_holds_the_rows_of_every_import_that_ran_in_it(window: tuple[float, float], rows: int) -> None:
+    spans = _spans(10.0)
+    spans.created("1", 10_000, 98.0)
+    spans.polled("1", 105.0, running=True, done=False, processed=5_000)
+    spans.created("2", 10_000, 104.0)
+    spans.polled("2", 125.0, running=False, done=True, processed=10_000)
+    assert spans.rows_between(*window) == rows
+
+
+def test_without_a_run_seen_a_span_is_from_creation_to_the_poll_that_saw_it_done() -> None:
+    spans = _spans(None)
+    spans.created("1", 4_000, 100.0)
+    spans.polled("1", 101.0, running=True, done=False, processed=1_000)  # no pace known: progress says nothing
+    spans.polled("1", 104.0, running=False, done=True, processed=4_000)
+    spans.polled("1", 109.0, running=False, done=True, processed=4_000)  # the first poll that saw it done counts
+    assert spans.rows_between(102.0, 200.0) == 2_000
+    spans.polled("unknown", 104.0, running=False, done=True, processed=1)  # a job it never saw created: ignored
+    assert spans.rows_between(0.0, 200.0) == 4_000
