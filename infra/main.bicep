@@ -126,7 +126,7 @@ param syncFullSyncMessageSeconds int = 240
 @description('SYNC_FULL_SYNC_IMPORT_UNIT_PAGES: a full sync to Marketo sends this many consecutive pages of new persons as one Bulk Import with one id export (fewer, larger jobs; more memory held).')
 @minValue(1)
 @maxValue(8)
-param syncFullSyncImportUnitPages int = 3
+param syncFullSyncImportUnitPages int = 7
 
 @description('SYNC_FULL_SYNC_MATCH_INDEX: a first full sync to Marketo matches against one Bulk Extract of every person, a full sync to Dynamics against one paged read of the table (auto: when it costs less than per-page lookups; always; never).')
 @allowed([

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 PHASE_ORDER: tuple[Phase, ...] = ("to_marketo", "to_dynamics")
 PAGES_IN_FLIGHT = 3  # finishing or committing while the next is planned: memory, and Marketo's import queue
 COMMIT_PAGES = 2  # finished pages saved together at most: fuller transactions, but every link of them in memory
-UNITS_IN_FLIGHT = 4  # two import while two have their ids read (Marketo runs 2 of each at once)
+UNITS_IN_FLIGHT = 3  # one imports while one has its ids read and one commits (Marketo runs 2 of each at once)
 
 
 class FullSyncRejected(ValueError):
@@ -696,7 +696,7 @@ def _dynamics_source(
             if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):
                 builder.executor.submit_bulk(unit)
                 for work in unit.works:
-                    work.plan.create_marketo = {}  # in the import's file now (kept not None: it is a create)
+                    work.plan.create_marketo = _IN_THE_FILE  # (kept not None: it is a create)
                 unit, unit_pages = None, 0
             _keep_plans_only(works)
             planned = _planned_counts(builder, before)
@@ -709,6 +709,8 @@ def _dynamics_source(
 
 
 _READ_FROM_DYNAMICS = PairInput(dynamics=DynamicsSide(id="", values={}))  # all a started page's writes ask of a pair
+_IN_THE_FILE: dict[str, Any] = {}  # a create sent in an import's file: one shared empty row, read by no one
+_NONE_PLANNED: list[Any] = []  # a planned pair's empty lists (read only from here on)
 
 
 def _keep_plans_only(works: list[PairWork]) -> None:
@@ -722,6 +724,10 @@ def _keep_plans_only(works: list[PairWork]) -> None:
         plan = work.plan
         if plan.save_snapshot is not None:
             plan.snapshot_json, plan.save_snapshot = encode_snapshot(plan.save_snapshot), None
+        if not plan.remove_links:  # planned: nothing adds to them now, so the empty ones can be one
+            plan.remove_links = _NONE_PLANNED
+        if not plan.conflicts:
+            plan.conflicts = _NONE_PLANNED
 
 
 def _marketo_source(
