@@ -86,6 +86,26 @@ def test_failure_rows_map_back_to_input_indices_even_with_duplicates() -> None:
     assert issues[2].row == {"email": "ghost", "firstName": "G"}
 
 
+def test_a_complete_chunk_keeps_only_its_bytes_and_finds_rows_with_awkward_cells_again() -> None:
+    """A chunk lives until its job ends: it holds its file, not every row's cells, and still maps a failure row
+    back to its input row when the cells hold quotes, commas, line breaks, blanks or non-ASCII."""
+    fields = ["email", "firstName", "title"]
+    awkward = [
+        {"email": "q@x.com", "firstName": 'Say "hi"', "title": "a, b"},
+        {"email": "n@x.com", "firstName": "two\nlines", "title": None},
+        {"email": "u@x.com", "firstName": "Zoë", "title": ""},
+    ]
+    (chunk,) = CsvChunker(fields).chunks([{"email": "ok@x.com"}, *awkward])
+    assert chunk.parts == [] and chunk.sealed == chunk.data
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*fields, "Import Failure Reason"])
+    for row in reversed(awkward):
+        writer.writerow([row["email"], row["firstName"], row["title"] or "", "1003 refused"])
+    issues = issues_from_csv(out.getvalue(), chunk, fields, "import.failure")
+    assert [i.index for i in issues] == [3, 2, 1]
+
+
 @pytest.mark.parametrize("text", ["", "null", "email,firstName,Import Failure Reason\n"])
 def test_empty_failure_files(text: str) -> None:
     (chunk,) = CsvChunker(["email", "firstName"]).chunks([{"email": "a@x.com"}])

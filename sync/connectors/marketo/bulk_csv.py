@@ -46,15 +46,28 @@ def _line(cells: Sequence[str]) -> bytes:
 
 @dataclass
 class CsvChunk:
+    """One import file. It lives until its job ends (its rows are found again in failures.json), so once complete
+    it holds only its bytes and row indices: each row's cells are parsed back from the bytes when needed."""
+
     first_index: int
     indices: list[int] = field(default_factory=list)
-    parts: list[bytes] = field(default_factory=list)
-    keys: list[tuple[str, ...]] = field(default_factory=list)  # each row's cells, to find it again in failures.json
+    parts: list[bytes] = field(default_factory=list)  # the lines while it fills
     size: int = 0
+    sealed: bytes | None = None  # the file, once complete
 
     @property
     def data(self) -> bytes:
-        return b"".join(self.parts)
+        return self.sealed if self.sealed is not None else b"".join(self.parts)
+
+    def seal(self) -> CsvChunk:
+        self.sealed, self.parts = self.data, []
+        return self
+
+    def keys(self) -> Iterator[tuple[str, ...]]:
+        """Each row's cells, as written (CSV reads back what it wrote), in row order."""
+        reader = csv.reader(io.StringIO(self.data.decode("utf-8"), newline=""))
+        next(reader, None)  # the header
+        return (tuple(cells) for cells in reader)
 
     @property
     def row_count(self) -> int:
@@ -100,16 +113,15 @@ class CsvChunker:
                 )
                 continue
             if current is not None and current.size + len(line) > self.max_bytes:
-                yield current
+                yield current.seal()
                 current = None
             if current is None:
                 current = CsvChunk(first_index=index, parts=[self.header], size=len(self.header))
             current.indices.append(index)
             current.parts.append(line)
-            current.keys.append(cells)
             current.size += len(line)
         if current is not None:
-            yield current
+            yield current.seal()
 
 
 def issues_from_csv(text: str, chunk: CsvChunk, fields: Sequence[str], reason_code: str) -> list[BulkRowIssue]:
@@ -117,7 +129,7 @@ def issues_from_csv(text: str, chunk: CsvChunk, fields: Sequence[str], reason_co
     if not text.strip() or text.strip() == "null":
         return []
     positions: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
-    for key, index in zip(chunk.keys, chunk.indices, strict=True):
+    for key, index in zip(chunk.keys(), chunk.indices, strict=True):
         positions[key].append(index)
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
