@@ -226,9 +226,9 @@ class BulkImporter:
             for entry in list(running):
                 chunk, job, started = entry
                 status = self.status(job.job_id)
-                running_rows = status.rows_processed or 0
+                processed = status.rows_processed or 0
                 self.spans.polled(
-                    job.job_id, self._marketo_now(), status.status == "Importing", status.finished, running_rows
+                    job.job_id, self._marketo_now(), status.status == "Importing", status.finished, processed
                 )
                 if status.finished:
                     running.remove(entry)
