@@ -93,7 +93,8 @@ class _ByteStream(io.RawIOBase):
 
 
 RUN_SHARE = 0.8  # of the runs seen: jobs differ in size, and a poll a bit early beats one late
-SIZED_SHARE = 0.95  # of the run expected for a job's rows: closer, the size is known
+SIZED_SHARE = 1.0  # of the run expected for a job's rows, which is known: a poll early is a call spent
+END_MARGIN = 0.5  # seconds past an expected end (Marketo's times are whole seconds): the answer is "done"
 LATE_SHARE = 0.25  # of the expected run, between polls of a job past its expected end
 
 
@@ -227,7 +228,7 @@ class BulkExporter:
         sized = self.runs.run(int(rows * self.hint_ratio)) if rows else None
         if queued_at is not None:
             if sized is not None:
-                expected = self.poll.first_wait + SIZED_SHARE * sized
+                expected = self.poll.first_wait + SIZED_SHARE * sized + END_MARGIN
             elif self.seconds_per_job is not None:
                 expected = 0.9 * self.seconds_per_job
             else:
@@ -271,7 +272,7 @@ class BulkExporter:
             return delay
         remaining = (status.started_at - now).total_seconds() + share * run
         if remaining > 0:
-            return remaining + 0.5
+            return remaining + END_MARGIN
         return max(delay, LATE_SHARE * run) if sized is not None else delay
 
     def _learn_run(self, status: BulkJobStatus) -> None:

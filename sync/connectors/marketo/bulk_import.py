@@ -26,8 +26,8 @@ from sync.connectors.marketo.transport import Transport
 CODE_IMPORT_FAILURE = "import.failure"  # a row in failures.json (Marketo gives a reason text, no code)
 CODE_IMPORT_WARNING = "import.warning"
 MAX_RUNNING_JOBS = 2
-RUN_SHARE = 0.9  # of the expected run: a poll a bit early beats one late
-POLL_MARGIN = 0.25  # seconds past a job's expected end: the answer then is "done", not "running"
+RUN_SHARE = 0.9  # of the expected run, that a job still queued will take at least
+POLL_MARGIN = 0.5  # seconds past a job's expected end (answers take a while): the answer then is "done"
 UPLOAD_TIMEOUT = 300.0
 
 
@@ -225,7 +225,9 @@ class BulkImporter:
             pauses: list[float] = []
             for entry in list(running):
                 chunk, job, started = entry
+                asked = self._clock()
                 status = self.status(job.job_id)
+                seen = (asked + self._clock()) / 2  # Marketo counted the rows processed somewhere in between
                 processed = status.rows_processed or 0
                 self.spans.polled(
                     job.job_id, self._marketo_now(), status.status == "Importing", status.finished, processed
@@ -245,7 +247,7 @@ class BulkImporter:
                     result.failed_jobs.append(_failure(chunk, status, reason))
                     ended = True
                 else:
-                    pauses.append(self._pause(chunk.row_count, status, delay))
+                    pauses.append(self._pause(chunk.row_count, status, delay, seen))
             if ended:
                 return
             self._sleep(min(min(pauses, default=delay), self.poll.maximum))
@@ -258,24 +260,25 @@ class BulkImporter:
         ends = []
         for chunk, _, started in running:
             run = self.runs.run(chunk.row_count)
-            ends.append(started + self.poll.first_wait + (RUN_SHARE * run if run is not None else 0.0))
+            ends.append(started + self.poll.first_wait + (run + POLL_MARGIN if run is not None else 0.0))
         return min(max(0.0, min(ends) - now), self.poll.maximum)
 
-    def _pause(self, rows: int, status: BulkJobStatus, delay: float) -> float:
-        """How long to wait before polling a job that has not ended (see _poll_until_one_finishes)."""
-        now = self._clock()
+    def _pause(self, rows: int, status: BulkJobStatus, delay: float, seen: float) -> float:
+        """How long to wait before polling a job that has not ended (see _poll_until_one_finishes); `seen`: when
+        the answer was given."""
         done = status.rows_processed or 0
         run = self.runs.run(rows)
         if status.status != "Importing" or done <= 0 or rows <= 0:
             return max(delay, RUN_SHARE * run) if run is not None and status.status == "Queued" else delay
         before = self._progress.get(status.job_id)
-        self._progress[status.job_id] = (now, done)
-        if before is not None and 0 < before[1] < done and now > before[0]:
-            rate = (done - before[1]) / (now - before[0])  # rows a second, between two polls of this job
+        self._progress[status.job_id] = (seen, done)
+        since = self._clock() - seen  # the answer's own way back
+        if before is not None and 0 < before[1] < done and seen > before[0]:
+            rate = (done - before[1]) / (seen - before[0])  # rows a second, between two polls of this job
             self.runs.learn(rows, rows / rate)
-            return max(0.0, (rows - done) / rate) + POLL_MARGIN
+            return max(0.0, (rows - done) / rate - since) + POLL_MARGIN
         if run is not None:
-            return max(0.0, run * (rows - done) / rows) + POLL_MARGIN
+            return max(0.0, run * (rows - done) / rows - since) + POLL_MARGIN
         return delay
 
     def _marketo_now(self) -> float | None:
