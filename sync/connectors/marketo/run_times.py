@@ -8,6 +8,7 @@ borrows what another kind learned (imports and exports run on the same machinery
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -69,27 +70,32 @@ class ImportSpans:
     runs: RunTimes
     keep: int = 64
     spans: dict[str, _ImportSpan] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # the finishers poll on their threads
 
     def created(self, job_id: str, rows: int, at: float | None) -> None:
         if at is None:
             return
-        self.spans[job_id] = _ImportSpan(rows, at)
-        while len(self.spans) > self.keep:
-            del self.spans[next(iter(self.spans))]
+        with self._lock:
+            self.spans[job_id] = _ImportSpan(rows, at)
+            while len(self.spans) > self.keep:
+                del self.spans[next(iter(self.spans))]
 
     def polled(self, job_id: str, at: float | None, running: bool, done: bool, processed: int) -> None:
-        span = self.spans.get(job_id)
-        if span is None or at is None:
-            return
-        if done and span.done is None:
-            span.done = at
-        elif running and processed > 0:
-            span.progress = (at, processed)
+        with self._lock:
+            span = self.spans.get(job_id)
+            if span is None or at is None:
+                return
+            if done and span.done is None:
+                span.done = at
+            elif running and processed > 0:
+                span.progress = (at, processed)
 
     def rows_between(self, start: float, end: float) -> int:
         """About how many rows our imports created in [start, end]: each job's rows spread evenly over its span."""
         total = 0.0
-        for span in list(self.spans.values()):
+        with self._lock:
+            spans = list(self.spans.values())
+        for span in spans:
             begin, finish = self._span(span)
             if finish <= begin:
                 total += span.rows if start <= begin <= end else 0
