@@ -38,7 +38,7 @@ class PollPolicy:
     maximum: float = 30.0
     timeout: float = 6 * 3600.0  # give up on a job after this long (it is reported, not dropped)
     queue_retries: int = 10  # tries to submit/enqueue while Marketo says its queue is full (1016 / 1029)
-    first_wait: float = 2.0  # before the first poll of a job when no job has been seen end yet (none ends sooner)
+    first_wait: float = 2.0  # a job's expected wait in Marketo's queue, before its run: its first poll comes after
 
 
 def import_status(item: dict[str, Any]) -> BulkJobStatus:

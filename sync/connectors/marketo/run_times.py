@@ -24,10 +24,6 @@ class RunTimes:
         if rows > 0 and seconds > 0:
             self.seen.append((rows, seconds))
 
-    @property
-    def known(self) -> bool:
-        return bool(self.seen) or (self.prior is not None and bool(self.prior.seen))
-
     def run(self, rows: int) -> float | None:
         """Expected seconds from a job's start to its end for `rows` rows; None before any run was seen."""
         if not self.seen:
