@@ -21,8 +21,9 @@ IDS_PER_CALL = 300
 MARKETO_EPOCH = datetime(2006, 1, 1, tzinfo=UTC)  # Marketo was founded in 2006: no person is older
 LOOK_BACK = (timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=92), timedelta(days=366))
 DENSE_IDS = 1500  # read in full when a person answers among them (early ones may have been deleted)
-SAMPLE_STEP = 8  # the probe past the first call: every 8th of the next dense ids ...
-FAR_PROBE_IDS = 25  # ... and the first 25 at each of six powers of ten: one lookup call of 300 ids
+SAMPLE_STEP = 12  # the probe past the first call: every 12th of the next dense ids (100) ...
+FAR_PROBES = 200  # ... and 200 ids spaced evenly on a log scale from there to FAR_TOP (7% apart): one call
+FAR_TOP = 10**9
 SEARCH_CALLS = 12  # at most this many activity calls to prove the highest id; past it, Bulk Extract is cheaper
 
 
@@ -32,18 +33,28 @@ class OldestPersons:
     lowest_id: int | None  # None when the first ids hold no person: the id range is unknown
 
 
+def probe_ids() -> list[int]:
+    """The second call's ids: a sample of the next dense ids, then ids each about 7% above the one before, up to
+    FAR_TOP. Persons left in any stretch of ids wider than a few percent are seen, wherever it lies: a Marketo
+    whose persons below id 12,000,000 were deleted still holds some at the probes between 12M and its highest id
+    (a probe at each power of ten, as before, missed that stretch and took Marketo for empty)."""
+    sample = list(range(1 + IDS_PER_CALL, DENSE_IDS + 1, SAMPLE_STEP))
+    ratio = (FAR_TOP / (DENSE_IDS + 1)) ** (1 / (FAR_PROBES - 1))
+    far = [round((DENSE_IDS + 1) * ratio**k) for k in range(FAR_PROBES)]
+    return sorted(set(sample + far))
+
+
 def oldest_persons(marketo: MarketoClient, until: datetime) -> OldestPersons:
-    """The lowest ids are the oldest persons. If the first ones are empty, one probe further out (a sample of the
-    next ids, and a few ids at each power of ten) tells an empty Marketo (nothing to read before `until`) from one
-    whose early persons were deleted: then the next ids are read in full, or, if only far ids answer, every window
-    since 2006 is read (pass `since` to narrow it)."""
+    """The lowest ids are the oldest persons. If the first ones are empty, one probe further out (`probe_ids`)
+    tells an empty Marketo (nothing to read before `until`) from one whose early persons were deleted: then the
+    next ids are read in full, or, if only far ids answer, every window since 2006 is read (pass `since` to narrow
+    it). Being wrong about empty costs duplicates (the match index is skipped), so the probe spends its one call
+    on the widest net: a person alone between two probes is the case it cannot see."""
     fields = ["id", "createdAt"]
     found = marketo.get_leads("id", list(range(1, 1 + IDS_PER_CALL)), fields)
     if found:
         return _oldest(found)
-    sample = list(range(1 + IDS_PER_CALL, DENSE_IDS + 1, SAMPLE_STEP))
-    far = [i for exponent in range(3, 9) for i in range(10**exponent, 10**exponent + FAR_PROBE_IDS)]
-    probed = marketo.get_leads("id", sorted(set(sample + far)), fields)
+    probed = marketo.get_leads("id", probe_ids(), fields)
     if any(p.id <= DENSE_IDS for p in probed):  # persons among the next ids: the lowest of them is the oldest
         for start in range(1 + IDS_PER_CALL, DENSE_IDS + 1, IDS_PER_CALL):
             found = marketo.get_leads("id", list(range(start, start + IDS_PER_CALL)), fields)
