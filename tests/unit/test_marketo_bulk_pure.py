@@ -13,7 +13,7 @@ import requests
 import sync.connectors.marketo.bulk_extract as exporter_module
 from sync.connectors.marketo.bulk_csv import CsvChunker, issues_from_csv
 from sync.connectors.marketo.bulk_extract import BulkExporter, date_windows
-from sync.connectors.marketo.bulk_import import BulkImporter
+from sync.connectors.marketo.bulk_import import BulkImporter, PollPolicy
 from sync.connectors.marketo.run_times import RunTimes
 from tests.unit.test_marketo_fakes import FakeSession, make_transport, ok
 
@@ -296,6 +296,27 @@ def test_a_queued_import_is_not_polled_again_before_most_of_a_run() -> None:
     assert times[-1] - server.ends("1000") < 1.0 and len(times) <= 6, times
 
 
+def test_a_job_of_minutes_is_polled_by_its_expected_end_not_every_30_seconds() -> None:
+    """Real Marketo takes minutes over a 10 MB file. Once the pace is known, the waits it sets may pass the
+    backoff's 30 s cap (up to expected_maximum), so a 10-minute import costs a few polls, not 20."""
+    server = _TimedImports(queued=2.0, per_row=0.02)  # 30,000 rows: 10 minutes
+    importer = BulkImporter(make_transport(FakeSession(server)), sleep=server.sleep, clock=lambda: server.now)
+    importer.runs.learn(30_000, 600.0)
+    importer.run([{"email": f"p{i}@x.com"} for i in range(30_000)], ["email"])
+    times = server.polls["1000"]
+    assert len(times) <= 3 and times[-1] - server.ends("1000") < 1.0, times
+    assert max(b - a for a, b in itertools.pairwise([0.0, *times])) <= importer.poll.expected_maximum
+    assert max(b - a for a, b in itertools.pairwise([0.0, *times])) > importer.poll.maximum  # the old cap is gone
+
+    capped = _TimedImports(queued=2.0, per_row=0.02)
+    importer = BulkImporter(make_transport(FakeSession(capped)), sleep=capped.sleep, clock=lambda: capped.now)
+    importer.poll = PollPolicy(expected_maximum=60.0)
+    importer.runs.learn(30_000, 600.0)
+    importer.run([{"email": f"p{i}@x.com"} for i in range(30_000)], ["email"])
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *capped.polls["1000"]])]
+    assert max(gaps) <= 60.0 and len(gaps) >= 10, gaps  # a wrong guess costs at most the cap
+
+
 def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
     """Given the rows an export should hold, its first poll waits for the run that many take (the imports' pace
     until an export was seen run); a running one is polled when that run ends; the hints that ran short scale up."""
@@ -342,3 +363,22 @@ def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
     # its own pace now (18 s for 20,000 rows): 9 s; running since 12:01:00, seen at 12:01:05: 9 - 5, and 0.5
     assert slept == [pytest.approx(2.0 + 9.0 + 0.5), pytest.approx(9.0 - 5.0 + 0.5)], slept
     assert exporter.hint_ratio == pytest.approx(1.25)  # 15,000 rows held where 10,000 were expected
+
+
+def test_an_export_of_minutes_waits_past_the_backoff_cap_up_to_the_expected_one() -> None:
+    statuses = iter([{"exportId": "e1", "status": "Queued"}, {"exportId": "e1", "status": "Completed"}])
+
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/status.json"):
+            return ok([next(statuses)])
+        return ok([{"exportId": "e1", "status": "Created"}])
+
+    slept: list[float] = []
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append, clock=lambda: 100.0)
+    exporter.runs.prior = RunTimes()
+    exporter.runs.prior.learn(30_000, 240.0)  # the imports ran 4 minutes for 30,000 rows
+    exporter.queue_job("leads", {"format": "CSV"})
+    exporter.wait_job("leads", "e1", rows=30_000)
+    # the first poll at the expected end (queue wait, run, margin); still queued: most of a run again, capped
+    assert slept == [pytest.approx(2.0 + 240.0 + 0.5), pytest.approx(240.0)], slept
+    assert all(pause > exporter.poll.maximum for pause in slept)

@@ -235,7 +235,7 @@ class BulkExporter:
                 expected = self.poll.first_wait
             ahead = queued_at + expected - started  # a poll a bit early beats one late
             if ahead > 0:
-                self._sleep(min(ahead, self.poll.maximum))
+                self._sleep(min(ahead, self.poll.expected_maximum))
         while True:
             status = export_status(
                 first_result(self._t.get("bulk_export_status", f"{base}/{job_id}/status.json"), "status")
@@ -255,7 +255,7 @@ class BulkExporter:
                 self._t.call("bulk_export_cancel", "POST", f"{base}/{job_id}/cancel.json")
                 message = f"export still {status.status} after {self.poll.timeout} s"
                 raise BulkJobFailedError(CODE_PROTOCOL, message, job_id=job_id)
-            self._sleep(min(self._pause(status, delay, sized), self.poll.maximum))
+            self._sleep(min(self._pause(status, delay, sized), self.poll.expected_maximum))  # a backoff <= maximum
             delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _pause(self, status: BulkJobStatus, delay: float, sized: float | None = None) -> float:

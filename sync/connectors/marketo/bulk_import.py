@@ -36,6 +36,9 @@ class PollPolicy:
     initial: float = 1.0  # first wait between status polls; grows by `factor` up to `maximum`
     factor: float = 1.5  # gentle growth: a job is noticed soon after it ends, at a few calls more
     maximum: float = 30.0
+    # A wait set by a job's expected end (its size and the runs seen), not by backing off, may be longer: a real
+    # job of minutes is then polled a few times, not every 30 s. Capped, so a wrong guess costs at most this.
+    expected_maximum: float = 300.0
     timeout: float = 6 * 3600.0  # give up on a job after this long (it is reported, not dropped)
     queue_retries: int = 10  # tries to submit/enqueue while Marketo says its queue is full (1016 / 1029)
     first_wait: float = 2.0  # a job's expected wait in Marketo's queue, before its run: its first poll comes after
@@ -250,7 +253,7 @@ class BulkImporter:
                     pauses.append(self._pause(chunk.row_count, status, delay, seen))
             if ended:
                 return
-            self._sleep(min(min(pauses, default=delay), self.poll.maximum))
+            self._sleep(min(min(pauses, default=delay), self.poll.expected_maximum))  # a backoff is <= maximum
             delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _expected_wait(self, running: list[tuple[CsvChunk, BulkJobStatus, float]]) -> float:
@@ -261,7 +264,7 @@ class BulkImporter:
         for chunk, _, started in running:
             run = self.runs.run(chunk.row_count)
             ends.append(started + self.poll.first_wait + (run + POLL_MARGIN if run is not None else 0.0))
-        return min(max(0.0, min(ends) - now), self.poll.maximum)
+        return min(max(0.0, min(ends) - now), self.poll.expected_maximum)
 
     def _pause(self, rows: int, status: BulkJobStatus, delay: float, seen: float) -> float:
         """How long to wait before polling a job that has not ended (see _poll_until_one_finishes); `seen`: when
