@@ -126,7 +126,7 @@ def has_company(
     snapshot: Mapping[str, Canonical] | None,
 ) -> bool:
     """Whether the person is (or is about to be) linked to a Marketo company."""
-    if not entity.is_persons or not any(r.marketo == COMPANY_LINK for r in entity.references):
+    if not entity.is_persons or COMPANY_LINK not in entity.reference_fields:
         return False
     return any(side is not None and side.get(COMPANY_LINK) for side in (dynamics, marketo, snapshot))
 

@@ -82,6 +82,7 @@ class PairBuilder:
         self._options: OptionSets | None = None
         self.references = ReferenceResolver(ctx, entity, dry_run)
         self._resolved: dict[tuple[str, tuple[object, ...]], tuple[dict[str, Any] | None, str | None]] = {}
+        self._reference_columns = tuple(f"_{r.column}_value" for r in entity.references)  # built once, not per row
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
         self.index: MatchIndex | None = None  # a full sync's match index: no per-page lookups (match_index.py)
         self.dynamics_index: DynamicsMatchIndex | None = None  # the same, of Dataverse, to Dynamics (dynamics_index.py)
@@ -118,21 +119,21 @@ class PairBuilder:
 
     def _reference_key(self, record: DataverseRecord) -> tuple[str, tuple[object, ...]]:
         values = record.values
-        return str(record.id).lower(), tuple(values.get(f"_{r.column}_value") for r in self.entity.references)
+        return str(record.id).lower(), tuple([values.get(column) for column in self._reference_columns])
 
     def resolve_references(self, records: Sequence[DataverseRecord]) -> None:
         """Resolve the references of these rows in one batch (see references.py); `_dynamics_side` reads them."""
         if not self.entity.references:
             return
-        todo = [r for r in records if self._reference_key(r) not in self._resolved]
-        resolved: Resolved = self.references.resolve(todo)
-        for record in todo:
-            row_id = str(record.id).lower()
+        todo = [(key, r) for r in records if (key := self._reference_key(r)) not in self._resolved]
+        resolved: Resolved = self.references.resolve([record for _, record in todo])
+        for key, _ in todo:
+            row_id = key[0]
             waiting = resolved.waiting.get(row_id)
             text = waiting.text if waiting is not None else None
             if waiting is not None:
                 self._problem_codes[row_id] = waiting.code
-            self._resolved[self._reference_key(record)] = (resolved.values.get(row_id), text)
+            self._resolved[key] = (resolved.values.get(row_id), text)
 
     def forget_page(self) -> None:
         """Drop what planning one page cached (resolved references): a full sync's run plans many pages."""
@@ -143,9 +144,10 @@ class PairBuilder:
     def _dynamics_side(self, record: DataverseRecord) -> tuple[DynamicsSide | None, str | None]:
         values, problems = dynamics_canonical(self.entity, record.values, self.options, record.annotations)
         if self.entity.references:
-            if self._reference_key(record) not in self._resolved:
+            key = self._reference_key(record)
+            if key not in self._resolved:
                 self.resolve_references([record])
-            references, waiting = self._resolved[self._reference_key(record)]
+            references, waiting = self._resolved[key]
             if waiting is not None:
                 problems.append(waiting)
             values.update(references or {})

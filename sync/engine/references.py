@@ -59,9 +59,11 @@ def logical_name(record: Any, column: str) -> str | None:
     return str(found) if found else None
 
 
-def target_of(reference: Reference, mapping: MappingConfig, record: Any) -> Target | Problem:
-    """The stream and row a reference points at, or a problem. Pure."""
-    column = f"_{reference.column}_value"
+def target_of(reference: Reference, mapping: MappingConfig, record: Any, via: str | None = None) -> Target | Problem:
+    """The stream and row a reference points at (read from column `via` instead of its own: a fallback's), or a
+    problem. Pure."""
+    source = via or reference.column
+    column = f"_{source}_value"
     raw = (getattr(record, "values", {}) or {}).get(column)
     if raw in (None, ""):
         return Target(None, None)
@@ -70,7 +72,7 @@ def target_of(reference: Reference, mapping: MappingConfig, record: Any) -> Targ
     table = logical_name(record, column)
     if table is None:
         if len(streams) != 1:
-            text = f"{reference.column} {row_id}: Dataverse did not say which table it points at"
+            text = f"{source} {row_id}: Dataverse did not say which table it points at"
             return Problem(text, waits=True, code="unknown_reference")
         table = streams[0].table
     stream = next((s for s in streams if s.table == table), None)
@@ -174,7 +176,7 @@ class ReferenceResolver:
                         step += 1
                     else:
                         column = fallback.column if fallback else reference.column
-                        target = target_of(reference.model_copy(update={"column": column}), self.mapping, record)
+                        target = target_of(reference, self.mapping, record, column)
                         if _final(target) or step >= len(reference.fallbacks):
                             done[key] = target
                             del todo[key]
@@ -192,7 +194,7 @@ class ReferenceResolver:
                 row = rows.get((table, row_id))
                 pointed_at: Target | Problem = Target(None, None)
                 if row is not None:
-                    pointed_at = target_of(reference.model_copy(update={"column": via}), self.mapping, row)
+                    pointed_at = target_of(reference, self.mapping, row, via)
                 if _final(pointed_at) or step >= len(reference.fallbacks):
                     done[key] = pointed_at
                     del todo[key]

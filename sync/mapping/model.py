@@ -322,7 +322,7 @@ class EntityMapping(_Strict):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> EntityMapping:
         """A copy whose cached properties are worked out again (`update` may change what they derive from)."""
         copied = super().model_copy(update=update, deep=deep)
-        for cached in ("synced_fields", "fields_by_key"):
+        for cached in ("synced_fields", "fields_by_key", "reference_fields"):
             copied.__dict__.pop(cached, None)
         return copied
 
@@ -331,6 +331,11 @@ class EntityMapping(_Strict):
         """The mapped fields and, after them, the references as one-way fields (their values are resolved).
         Cached (the model is frozen): every record's mapping asks for them."""
         return [*self.fields, *(r.as_field() for r in self.references)]
+
+    @cached_property
+    def reference_fields(self) -> frozenset[str]:
+        """The Marketo fields its references write (asked for every record's merge)."""
+        return frozenset(r.marketo for r in self.references)
 
     @cached_property
     def fields_by_key(self) -> dict[str, FieldMapping]:
