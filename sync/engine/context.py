@@ -33,7 +33,7 @@ class SyncContext:
     bulk_import_threshold: int = 1000  # full sync: this many Marketo creates in a page go through Bulk Import
     bulk_extract_threshold: int = 25000  # full sync: Marketo id ranges wider than this are read by Bulk Extract
     message_seconds: float = 240.0  # full sync: a queue message starts pages until this long has passed
-    import_unit_pages: int = 7  # full sync to Marketo: pages per Bulk Import (fullsync.py, import units)
+    import_unit_pages: int = 7  # full sync to Marketo: pages per Bulk Import (fullsync_pages.py, import units)
     match_index: str = "auto"  # full sync: "auto" (when it pays), "always" or "never" (match_index, dynamics_index)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     holder: str = field(default_factory=_default_holder)
