@@ -3,7 +3,8 @@ Bulk Extract windows, from a cursor a later queue message resumes.
 
 Bulk Extract: windows of at most 31 days on createdAt. Marketo runs 2 exports at once and queues 10, and each costs
 seconds of queue and start whatever its size, so the exports of the next EXPORTS_AHEAD windows are queued while a
-window is read: the reader seldom waits. A page stops after ROWS_PER_MESSAGE rows; within one message the file stays
+window is read, and the first window's export goes out with them, before anything waits: Marketo runs two at a time
+from the start, and the reader seldom waits. A page stops after ROWS_PER_MESSAGE rows; within one message the file stays
 open from page to page (one file request a window), and the cursor keeps the byte to resume at in the next message.
 """
 
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 EXTRACT_WINDOW = timedelta(days=31)
 ROWS_PER_MESSAGE = 5000
 IDS_PER_MESSAGE = 16 * IDS_PER_CALL
-EXPORTS_AHEAD = 3  # windows whose exports are queued while one is read: 2 run at once, one more waits its turn
+EXPORTS_AHEAD = 6  # windows whose exports are queued while one is read: 2 run at once, the rest wait their turn
+# (6 + the one being read: 7 of Marketo's 10 queue places; a full queue is waited out, see BulkExporter._enqueue)
 
 
 class MarketoReadCursor(TypedDict, total=False):
@@ -107,10 +109,12 @@ class MarketoPages:
             ahead = [str(state["next_export"])]
         state.pop("next_export", None)
         if not state.get("export"):
+            if not ahead:  # this window's export and the next ones' go out together, before waiting for any
+                ahead = self._queue_ahead(window, until, [], EXPORTS_AHEAD + 1)
             status = self._window_export(window, window_end, ahead.pop(0) if ahead else None)
             state.update({"export": status.job_id, "byte": 0, "header": None})
             expected = status.number_of_records
-        ahead = self._queue_ahead(window_end, until, ahead)
+        ahead = self._queue_ahead(window_end, until, ahead, EXPORTS_AHEAD)
         persons: list[MarketoPerson] = []
         end_byte: int | None = state["byte"]
         header = state.get("header")
@@ -143,11 +147,11 @@ class MarketoPages:
         self._open = (export_id, byte, rows)
         return rows
 
-    def _queue_ahead(self, window_end: datetime, until: datetime, ahead: list[str]) -> list[str]:
-        """The exports of the windows after this one, topped up to EXPORTS_AHEAD (the windows are fixed: each
-        starts where the one before ends)."""
-        start = window_end + EXTRACT_WINDOW * len(ahead)
-        while len(ahead) < EXPORTS_AHEAD and start < until:
+    def _queue_ahead(self, first: datetime, until: datetime, ahead: list[str], size: int) -> list[str]:
+        """The exports of the windows from `first` on (`ahead` holds the first ones'), topped up to `size` (the
+        windows are fixed: each starts where the one before ends)."""
+        start = first + EXTRACT_WINDOW * len(ahead)
+        while len(ahead) < size and start < until:
             end = min(start + EXTRACT_WINDOW, until)
             ahead.append(self.ctx.marketo.queue_lead_export(self.fields, start, end, "createdAt"))
             start = end

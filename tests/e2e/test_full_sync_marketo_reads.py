@@ -140,3 +140,17 @@ def test_a_rest_read_message_delivered_twice_changes_nothing(world: World, monke
     assert world.dv_sync_calls() == 0 and world.mk_api_calls() == 0
     assert view_job(world.ctx, job_id) == before
     assert_one_lead_per_synced_person(world, range(synced["firstId"], synced["lastId"] + 2))
+
+
+def test_the_first_windows_exports_all_go_out_before_the_read_waits_for_the_first(world: World) -> None:
+    """Marketo runs 2 exports at once: the first window's export is queued with the next ones', not waited for
+    alone, so two run from the start."""
+    seed(world, 50, days=150, syncToDynamics=True)  # five windows of 31 days at most
+    world.ctx.bulk_extract_threshold = 0  # never by REST
+    task = run_to_dynamics(world)
+    assert task["read"] == 50 and task["created"] == 50
+    entries = world.emulators.control("marketo", "GET", "/requests").json()["entries"]
+    order = [e["endpoint"] for e in entries if EXPORT in str(e["endpoint"])]
+    first_poll = order.index(f"GET {EXPORT}/{{id}}/status.json")
+    assert order[:first_poll].count(f"POST {EXPORT}/{{id}}/enqueue.json") == 5, order  # every window's, then a wait
+    assert order.count(f"POST {EXPORT}/create.json") == 5, order  # one export a window, none twice
