@@ -34,6 +34,7 @@ temporary directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -68,6 +69,8 @@ from sync.engine import fullsync
 from sync.engine.context import SyncContext, build_context
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
+from sync.state import links as link_store
+from sync.state.keys import encode_key
 from sync.state.queue import Delivery, WorkQueue
 from sync.state.tables import service_client
 
@@ -241,6 +244,7 @@ class Run:
     ceiling: ceiling.Ceiling | None = None
     seed_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    links_free: bool = False  # --links-free: the lead links were not written (a diagnostic run)
     checked: str = ""
 
     @property
@@ -314,6 +318,7 @@ class Run:
             "ratio_to_ceiling": round(self.ratio, 2),
             "phases": {k: {"calls": v.calls, "seconds": round(v.seconds, 2)} for k, v in self.phases.items()},
             "problems": self.problems,
+            "links_free": self.links_free,
         }
 
 
@@ -451,7 +456,7 @@ def run_job(h: Harness, ctx: SyncContext, queue: WorkQueue, direction: OneWay, r
 
 def measure(h: Harness, n: int, direction: OneWay) -> Run:
     args = h.args
-    run = Run(direction=direction, records=n, profile=args.profile)
+    run = Run(direction=direction, records=n, profile=args.profile, links_free=args.links_free)
     settings, state, bench = h.fresh_world(f"{direction[3]}{n}")
     t0 = time.perf_counter()
     clock_offset, days_spanned = 0.0, 0
@@ -552,6 +557,24 @@ def cleanup(settings: Settings, state: StateStore, queue: WorkQueue) -> None:
             client.delete_queue()
 
 
+@contextlib.contextmanager
+def lead_links_free(entity: str = "lead") -> Any:
+    """--links-free (a diagnostic): the entity's link transactions are not sent, so its link writes cost nothing and
+    the wall time is the APIs' chain and the client's own work alone. Nothing is linked: never for a real sync."""
+    prefix = encode_key(f"{entity}|")
+    send = link_store.submit_upserts
+
+    def free(table: Any, rows: Any) -> None:
+        if not (rows and str(rows[0]["PartitionKey"]).startswith(prefix)):
+            send(table, rows)
+
+    link_store.submit_upserts = free  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        link_store.submit_upserts = send
+
+
 # --- final state -----------------------------------------------------------------------------------------------------
 def verify(h: Harness, bench: Bench, state: StateStore, run: Run) -> None:
     """Counts in both systems, the link table in full, and a sample of pairs read back from both emulators."""
@@ -598,8 +621,9 @@ def verify(h: Harness, bench: Bench, state: StateStore, run: Run) -> None:
             sample.append(pair)
         elif (slot := rng.randrange(number + 1)) < len(sample):
             sample[slot] = pair
-    if not (len(dynamics_ids) == len(marketo_ids) == n):
-        problems.append(f"links: {len(dynamics_ids):,} Dynamics ids, {len(marketo_ids):,} Marketo ids, want {n:,}")
+    linked = 0 if h.args.links_free else n  # --links-free stores no lead link: none is what is right
+    if not (len(dynamics_ids) == len(marketo_ids) == linked):
+        problems.append(f"links: {len(dynamics_ids):,} Dynamics ids, {len(marketo_ids):,} Marketo ids, want {linked:,}")
     # A one-way job writes to one system only (restrict_plan): the link field is checked on the written side; on the
     # other side it is only counted.
     wrong = source_side_set = 0
@@ -647,6 +671,8 @@ def verdict(ok: bool) -> str:
 def print_run(run: Run) -> None:
     n = run.records
     print(f"\n== {run.direction}: N={n:,}, profile {run.profile} ==")
+    if run.links_free:
+        print("  --links-free (diagnostic): the lead links were not written; the wall time is the APIs and the client")
     print(f"  job {run.job_state}: {len(run.tasks)} task(s)")
     for task in sorted(run.tasks, key=lambda t: t.get("entity") != "lead"):
         counts = ", ".join(
@@ -791,6 +817,12 @@ def main() -> None:
         "not at all (tracing slows Python code about 2.5x)",
     )
     parser.add_argument("--no-phases", action="store_true", help="do not time the engine's phases")
+    parser.add_argument(
+        "--links-free",
+        action="store_true",
+        help="diagnostic: do not send the lead task's link transactions (none is stored; the final state expects "
+        "none), to time the API chain and the client without the link table's storage",
+    )
     parser.add_argument("--cprofile", action="store_true", help="also cProfile each run (main thread)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no line per queue message")
     parser.add_argument("--json", type=Path, help="write the numbers to this file")
@@ -816,7 +848,8 @@ def main() -> None:
         runs: list[Run] = []
         for n in sizes:
             for direction in directions:
-                runs.append(measure(harness, n, direction))
+                with lead_links_free() if args.links_free else contextlib.nullcontext():
+                    runs.append(measure(harness, n, direction))
                 if args.json:
                     args.json.write_text(json.dumps([r.summary() for r in runs], indent=1, default=str))
         summary_table(runs)

@@ -96,3 +96,24 @@ def test_bench_streams_flags_a_reference_read_per_record_and_passes_batched_read
     assert not bench.per_record_resolution(*bench.reference_reads(*batched))
     assert bench.per_record_resolution(*bench.reference_reads(*by_id))
     assert bench.per_record_resolution(*bench.reference_reads(*from_marketo))
+
+
+def test_links_free_drops_only_the_lead_links_transactions_and_puts_the_sender_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sync.state.links as links
+    from sync.state.keys import encode_key
+
+    sent: list[str] = []
+    monkeypatch.setattr(links, "submit_upserts", lambda table, rows: sent.append(rows[0]["PartitionKey"]))
+    sys.path.insert(0, str(BENCH))
+    try:
+        bench_full_sync = importlib.import_module("bench_full_sync")
+    finally:
+        sys.path.remove(str(BENCH))
+    recorder = links.submit_upserts
+    with bench_full_sync.lead_links_free():
+        for partition in ("lead|D|03", "lead|M|00", "leadership|D|01", "account|D|01"):
+            links.submit_upserts(None, [{"PartitionKey": encode_key(partition)}])
+    assert sent == [encode_key("leadership|D|01"), encode_key("account|D|01")]
+    assert links.submit_upserts is recorder
