@@ -3,9 +3,11 @@ Bulk Extract windows, from a cursor a later queue message resumes.
 
 Bulk Extract: windows of at most 31 days on createdAt. Marketo runs 2 exports at once and queues 10, and each costs
 seconds of queue and start whatever its size, so the exports of the next EXPORTS_AHEAD windows are queued while a
-window is read, and the first window's export goes out with them, before anything waits: Marketo runs two at a time
-from the start, and the reader seldom waits. A page stops after ROWS_PER_MESSAGE rows; within one message the file stays
-open from page to page (one file request a window), and the cursor keeps the byte to resume at in the next message.
+window is read, and the first window's export goes out with them, before anything waits: Marketo runs two at a
+time from the start, and the reader seldom waits. (They hold up to 7 of Marketo's 10 queue places meanwhile: an
+export of another integration waits behind them.) A page stops after ROWS_PER_MESSAGE rows; within one message the
+file stays open from page to page (one file request a window), and the cursor keeps the byte to resume at in the
+next message.
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ class OldestPersons:
 
 def probe_ids() -> list[int]:
     """The second call's ids: a sample of the next dense ids, then ids each about 7% above the one before, up to
-    FAR_TOP. Persons left in any stretch of ids wider than a few percent are seen, wherever it lies: a Marketo
-    whose persons below id 12,000,000 were deleted still holds some at the probes between 12M and its highest id
-    (a probe at each power of ten, as before, missed that stretch and took Marketo for empty)."""
+    FAR_TOP. Any stretch of ids more than 7% wide holds a probe, wherever it lies, and its persons are seen unless
+    the ones at every probe in it were deleted too: a Marketo whose persons below id 12,000,000 were purged is seen
+    at the probes between 12M and its highest id (a probe at each power of ten, as before, took it for empty)."""
     sample = list(range(1 + IDS_PER_CALL, DENSE_IDS + 1, SAMPLE_STEP))
     ratio = (FAR_TOP / (DENSE_IDS + 1)) ** (1 / (FAR_PROBES - 1))
     far = [round((DENSE_IDS + 1) * ratio**k) for k in range(FAR_PROBES)]
