@@ -148,16 +148,16 @@ class BulkImporter:
                 pending.exhausted = True
                 return
             try:
-                job = self._submit(pending.submitting, pending.params, pending.result, busy=bool(pending.running))
+                created = self._submit(pending.submitting, pending.params, pending.result, busy=bool(pending.running))
             except _QueueFull:
                 # Marketo's queue is full (1016): finish one of ours first, then submit this chunk again.
                 pending.chunks = _prepend(pending.submitting, pending.chunks)
                 pending.submitting = None
                 return
             pending.result.rows_submitted += pending.submitting.row_count
-            if job is not None and pending.created_at is None:
-                pending.created_at = self._t.server_time
-            if job is not None:
+            if created is not None:
+                job, created_at = created
+                pending.created_at = pending.created_at or created_at
                 pending.running.append((pending.submitting, job, self._clock()))
             pending.submitting = None
 
@@ -176,8 +176,10 @@ class BulkImporter:
 
     def _submit(
         self, chunk: CsvChunk, params: dict[str, Any], result: BulkImportResult, busy: bool
-    ) -> BulkJobStatus | None:
-        """Create the import job for one chunk; None when it was refused (recorded in `result.failed_jobs`).
+    ) -> tuple[BulkJobStatus, datetime | None] | None:
+        """Create the import job for one chunk: the job and Marketo's time at its creation (the transport's last
+        Date, read once, right after the answer: later calls on other threads move it); None when it was refused
+        (recorded in `result.failed_jobs`).
 
         Raises _QueueFull when Marketo's import queue is full (1016) while jobs of ours are still running.
         """
@@ -193,8 +195,9 @@ class BulkImporter:
                     timeout=UPLOAD_TIMEOUT,
                 )
                 job = import_status(first_result(envelope, "bulk import create"))
-                self.spans.created(job.job_id, chunk.row_count, self._marketo_now())
-                return job
+                created_at = self._t.server_time
+                self.spans.created(job.job_id, chunk.row_count, created_at.timestamp() if created_at else None)
+                return job, created_at
             except BulkJobFailedError as exc:
                 if exc.code != "1016" or attempt == self.poll.queue_retries:
                     result.failed_jobs.append(_unknown(chunk, None, exc))
