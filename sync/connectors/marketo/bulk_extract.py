@@ -92,6 +92,11 @@ class _ByteStream(io.RawIOBase):
         return size
 
 
+def _blend(known: float | None, seen: float) -> float:
+    """A learned figure: half the one before, half the one just seen (the first seen stands alone)."""
+    return seen if known is None else 0.5 * known + 0.5 * seen
+
+
 RUN_SHARE = 0.8  # of the runs seen: jobs differ in size, and a poll a bit early beats one late
 SIZED_SHARE = 1.0  # of the run expected for a job's rows, which is known: a poll early is a call spent
 END_MARGIN = 0.5  # seconds past an expected end (Marketo's times are whole seconds): the answer is "done"
@@ -112,11 +117,15 @@ class BulkExporter:
         self._clock = clock
         self.jobs: list[BulkJobStatus] = []  # every job run, finished state (for run history and benchmarks)
         self._queued_at: dict[str, float] = {}
-        self._sized_seen = False
         self.seconds_per_job: float | None = None  # learned from the jobs seen end: when to poll a new one first
         self.run_seconds: float | None = None  # how long a job runs once started (Marketo's startedAt, finishedAt)
         self.runs = RunTimes()  # the same, by rows (numberOfRecords): for a job whose size the caller expects
-        self.hint_ratio = 1.0  # rows the sized jobs held, per row their callers expected (a window holds others')
+        self._hint_ratio: float | None = None  # rows the sized jobs held, per row their callers expected
+
+    @property
+    def hint_ratio(self) -> float:
+        """How much the sized jobs' callers under-counted (a createdAt window also holds others' rows); 1 at first."""
+        return 1.0 if self._hint_ratio is None else self._hint_ratio
 
     def export(
         self,
@@ -243,13 +252,10 @@ class BulkExporter:
             if status.finished:
                 if queued_at is not None:
                     took = self._clock() - queued_at
-                    known = self.seconds_per_job
-                    self.seconds_per_job = took if known is None else 0.5 * known + 0.5 * took
+                    self.seconds_per_job = _blend(self.seconds_per_job, took)
                 self._learn_run(status)
                 if rows and status.number_of_records is not None:
-                    ratio = max(1.0, status.number_of_records / rows)
-                    self.hint_ratio = 0.5 * self.hint_ratio + 0.5 * ratio if self._sized_seen else ratio
-                    self._sized_seen = True
+                    self._hint_ratio = _blend(self._hint_ratio, max(1.0, status.number_of_records / rows))
                 return status
             if self._clock() - started > self.poll.timeout:
                 self._t.call("bulk_export_cancel", "POST", f"{base}/{job_id}/cancel.json")
@@ -279,7 +285,7 @@ class BulkExporter:
         if status.started_at is None or status.finished_at is None:
             return
         run = max(0.0, (status.finished_at - status.started_at).total_seconds())
-        self.run_seconds = run if self.run_seconds is None else 0.5 * self.run_seconds + 0.5 * run
+        self.run_seconds = _blend(self.run_seconds, run)
         if status.number_of_records:
             self.runs.learn(status.number_of_records, run)
 
