@@ -317,6 +317,15 @@ def test_a_job_of_minutes_is_polled_by_its_expected_end_not_every_30_seconds() -
     assert max(gaps) <= 60.0 and len(gaps) >= 10, gaps  # a wrong guess costs at most the cap
 
 
+def _exporter_after_imports(script: Any, slept: list[float], rows: int, seconds: float) -> BulkExporter:
+    """An exporter on a fixed clock that sleeps into `slept`, and has seen no export yet: it borrows the pace of
+    imports that ran `seconds` for `rows` rows."""
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append, clock=lambda: 100.0)
+    exporter.runs.prior = RunTimes()
+    exporter.runs.prior.learn(rows, seconds)
+    return exporter
+
+
 def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
     """Given the rows an export should hold, its first poll waits for the run that many take (the imports' pace
     until an export was seen run); a running one is polled when that run ends; the hints that ran short scale up."""
@@ -350,9 +359,7 @@ def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
 
     slept: list[float] = []
     created: list[str] = []
-    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append, clock=lambda: 100.0)
-    exporter.runs.prior = RunTimes()
-    exporter.runs.prior.learn(10_000, 10.0)  # the imports ran 10 s for 10,000 rows
+    exporter = _exporter_after_imports(script, slept, rows=10_000, seconds=10.0)  # 10 s for 10,000 rows
     exporter.queue_job("leads", {"format": "CSV"})
     exporter.wait_job("leads", "e1", rows=20_000)
     assert slept == [pytest.approx(2.0 + 20.0 + 0.5)] and exporter.hint_ratio == 1.0  # queue, run, a margin
@@ -374,9 +381,7 @@ def test_an_export_of_minutes_waits_past_the_backoff_cap_up_to_the_expected_one(
         return ok([{"exportId": "e1", "status": "Created"}])
 
     slept: list[float] = []
-    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=slept.append, clock=lambda: 100.0)
-    exporter.runs.prior = RunTimes()
-    exporter.runs.prior.learn(30_000, 240.0)  # the imports ran 4 minutes for 30,000 rows
+    exporter = _exporter_after_imports(script, slept, rows=30_000, seconds=240.0)  # 4 minutes for 30,000 rows
     exporter.queue_job("leads", {"format": "CSV"})
     exporter.wait_job("leads", "e1", rows=30_000)
     # the first poll at the expected end (queue wait, run, margin); still queued: most of a run again, capped
