@@ -125,7 +125,7 @@ TARGETS: list[tuple[str, str | None, str, str]] = [
     ("sync.engine.execute", "Executor", "start", "    page start (caller): Dynamics creates, import submitted"),
     ("sync.engine.execute", "Executor", "finish", "    page finish (finisher threads, sum)"),
     ("sync.engine.execute", "Executor", "_finish_bulk_create", "        Bulk Import end + ids"),
-    ("sync.engine.execute", None, "imported_person_ids", "          imported ids (export or link field)"),
+    ("sync.engine.imported_ids", "ImportedIds", "resolve", "          imported ids (exports or link field)"),
     (
         "sync.connectors.marketo.bulk_import",
         "BulkImporter",

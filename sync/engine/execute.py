@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sync.connectors.dynamics.models import WriteResult
 from sync.connectors.marketo.bulk_import import PendingImport
 from sync.connectors.marketo.models import RecordResult
-from sync.engine.imported_ids import imported_person_ids
+from sync.engine.imported_ids import ImportedIds
 from sync.engine.plan import PairInput, PairPlan, PlanError, as_record_error, marketo_link_fields
 from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import Link, StateStore
@@ -111,6 +111,10 @@ def _marketo_error_text(
     return code, text
 
 
+def _dynamics_ids(works: list[PairWork]) -> list[str]:
+    return [w.plan.dynamics_id for w in works if w.plan.dynamics_id]
+
+
 class Executor:
     def __init__(self, ctx: SyncContext, entity: EntityMapping, dry_run: bool = False, bulk: bool = False) -> None:
         self.ctx = ctx
@@ -118,6 +122,7 @@ class Executor:
         self.mapping: MappingConfig = ctx.mapping
         self.dry_run = dry_run
         self.bulk = bulk  # the full sync: many creates go through Marketo's Bulk Import
+        self.imported_ids = ImportedIds(ctx.marketo, entity.marketo_id_field)  # shared by the run's imports
 
     # --- writes -------------------------------------------------------------------------------------------------
     def _create_dynamics(self, works: list[PairWork]) -> None:
@@ -139,7 +144,13 @@ class Executor:
         rows = [w.plan.create_marketo or {} for w in bulk.works]
         fields = sorted({name for row in rows for name in row})
         bulk.since = self.ctx.marketo.server_time()
-        bulk.pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+        keys = _dynamics_ids(bulk.works)
+        self.imported_ids.expect(keys)
+        try:
+            bulk.pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+        except BaseException:
+            self.imported_ids.forget(keys)
+            raise
         if bulk.pending.created_at is not None:  # the job's own creation: rows before it are another import's
             bulk.since = bulk.pending.created_at
         bulk.submitted.set()
@@ -156,6 +167,8 @@ class Executor:
                     self._finish_import(bulk, bulk.pending)
                 except BaseException as exc:
                     bulk.error = exc
+                finally:
+                    self.imported_ids.forget(_dynamics_ids(bulk.works))  # resolved or failed: no longer collected
                 bulk.finished = True
         if bulk.error is not None:
             raise bulk.error
@@ -178,7 +191,7 @@ class Executor:
         imported = [(w, w.plan.dynamics_id) for i, w in enumerate(creates) if i not in failed and w.plan.dynamics_id]
         if not imported:
             return
-        ids = imported_person_ids(self.ctx.marketo, self.entity.marketo_id_field, [d for _, d in imported], bulk.since)
+        ids = self.imported_ids.resolve([d for _, d in imported], bulk.since)
         for work, dynamics_id in imported:
             person = ids.get(dynamics_id.lower())
             if person is None:

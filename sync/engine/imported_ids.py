@@ -2,17 +2,24 @@
 
 They are proven by the link field each row carried (the Dynamics record's id), the cheaper way for the size:
 - few rows: a REST lookup by the link field, 300 values a call;
-- many rows: one Bulk Extract of id and link field over the persons created since the import began (Marketo's own
+- many rows: a Bulk Extract of id and link field over the persons created since the import began (Marketo's own
   time, from its Date header: create, enqueue, a status poll or two, the file: about 5 calls for any size), then a
-  REST lookup for the rows the export did not hold (a repeat of an import updates persons created earlier).
+  REST lookup for the rows the exports did not hold (a repeat of an import updates persons created earlier).
 A row found neither way is not linked: its record gets an error and the next sync tries again.
+
+Marketo runs two imports at once, so one import's createdAt window also holds the rows of the one beside it. The
+imports of one run share an `ImportedIds`: its exports cover consecutive windows, each starting where the ones
+before it ended, and each export's rows serve every import still waiting for its ids. Marketo exports each person
+once (its export quota is counted in bytes) and an export's run time follows its rows, not the imports' overlap.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sync.connectors.marketo import MarketoClient
@@ -27,26 +34,103 @@ def export_pays(rows: int) -> bool:
     return math.ceil(rows / LOOKUP_BATCH) > EXPORT_CALLS
 
 
-def imported_person_ids(
-    marketo: MarketoClient, link_field: str, dynamics_ids: Sequence[str], since: datetime | None
-) -> dict[str, str]:
-    """lower-cased Dynamics id -> Marketo person id, for the imported rows found."""
-    wanted = {d.lower() for d in dynamics_ids}
-    found: dict[str, str] = {}
-    until = marketo.server_time()
-    if since is not None and until is not None and export_pays(len(wanted)):
-        start, end = since - SKEW, until + SKEW
-        export = marketo.queue_lead_export(["id", link_field], start, end, "createdAt")
-        # its size (the polls go by it): these rows, and those of the imports that ran beside theirs
-        marketo.wait_lead_export(export, rows=max(len(wanted), marketo.imported_rows_between(start, end)))
-        for row, _offset in marketo.lead_export_rows(export):
-            key = str(row.get(link_field) or "").lower()
-            if key in wanted and key not in found:
-                found[key] = str(row["id"])
-        log.debug("imported ids: %s of %s by one export", len(found), len(wanted))
-    rest = sorted(wanted - set(found))
-    if rest:
-        for person in marketo.get_leads(link_field, rest, ["id", link_field]):
-            key = str(person.values.get(link_field) or "").lower()
-            found.setdefault(key, str(person.id))
-    return found
+@dataclass
+class _Window:
+    """One export's createdAt window [start, end); `read` is set once its rows were read (or it failed)."""
+
+    start: datetime
+    end: datetime
+    read: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+def uncovered_start(start: datetime, end: datetime, windows: Iterable[tuple[datetime, datetime]]) -> datetime:
+    """Where [start, end) stops being covered by the union of `windows` (each [start, end)): start itself when
+    none covers it; end (or past it) when they cover all of it."""
+    reach = start
+    for window_start, window_end in sorted(windows):
+        if window_start > reach:
+            break
+        reach = max(reach, window_end)
+    return reach
+
+
+class ImportedIds:
+    """The ids of the persons the imports of one run created; `expect` a unit's rows before its import is sent,
+    then `resolve` them once it has ended. Thread-safe: the units end on the pipeline's finisher threads."""
+
+    def __init__(self, marketo: MarketoClient, link_field: str) -> None:
+        self.marketo = marketo
+        self.link_field = link_field
+        self._lock = threading.Lock()
+        self._expected: set[str] = set()  # lower-cased Dynamics ids of imports not yet resolved
+        self._seen: dict[str, str] = {}  # ... those an export already held: Dynamics id -> Marketo id
+        self._windows: list[_Window] = []
+
+    def expect(self, dynamics_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._expected.update(d.lower() for d in dynamics_ids)
+
+    def forget(self, dynamics_ids: Iterable[str]) -> None:
+        """An import that will not be resolved (it failed): its rows stop being collected."""
+        keys = {d.lower() for d in dynamics_ids}
+        with self._lock:
+            self._expected -= keys
+            for key in keys:
+                self._seen.pop(key, None)
+
+    def resolve(self, dynamics_ids: Sequence[str], since: datetime | None) -> dict[str, str]:
+        """lower-cased Dynamics id -> Marketo person id, for the imported rows found. `since`: Marketo's time
+        when the import was created."""
+        wanted = {d.lower() for d in dynamics_ids}
+        try:
+            self._by_export(wanted, since)
+        finally:
+            with self._lock:
+                found = {key: self._seen.pop(key) for key in wanted if key in self._seen}
+                self._expected -= wanted
+        rest = sorted(wanted - set(found))
+        if rest:
+            for person in self.marketo.get_leads(self.link_field, rest, ["id", self.link_field]):
+                key = str(person.values.get(self.link_field) or "").lower()
+                found.setdefault(key, str(person.id))
+        return found
+
+    def _by_export(self, wanted: set[str], since: datetime | None) -> None:
+        """The exports over the import's span have been read: this one's own, and those before it."""
+        until = self.marketo.server_time()
+        if since is None or until is None or not export_pays(len(wanted)):
+            return
+        needed_start, end = since - SKEW, until + SKEW
+        with self._lock:
+            start = uncovered_start(needed_start, end, ((w.start, w.end) for w in self._windows))
+            before = [w for w in self._windows if w.start < start and w.end > needed_start]
+            window = _Window(start, end) if start < end else None
+            if window is not None:
+                self._windows.append(window)
+        if window is not None:
+            self._export(window, len(wanted))
+        for earlier in before:  # the part of this import's span that exports before this one hold
+            earlier.read.wait()
+
+    def _export(self, window: _Window, rows: int) -> None:
+        try:
+            marketo = self.marketo
+            export = marketo.queue_lead_export(["id", self.link_field], window.start, window.end, "createdAt")
+            # its size (the polls go by it): the rows our imports made in its window, as their spans say
+            marketo.wait_lead_export(export, rows=marketo.imported_rows_between(window.start, window.end) or rows)
+            with self._lock:
+                expected = frozenset(self._expected)  # now: any import whose rows it holds was expected before
+            held: dict[str, str] = {}
+            for row, _offset in marketo.lead_export_rows(export):
+                key = str(row.get(self.link_field) or "").lower()
+                if key in expected and key not in held:
+                    held[key] = str(row["id"])
+            with self._lock:
+                for key, person in held.items():
+                    if key in self._expected:
+                        self._seen.setdefault(key, person)
+            window.ok = True
+            log.debug("imported ids: %s rows of our imports by one export", len(held))
+        finally:
+            window.read.set()

@@ -1,67 +1,229 @@
-"""The ids of imported persons: one export over the window the import ran in, sized for its polls, then lookups."""
+"""The ids of imported persons: exports over consecutive windows (each starting where the ones before it ended),
+sized for their polls, shared by the imports of one run, then lookups for what no export held."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from sync.connectors.marketo.models import MarketoPerson
-from sync.engine.imported_ids import SKEW, imported_person_ids
+from sync.engine.imported_ids import SKEW, ImportedIds, uncovered_start
 
 SINCE = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 UNTIL = SINCE + timedelta(seconds=30)
 
 
-class Marketo:
-    """The calls imported_person_ids makes, recorded; the export holds every wanted row but `missing`, and rows of
-    another import beside them."""
+def at(seconds: float) -> datetime:
+    return SINCE + timedelta(seconds=seconds)
 
-    def __init__(self, wanted: list[str], missing: set[str], beside: int) -> None:
-        self.rows = [{"id": str(i + 1), "link": d.upper()} for i, d in enumerate(wanted) if d not in missing]
-        self.rows += [{"id": str(10_000 + i), "link": f"other-{i}"} for i in range(beside)]
-        self.missing = missing
+
+class Marketo:
+    """A Marketo whose persons carry a createdAt (seconds after SINCE): an export holds those in its window. The
+    calls are recorded; `now` is what server_time answers."""
+
+    def __init__(self) -> None:
+        self.persons: list[tuple[float, dict[str, str]]] = []
+        self.now = UNTIL
         self.calls: list[tuple[str, Any]] = []
+        self.exports: dict[str, tuple[datetime, datetime]] = {}
+        self.fail_export = False
+
+    def create(self, links: list[str], created: float, first_id: int) -> None:
+        self.persons += [(created, {"id": str(first_id + i), "link": d.upper()}) for i, d in enumerate(links)]
 
     def server_time(self) -> datetime:
-        return UNTIL
+        return self.now
 
     def imported_rows_between(self, start: datetime, end: datetime) -> int:
         self.calls.append(("imported_rows_between", (start, end)))
-        return len(self.rows) + len(self.missing)
+        return sum(start <= at(created) < end for created, _ in self.persons)
 
     def queue_lead_export(self, fields: list[str], start: datetime, end: datetime, date_field: str) -> str:
         self.calls.append(("queue_lead_export", (fields, start, end, date_field)))
-        return "e1"
+        export_id = f"e{len(self.exports) + 1}"
+        self.exports[export_id] = (start, end)
+        return export_id
 
     def wait_lead_export(self, export_id: str, rows: int | None = None) -> None:
         self.calls.append(("wait_lead_export", rows))
+        if self.fail_export:
+            raise RuntimeError("export failed")
 
     def lead_export_rows(self, export_id: str) -> Iterator[tuple[dict[str, str], int]]:
-        yield from ((row, 0) for row in self.rows)
+        start, end = self.exports[export_id]
+        yield from ((row, 0) for created, row in self.persons if start <= at(created) < end)
 
     def get_leads(self, filter_type: str, values: list[str], fields: list[str]) -> list[MarketoPerson]:
         self.calls.append(("get_leads", sorted(values)))
-        return [MarketoPerson(id=90_000 + i, values={"link": v}) for i, v in enumerate(sorted(values))]
+        held = {row["link"].lower(): row["id"] for _, row in self.persons}
+        return [MarketoPerson(id=int(held[v]), values={"link": v}) for v in sorted(values) if v in held]
+
+    def exported_windows(self) -> list[tuple[datetime, datetime]]:
+        return [args[1:3] for name, args in self.calls if name == "queue_lead_export"]
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(n)]
 
 
 def test_one_export_over_the_imports_window_sized_with_the_rows_beside_them() -> None:
-    wanted = [f"d-{i}" for i in range(2_000)]
-    marketo: Any = Marketo(wanted, missing={"d-7"}, beside=3_000)
-    found = imported_person_ids(marketo, "link", wanted, SINCE)
+    marketo: Any = Marketo()
+    wanted = ids("d", 2_000)
+    marketo.create([d for d in wanted if d != "d-7"], created=5, first_id=1)
+    marketo.create(ids("other", 3_000), created=6, first_id=10_000)  # another import's, in the window
+    marketo.create(["d-7"], created=-3_600, first_id=90_000)  # created earlier: the import updated it
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(wanted)
+    found = resolver.resolve(wanted, SINCE)
     assert len(found) == 2_000 and found["d-0"] == "1" and found["d-7"] == "90000"  # the one missing: looked up
     window = (["id", "link"], SINCE - SKEW, UNTIL + SKEW, "createdAt")
     assert marketo.calls == [
         ("queue_lead_export", window),
         ("imported_rows_between", (SINCE - SKEW, UNTIL + SKEW)),
-        ("wait_lead_export", 5_000),  # its own 2,000 and the 3,000 another import made in the window
+        ("wait_lead_export", 4_999),  # its own 1,999 and the 3,000 another import made in the window
         ("get_leads", ["d-7"]),
     ]
 
 
-def test_an_export_is_sized_at_least_for_the_rows_it_is_for() -> None:
-    wanted = [f"d-{i}" for i in range(2_000)]
-    marketo: Any = Marketo(wanted, missing=set(), beside=0)
+def test_an_export_is_sized_for_the_rows_it_is_for_when_no_import_span_is_known() -> None:
+    marketo: Any = Marketo()
+    wanted = ids("d", 2_000)
+    marketo.create(wanted, created=5, first_id=1)
     marketo.imported_rows_between = lambda start, end: 0  # imports it never saw run (another process made them)
-    imported_person_ids(marketo, "link", wanted, SINCE)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(wanted)
+    assert len(resolver.resolve(wanted, SINCE)) == 2_000
     assert ("wait_lead_export", 2_000) in marketo.calls
+
+
+def test_two_imports_that_ran_side_by_side_export_each_person_once() -> None:
+    """Import 1 ran 0-30 s, import 2 20-50 s: the second export starts where the first ended, and the rows of
+    import 2 that the first export held are its ids all the same."""
+    marketo: Any = Marketo()
+    first, second = ids("a", 3_000), ids("b", 3_000)
+    marketo.create(first, created=10, first_id=1)
+    marketo.create(second[:1_000], created=25, first_id=10_001)  # before the first resolve: in its window
+    marketo.create(second[1_000:], created=40, first_id=20_001)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first)
+    resolver.expect(second)
+    found_first = resolver.resolve(first, SINCE)
+    marketo.now = at(50)
+    found_second = resolver.resolve(second, at(20))
+    assert found_first == {d: str(1 + i) for i, d in enumerate(first)}
+    assert found_second["b-0"] == "10001" and found_second["b-2999"] == "22000" and len(found_second) == 3_000
+    assert marketo.exported_windows() == [(SINCE - SKEW, UNTIL + SKEW), (UNTIL + SKEW, at(51))]
+    assert not any(name == "get_leads" for name, _ in marketo.calls)  # no person looked up one by one
+    exported = sum(start <= at(c) < end for start, end in marketo.exported_windows() for c, _ in marketo.persons)
+    assert exported == 6_000  # each person once (overlapping windows would have held 7,000)
+
+
+def test_an_import_whose_span_earlier_exports_cover_whole_needs_no_export_of_its_own() -> None:
+    marketo: Any = Marketo()
+    first, second = ids("a", 3_000), ids("b", 2_000)
+    marketo.create(first, created=5, first_id=1)
+    marketo.create(second, created=15, first_id=10_001)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first + second)
+    resolver.resolve(first, SINCE)
+    found = resolver.resolve(second, at(10))  # Marketo's clock has not moved past the first window's end
+    assert len(found) == 2_000 and found["b-0"] == "10001"
+    assert len(marketo.exported_windows()) == 1
+
+
+def test_rows_of_an_import_not_expected_are_not_collected() -> None:
+    """Only the persons of imports announced before their export was read are kept (bounded memory)."""
+    marketo: Any = Marketo()
+    first, later = ids("a", 3_000), ids("z", 2_000)
+    marketo.create(first, created=5, first_id=1)
+    marketo.create(later, created=6, first_id=10_001)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first)
+    resolver.resolve(first, SINCE)
+    assert resolver._seen == {} and resolver._expected == set()
+
+
+def test_an_import_that_failed_is_forgotten_and_its_rows_no_longer_kept() -> None:
+    marketo: Any = Marketo()
+    first, failed = ids("a", 3_000), ids("f", 2_000)
+    marketo.create(first + failed, created=5, first_id=1)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first + failed)
+    resolver.resolve(first, SINCE)
+    assert len(resolver._seen) == 2_000  # the other import's rows, held for it
+    resolver.forget(failed)
+    assert resolver._seen == {} and resolver._expected == set()
+
+
+def test_when_an_earlier_export_failed_the_rows_it_would_have_held_are_looked_up() -> None:
+    marketo: Any = Marketo()
+    first, second = ids("a", 3_000), ids("b", 3_000)
+    marketo.create(first, created=10, first_id=1)
+    marketo.create(second, created=25, first_id=10_001)  # all inside the first window
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first + second)
+    marketo.fail_export = True
+    with pytest.raises(RuntimeError):
+        resolver.resolve(first, SINCE)
+    marketo.fail_export = False
+    found = resolver.resolve(second, at(20))
+    assert len(found) == 3_000 and found["b-0"] == "10001"
+    lookups = [values for name, values in marketo.calls if name == "get_leads"]
+    assert sum(len(v) for v in lookups) == 3_000  # nothing lost: all of them by the link field
+
+
+def test_a_later_import_waits_for_the_earlier_export_that_holds_part_of_its_span() -> None:
+    """The finishers resolve on their own threads: the second must not answer before the first export is read."""
+    marketo: Any = Marketo()
+    first, second = ids("a", 3_000), ids("b", 3_000)
+    marketo.create(first, created=10, first_id=1)
+    marketo.create(second, created=25, first_id=10_001)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first + second)
+    gate, waiting = threading.Event(), threading.Event()
+    wait_first = marketo.wait_lead_export
+
+    def slow_wait(export_id: str, rows: int | None = None) -> None:
+        if export_id == "e1":
+            waiting.set()
+            gate.wait(5)
+        wait_first(export_id, rows)
+
+    marketo.wait_lead_export = slow_wait
+    results: dict[str, dict[str, str]] = {}
+    one = threading.Thread(target=lambda: results.update(first=resolver.resolve(first, SINCE)))
+    one.start()
+    assert waiting.wait(5)
+    marketo.now = at(50)
+    two = threading.Thread(target=lambda: results.update(second=resolver.resolve(second, at(20))))
+    two.start()
+    two.join(0.3)
+    assert two.is_alive()  # held until the first export is read
+    gate.set()
+    one.join(5)
+    two.join(5)
+    assert len(results["first"]) == 3_000 and len(results["second"]) == 3_000
+    assert not any(name == "get_leads" for name, _ in marketo.calls)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "windows", "expected"),
+    [
+        (0, 10, [], 0),
+        (0, 10, [(0, 4)], 4),
+        (2, 10, [(0, 4), (4, 7)], 7),
+        (2, 10, [(4, 7)], 2),  # a gap at the start: nothing before it counts
+        (2, 10, [(0, 3), (5, 7)], 3),  # a gap in the middle: the export starts there
+        (2, 10, [(0, 12)], 12),  # all covered
+        (5, 10, [(4, 7), (0, 5)], 7),  # in any order
+    ],
+)
+def test_where_a_window_stops_being_covered(
+    start: int, end: int, windows: list[tuple[int, int]], expected: int
+) -> None:
+    got = uncovered_start(at(start), at(end), [(at(a), at(b)) for a, b in windows])
+    assert got == at(expected)
