@@ -39,6 +39,7 @@ import cProfile
 import io
 import json
 import math
+import os
 import pstats
 import random
 import resource
@@ -82,6 +83,38 @@ def _function_timeout_s() -> int:
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
     return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds over one run: the whole machine's (every process: Azurite, the emulators, this one) and this
+    process's. Whether the wall is the APIs' waits or the machine's cores: the floors count no CPU."""
+
+    wall: float
+    machine: float
+    own: float
+    cores: int
+
+    @staticmethod
+    def now() -> tuple[float, float]:
+        """(busy CPU seconds of the machine since boot, CPU seconds of this process)."""
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle and iowait
+        own = os.times()
+        return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+    @classmethod
+    def since(cls, before: tuple[float, float], wall: float) -> CpuUse:
+        machine, own = cls.now()
+        return cls(wall, machine - before[0], own - before[1], os.cpu_count() or 1)
+
+    def line(self) -> str:
+        busy, own = self.machine / self.wall, self.own / self.wall
+        return (
+            f"  CPU over the wall: the machine's {self.cores} cores busy {busy:.2f} on average "
+            f"({busy / self.cores:.0%}); this process {own:.2f} core; the others (Azurite, the emulators) "
+            f"{max(0.0, busy - own):.2f}"
+        )
 
 
 FUNCTION_TIMEOUT_S = _function_timeout_s()
@@ -239,6 +272,7 @@ class Run:
     rss_after_kib: int = 0
     maxrss_kib: int = 0
     traced_peak: int = 0
+    cpu: CpuUse | None = None
     phases: dict[str, engine_probe.Phase] = field(default_factory=dict)
     profile_text: str = ""
     ceiling: ceiling.Ceiling | None = None
@@ -309,6 +343,8 @@ class Run:
             "rss_before_mib": round(self.rss_before_kib / 1024, 1),
             "maxrss_mib": round(self.maxrss_kib / 1024, 1),
             "tracemalloc_peak_mib": round(self.traced_peak / 2**20, 1),
+            "cpu_machine_s": round(self.cpu.machine, 1) if self.cpu else None,
+            "cpu_this_process_s": round(self.cpu.own, 1) if self.cpu else None,
             "records_per_hour": round(self.per_hour),
             "ceiling_s": round(self.ceiling.seconds, 2) if self.ceiling else None,
             "api_floor_s": round(self.ceiling.api_seconds, 2) if self.ceiling else None,
@@ -497,7 +533,7 @@ def measure(h: Harness, n: int, direction: OneWay) -> Run:
     if args.tracemalloc == "all":
         tracemalloc.start(1)
     profiler = cProfile.Profile() if args.cprofile else None
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), CpuUse.now()
     if profiler is not None:
         profiler.enable()
     try:
@@ -509,6 +545,7 @@ def measure(h: Harness, n: int, direction: OneWay) -> Run:
         if profiler is not None:
             profiler.disable()
         run.wall = time.perf_counter() - started
+        run.cpu = CpuUse.since(cpu_before, run.wall)
         if args.tracemalloc == "all":
             run.traced_peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
@@ -727,6 +764,8 @@ def print_run(run: Run) -> None:
         f"{run.maxrss_kib / 1024:.0f} MiB (process lifetime); tracemalloc peak {run.traced_peak / 2**20:.1f} MiB "
         f"-> aim < {MEMORY_AIM_MB} MB: {verdict(peak_mb < MEMORY_AIM_MB)}"
     )
+    if run.cpu is not None:
+        print(run.cpu.line())
     if run.messages:
         step = max(1, len(run.messages) // 24)
         trail = ", ".join(f"{m.rss_kib / 1024:.0f}" for m in run.messages[::step])
