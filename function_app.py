@@ -8,10 +8,12 @@ import azure.functions as func
 
 from sync import api, dashboard, metrics, runtime
 from sync.engine.fullsync import process_message
+from sync.memory import cap_malloc_arenas
 from sync.record_errors import ErrorQueryError
 from sync.state.queue import WorkMessage
 from sync.status import collect_status
 
+cap_malloc_arenas()  # the worker process runs the full sync's threads (sync/memory.py)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 

@@ -68,6 +68,7 @@ from emulators.process import RunningEmulators
 from sync.demo import salesperson_client
 from sync.engine import fullsync
 from sync.engine.context import SyncContext, build_context
+from sync.memory import cap_malloc_arenas
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
 from sync.state import links as link_store
@@ -844,6 +845,7 @@ def summary_table(runs: list[Run]) -> None:
 
 
 def main() -> None:
+    cap_malloc_arenas()  # as the function app does (sync/memory.py): the worker is measured as deployed
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", default="10000,100000", help="N, or several (comma-separated)")
     parser.add_argument("--directions", default=",".join(DIRECTIONS), help="to_marketo, to_dynamics or both")

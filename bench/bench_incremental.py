@@ -59,6 +59,7 @@ from sync.connectors.marketo import MarketoClient
 from sync.demo import salesperson_client
 from sync.engine.context import SyncContext, build_context
 from sync.engine.cycle import CycleReport, run_cycle
+from sync.memory import cap_malloc_arenas
 from sync.settings import Settings, load_settings
 from sync.state import StateStore
 from sync.state.tables import service_client
@@ -617,6 +618,7 @@ def summary_table(results: list[dict[str, Any]], n: int, profile: str) -> None:
 
 
 def main() -> None:
+    cap_malloc_arenas()  # as the function app does (sync/memory.py): the worker is measured as deployed
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=10_000, help="N: changed records on each side")
     parser.add_argument("--profile", choices=["realistic", "fast"], default="realistic")
