@@ -1,8 +1,8 @@
 """The process's malloc arenas, capped: glibc gives threads that allocate at once arenas of their own (up to 8 per
 core), and memory freed in one stays in it. A full sync's page finishers, link writers and readers are such
 threads: a 100k-record message left the worker at 260-280 MiB with the default, at 220 MiB with 2 arenas (and the
-next 100k message peaked at 245 MiB instead of 284-295 MiB; bench/bench_full_sync.py). The Python code holds the
-GIL, so few arenas cost no speed.
+next 100k message peaked at 226-245 MiB instead of 284-295 MiB; bench/bench_full_sync.py). The Python code holds
+the GIL, so threads seldom contend for an arena; the bench's wall times showed no slowdown.
 
 MALLOC_ARENA_MAX, when set, is glibc's own knob and wins; off glibc (musl, macOS) nothing is done."""
 
