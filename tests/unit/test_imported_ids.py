@@ -70,6 +70,18 @@ def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(n)]
 
 
+def two_imports(second_rows: int = 3_000, second_created: float = 25) -> tuple[Any, ImportedIds, list[str], list[str]]:
+    """Import "a" (3,000 persons created 10 s after SINCE) and import "b" (created at `second_created`), both
+    expected by a fresh resolver."""
+    marketo: Any = Marketo()
+    first, second = ids("a", 3_000), ids("b", second_rows)
+    marketo.create(first, created=10, first_id=1)
+    marketo.create(second, created=second_created, first_id=10_001)
+    resolver = ImportedIds(marketo, "link")
+    resolver.expect(first + second)
+    return marketo, resolver, first, second
+
+
 def test_one_export_over_the_imports_window_sized_with_the_rows_beside_them() -> None:
     marketo: Any = Marketo()
     wanted = ids("d", 2_000)
@@ -123,12 +135,7 @@ def test_two_imports_that_ran_side_by_side_export_each_person_once() -> None:
 
 
 def test_an_import_whose_span_earlier_exports_cover_whole_needs_no_export_of_its_own() -> None:
-    marketo: Any = Marketo()
-    first, second = ids("a", 3_000), ids("b", 2_000)
-    marketo.create(first, created=5, first_id=1)
-    marketo.create(second, created=15, first_id=10_001)
-    resolver = ImportedIds(marketo, "link")
-    resolver.expect(first + second)
+    marketo, resolver, first, second = two_imports(second_rows=2_000, second_created=15)
     resolver.resolve(first, SINCE)
     found = resolver.resolve(second, at(10))  # Marketo's clock has not moved past the first window's end
     assert len(found) == 2_000 and found["b-0"] == "10001"
@@ -160,12 +167,7 @@ def test_an_import_that_failed_is_forgotten_and_its_rows_no_longer_kept() -> Non
 
 
 def test_when_an_earlier_export_failed_the_rows_it_would_have_held_are_looked_up() -> None:
-    marketo: Any = Marketo()
-    first, second = ids("a", 3_000), ids("b", 3_000)
-    marketo.create(first, created=10, first_id=1)
-    marketo.create(second, created=25, first_id=10_001)  # all inside the first window
-    resolver = ImportedIds(marketo, "link")
-    resolver.expect(first + second)
+    marketo, resolver, first, second = two_imports()  # all of "b" inside the first window
     marketo.fail_export = True
     with pytest.raises(RuntimeError):
         resolver.resolve(first, SINCE)
@@ -178,12 +180,7 @@ def test_when_an_earlier_export_failed_the_rows_it_would_have_held_are_looked_up
 
 def test_a_later_import_waits_for_the_earlier_export_that_holds_part_of_its_span() -> None:
     """The finishers resolve on their own threads: the second must not answer before the first export is read."""
-    marketo: Any = Marketo()
-    first, second = ids("a", 3_000), ids("b", 3_000)
-    marketo.create(first, created=10, first_id=1)
-    marketo.create(second, created=25, first_id=10_001)
-    resolver = ImportedIds(marketo, "link")
-    resolver.expect(first + second)
+    marketo, resolver, first, second = two_imports()
     gate, waiting = threading.Event(), threading.Event()
     wait_first = marketo.wait_lead_export
 
