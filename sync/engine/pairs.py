@@ -2,27 +2,26 @@
 full sync.
 
 For each batch (a Dynamics page, or a set of Marketo persons) the builder finds each record's link and snapshot,
-rebuilds or reads the counterpart, matches unlinked records (link fields, then e-mail), plans every pair and hands
+rebuilds or reads the counterpart, matches unlinked records (pair_matching.py), plans every pair and hands
 the plans to the executor. Counts, conflicts and (for dry runs) the plans accumulate on the builder.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sync.connectors.dynamics.models import DataverseRecord
 from sync.connectors.marketo.models import MarketoPerson
 from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
-from sync.engine.dynamics_index import DynamicsMatchIndex, folded
+from sync.engine.dynamics_index import DynamicsMatchIndex
 from sync.engine.execute import BatchOutcome, Executor, PairWork
 from sync.engine.filters import filter_columns
 from sync.engine.match_index import MatchIndex
-from sync.engine.matching import duplicates_within, group_by_email, pick
+from sync.engine.pair_matching import PairMatcher
 from sync.engine.plan import (
     PAUSED,
     DynamicsSide,
@@ -47,8 +46,6 @@ from sync.mapping.model import Direction, EntityMapping, System
 from sync.mapping.transforms import Canonical
 from sync.state import Link
 
-Side = TypeVar("Side", DynamicsSide, MarketoSide)
-Candidate = TypeVar("Candidate", DataverseRecord, MarketoPerson)
 MERGED_DUPLICATE = "merged_duplicate"  # a record whose Marketo person was merged into one another record follows
 
 
@@ -86,6 +83,7 @@ class PairBuilder:
         self._problem_codes: dict[str, str] = {}  # row id -> the code of a reference that waits
         self.index: MatchIndex | None = None  # a full sync's match index: no per-page lookups (match_index.py)
         self.dynamics_index: DynamicsMatchIndex | None = None  # the same, of Dataverse, to Dynamics (dynamics_index.py)
+        self.matcher = PairMatcher(self)  # unlinked records: found in the other system, or created (pair_matching.py)
 
     # --- small helpers ------------------------------------------------------------------------------------------
     @property
@@ -141,7 +139,7 @@ class PairBuilder:
         self._problem_codes.clear()
 
     # --- sides --------------------------------------------------------------------------------------------------
-    def _dynamics_side(self, record: DataverseRecord) -> tuple[DynamicsSide | None, str | None]:
+    def dynamics_side(self, record: DataverseRecord) -> tuple[DynamicsSide | None, str | None]:
         values, problems = dynamics_canonical(self.entity, record.values, self.options, record.annotations)
         if self.entity.references:
             key = self._reference_key(record)
@@ -169,7 +167,7 @@ class PairBuilder:
             None,
         )
 
-    def _marketo_side(self, person: MarketoPerson) -> tuple[MarketoSide | None, str | None]:
+    def marketo_side(self, person: MarketoPerson) -> tuple[MarketoSide | None, str | None]:
         values, problems = marketo_canonical(self.entity, person.values)
         if problems:
             return None, "; ".join(problems)
@@ -232,7 +230,7 @@ class PairBuilder:
             taken |= set(self.links_by_marketo_id(other.name, [i for i in marketo_ids if i not in taken]))
         return taken
 
-    def _followed_elsewhere(self, marketo_ids: list[str]) -> dict[str, str]:
+    def followed_elsewhere(self, marketo_ids: list[str]) -> dict[str, str]:
         """Of these persons, those another record already links, with who that is (a batched read per stream)."""
         owners: dict[str, str] = {}
         for other in self.ctx.mapping.person_streams():
@@ -241,209 +239,14 @@ class PairBuilder:
                     owners.setdefault(marketo_id, f"{other.name} {link.dynamics_id}")
         return owners
 
-    def _linked_elsewhere(self, marketo_id: str) -> str | None:
+    def linked_elsewhere(self, marketo_id: str) -> str | None:
         for other in self.ctx.mapping.person_streams():
             link = self.links.get_by_marketo_id(other.name, marketo_id)
             if link is not None:
                 return f"{other.name} {link.dynamics_id}"
         return None
 
-    def _match_dynamics(self, sides: list[DynamicsSide], works: list[PairWork]) -> list[PairInput]:
-        """Unlinked Dynamics records: find their Marketo person, or plan a create. With a match index (a full
-        sync's, see match_index.py) the link field and the e-mail are looked up in it, and only the persons that
-        matched are read, by id."""
-        inputs: list[PairInput] = []
-        pending: list[DynamicsSide] = []
-        fields = self.marketo_field_names()
-        index = self.index
-        lean: dict[str, int] = {}  # record id -> the index person it matched, read whole below
-
-        def pair_for(side: DynamicsSide, person: MarketoPerson | None, error: str | None) -> PairInput:
-            if index is not None and person is not None and error is None:
-                lean[side.id] = person.id
-                return PairInput(dynamics=side)
-            return self._pair_for_match(side, person, error)
-
-        # 1. The record names its person (new_marketopersonid), or a person names the record (its link field).
-        named = self.fetch_persons(s.marketo_id for s in sides if s.marketo_id and s.marketo_id.isdigit())
-        by_link: dict[str, list[MarketoPerson]] = {}
-        if sides:
-            link_field = self.entity.marketo_id_field
-            people = (
-                index.by_link_field(link_field, [s.id for s in sides])
-                if index is not None
-                else self.ctx.marketo.get_leads(link_field, [s.id for s in sides], fields)
-            )
-            for person in people:
-                by_link.setdefault(str(person.values.get(link_field) or "").lower(), []).append(person)
-        followed = self._followed_elsewhere([str(p.id) for people in by_link.values() for p in people])
-        for side in sides:
-            candidates = by_link.get(side.id, [])
-            if candidates and all(str(c.id) in followed for c in candidates):  # e.g. a qualified lead's person
-                owner = followed[str(candidates[0].id)]  # moved to its contact: it follows that now
-                works.append(self._skip(side.id, None, f"its Marketo person follows {owner}"))
-                continue
-            candidates = [c for c in candidates if str(c.id) not in followed]
-            if (
-                side.marketo_id is not None
-                and side.marketo_id in named
-                and all(str(c.id) != side.marketo_id for c in candidates)
-            ):
-                linked_to = self._linked_elsewhere(side.marketo_id)
-                if linked_to is not None:
-                    works.append(self._skip(side.id, None, f"its Marketo person {side.marketo_id} follows {linked_to}"))
-                    continue
-                candidates = [named[side.marketo_id], *candidates]
-            if not candidates:
-                pending.append(side)
-                continue
-            match = pick(f"{self.entity.name} {side.id}", candidates, lambda p: str(p.id), lambda _: None, "persons")
-            found = match.found
-            if found is not None and side.marketo_id is not None and found.id == int(side.marketo_id or 0):
-                inputs.append(self._pair_for_match(side, found, match.error))  # read whole already
-            else:
-                inputs.append(pair_for(side, found, match.error))
-        # 2. The e-mail address.
-        batch_dupes = duplicates_within(pending)
-        if index is not None:
-            for side in pending:
-                creator = index.creator_of(side.values.get("email"))
-                if creator is not None and creator != side.id:
-                    batch_dupes.setdefault(
-                        side.id,
-                        f"e-mail {side.values.get('email')} is shared with {self.entity.name} {creator}, whose new "
-                        "Marketo person this sync created",
-                    )
-        emails = group_by_email(pending, lambda s: s.values.get("email"))
-        found_by_email: dict[str, list[MarketoPerson]] = {}
-        if emails:
-            people = (
-                index.by_emails(emails)
-                if index is not None
-                else self.ctx.marketo.get_leads("email", list(emails), fields)
-            )
-            for person in people:
-                found_by_email.setdefault(str(person.values.get("email", "")).strip().casefold(), []).append(person)
-        inputs.extend(_match_by_email(pending, batch_dupes, found_by_email, self._person_owner, "persons", pair_for))
-        if lean:
-            inputs = self._read_lean_matches(inputs, lean)
-        return inputs
-
-    def _read_lean_matches(self, inputs: list[PairInput], lean: dict[str, int]) -> list[PairInput]:
-        """The persons matched in the index, read whole by id (300 a call); one deleted meanwhile is created anew."""
-        persons = self.fetch_persons(str(pid) for pid in lean.values())
-        out: list[PairInput] = []
-        for pair in inputs:
-            side = pair.dynamics
-            if side is None or side.id not in lean or pair.marketo is not None or pair.match_error is not None:
-                out.append(pair)
-                continue
-            out.append(self._pair_for_match(side, persons.get(str(lean[side.id])), None))
-        return out
-
-    def _person_owner(self, person: MarketoPerson, dynamics_id: str) -> str | None:
-        for other in self.ctx.mapping.person_streams():
-            value = person.values.get(other.marketo_id_field)
-            if value not in (None, "") and str(value).lower() != dynamics_id:
-                return f"{other.name} {value}"
-        return self._linked_elsewhere(str(person.id))
-
-    def _pair_for_match(self, side: DynamicsSide, person: MarketoPerson | None, error: str | None) -> PairInput:
-        if error is not None:
-            return PairInput(dynamics=side, match_error=error)
-        if person is None:
-            return PairInput(dynamics=side)
-        marketo, problem = self._marketo_side(person)
-        if problem:
-            return PairInput(dynamics=side, match_error=f"Marketo person {person.id}: {problem}")
-        return PairInput(dynamics=side, marketo=marketo)
-
-    def _match_marketo(self, sides: list[MarketoSide]) -> list[PairInput]:
-        """Unlinked Marketo persons marked to sync to Dynamics: find their Dynamics record, or plan a create."""
-        inputs: list[PairInput] = []
-        select = self.select()
-        named = self.fetch_dynamics(
-            s.linked_dynamics_id for s in sides if s.linked_dynamics_id is not None and _is_guid(s.linked_dynamics_id)
-        )
-        # by the link field, then by e-mail: both asked in the same queries; e-mail answers serve the unmatched only
-        link_column = self.link_fields.dynamics_marketo_id
-        email_column = self.dynamics_email_column
-        wanted: dict[str, list[str]] = {link_column: [s.id for s in sides]}
-        emails = list(group_by_email(sides, lambda s: s.values.get("email"))) if email_column else []
-        if email_column and emails:
-            wanted[email_column] = emails
-        found = self._find_dynamics(wanted, select)
-        self.resolve_references(
-            [*named.values(), *(r for column in found.values() for rows in column.values() for r in rows)]
-        )
-        by_person = found[link_column]
-        pending: list[MarketoSide] = []
-        for side in sides:
-            candidates = list(by_person.get(side.id, []))
-            if (
-                side.linked_dynamics_id is not None
-                and side.linked_dynamics_id in named
-                and all(str(c.id).lower() != side.linked_dynamics_id for c in candidates)
-            ):
-                candidates.insert(0, named[side.linked_dynamics_id])
-            if not candidates:
-                pending.append(side)
-                continue
-            match = pick(f"person {side.id}", candidates, lambda r: str(r.id), lambda _: None, f"{self.entity.name}s")
-            inputs.append(self._pair_for_dynamics_match(side, match.found, match.error))
-        batch_dupes = duplicates_within(pending)
-        by_email = found.get(email_column, {}) if email_column else {}
-        found_by_email = {str(k).strip().casefold(): v for k, v in by_email.items()}
-        what = f"{self.entity.name}s"
-        inputs.extend(
-            _match_by_email(
-                pending, batch_dupes, found_by_email, self._dynamics_owner, what, self._pair_for_dynamics_match
-            )
-        )
-        return inputs
-
-    def _find_dynamics(
-        self, wanted: dict[str, list[str]], select: list[str]
-    ) -> dict[str, dict[str, list[DataverseRecord]]]:
-        """column -> value -> the records holding it: by lookups, or in the Dynamics match index and then only the
-        matched records read whole by id (one that no longer holds the value, or is gone, is not a match)."""
-        index = self.dynamics_index
-        if index is None:
-            return self.ctx.dynamics.find_by_any(self.entity.table, wanted, select, annotations=self.annotations)
-        ids = index.find(wanted)
-        records = self.fetch_dynamics(i for by_value in ids.values() for found in by_value.values() for i in found)
-        return {
-            column: {
-                value: [
-                    records[i]
-                    for i in dict.fromkeys(found)
-                    if i in records and folded(records[i].values.get(column)) == folded(value)
-                ]
-                for value, found in by_value.items()
-            }
-            for column, by_value in ids.items()
-        }
-
-    def _dynamics_owner(self, record: DataverseRecord, marketo_id: str) -> str | None:
-        value = record.values.get(self.link_fields.dynamics_marketo_id)
-        if value not in (None, "") and str(value) != marketo_id:
-            return f"Marketo person {value}"
-        link = self.links.get_by_dynamics_id(self.entity.name, str(record.id).lower())
-        return f"Marketo person {link.marketo_id}" if link and link.marketo_id != marketo_id else None
-
-    def _pair_for_dynamics_match(
-        self, side: MarketoSide, record: DataverseRecord | None, error: str | None
-    ) -> PairInput:
-        if error is not None:
-            return PairInput(marketo=side, match_error=error)
-        if record is None:
-            return PairInput(marketo=side)
-        dynamics, problem = self._dynamics_side(record)
-        if problem:
-            return PairInput(marketo=side, match_error=f"{self.entity.name} {record.id}: {problem}")
-        return PairInput(dynamics=dynamics, marketo=side)
-
-    def _skip(self, dynamics_id: str | None, marketo_id: str | None, reason: str) -> PairWork:
+    def skip(self, dynamics_id: str | None, marketo_id: str | None, reason: str) -> PairWork:
         plan = PairPlan(dynamics_id=dynamics_id, marketo_id=marketo_id, outcome="skipped", reason=reason)
         return PairWork(pair=PairInput(), plan=plan)
 
@@ -471,7 +274,7 @@ class PairBuilder:
         sides: list[DynamicsSide] = []
         self.resolve_references(records)
         for record in records:
-            side, problem = self._dynamics_side(record)
+            side, problem = self.dynamics_side(record)
             if side is None:
                 works.append(self._read_failure("dynamics", str(record.id).lower(), problem or "unreadable"))
             else:
@@ -504,7 +307,7 @@ class PairBuilder:
                 )
                 continue
             if link.marketo_id in full_persons:
-                marketo, problem = self._marketo_side(full_persons[link.marketo_id])
+                marketo, problem = self.marketo_side(full_persons[link.marketo_id])
             else:
                 marketo, problem = self._marketo_from_snapshot(link, changes)
             if marketo is None:
@@ -536,7 +339,7 @@ class PairBuilder:
         if not links:
             return []
         winners = sorted({changes.merged[loser] for loser in links} - changes.deleted)
-        taken = self._followed_elsewhere(winners)
+        taken = self.followed_elsewhere(winners)
         persons = self.fetch_persons(w for w in winners if w not in taken)
         records = self.fetch_dynamics(link.dynamics_id for link in links.values())
         self.resolve_references(list(records.values()))
@@ -558,8 +361,8 @@ class PairBuilder:
                 if record is not None and winner in taken:  # two records for one person: a salesperson merges them
                     works.append(self._merged_duplicate(link.dynamics_id, loser, winner, taken[winner]))
                 continue
-            dynamics, problem = self._dynamics_side(record)
-            marketo, marketo_problem = self._marketo_side(person)
+            dynamics, problem = self.dynamics_side(record)
+            marketo, marketo_problem = self.marketo_side(person)
             if dynamics is None or marketo is None:
                 system: System = "dynamics" if dynamics is None else "marketo"
                 ident = link.dynamics_id if dynamics is None else winner
@@ -609,7 +412,7 @@ class PairBuilder:
             if person is None:
                 to_match.append(side)
                 continue
-            marketo, problem = self._marketo_side(person)
+            marketo, problem = self.marketo_side(person)
             if marketo is None:
                 works.append(self._read_failure("marketo", origin_link.marketo_id, problem or "unreadable"))
                 continue
@@ -619,7 +422,7 @@ class PairBuilder:
                 )
             )
         if to_match:
-            inputs.extend(self._match_dynamics(to_match, works))
+            inputs.extend(self.matcher.match_dynamics(to_match, works))
         return inputs
 
     def marketo_batch(
@@ -646,7 +449,7 @@ class PairBuilder:
             linked = [(pid, link) for pid, link in linked if pid not in set(fresh)]
         unlinked = [pid for pid, link in zip(ids, links, strict=True) if link is None and pid not in changes.deleted]
         moved = self._retried_elsewhere(unlinked)
-        works.extend(self._skip(None, pid, f"its person follows {owner} now") for pid, owner in moved.items())
+        works.extend(self.skip(None, pid, f"its person follows {owner} now") for pid, owner in moved.items())
         unlinked = [pid for pid in unlinked if pid not in moved]
         refetch_dynamics = {link.dynamics_id for _, link in linked} if not dynamics_complete else set()
         refetch_dynamics |= {link.dynamics_id for pid, link in linked if pid in self.retry_persons}
@@ -657,13 +460,13 @@ class PairBuilder:
         inputs: list[PairInput] = []
         for pid, link in linked:
             if link.dynamics_id in current:
-                dynamics, problem = self._dynamics_side(current[link.dynamics_id])
+                dynamics, problem = self.dynamics_side(current[link.dynamics_id])
                 if dynamics is None:
                     works.append(self._read_failure("dynamics", link.dynamics_id, problem or "unreadable"))
                     continue
             elif link.dynamics_id in refetch_dynamics:
                 dynamics = None  # gone from Dynamics: the delete arrives through change tracking
-                works.append(self._skip(link.dynamics_id, pid, "the Dynamics record was not found"))
+                works.append(self.skip(link.dynamics_id, pid, "the Dynamics record was not found"))
                 continue
             else:
                 dynamics = self._dynamics_from_snapshot(link)
@@ -673,7 +476,7 @@ class PairBuilder:
                 )
                 continue
             if pid in full_persons:
-                marketo, problem = self._marketo_side(full_persons[pid])
+                marketo, problem = self.marketo_side(full_persons[pid])
             else:
                 marketo, problem = self._marketo_from_snapshot(link, changes)
             if marketo is None:
@@ -685,7 +488,7 @@ class PairBuilder:
             persons += self.fetch_persons(pid for pid in unlinked if pid not in known).values()
             marked: list[MarketoSide] = []
             for person in persons:
-                side, problem = self._marketo_side(person)
+                side, problem = self.marketo_side(person)
                 if side is None:
                     works.append(self._read_failure("marketo", str(person.id), problem or "unreadable"))
                 elif side.sync_to_dynamics:
@@ -693,14 +496,14 @@ class PairBuilder:
             taken = self._linked_anywhere([side.id for side in marked], assume_unlinked) if marked else set()
             candidates = [side for side in marked if side.id not in taken]
             if candidates:
-                inputs.extend(self._match_marketo(candidates))
+                inputs.extend(self.matcher.match_marketo(candidates))
         return works + self._plan(inputs)
 
     def _retried_elsewhere(self, person_ids: list[str]) -> dict[str, str]:
         """Of these persons, those with an error of this stream that another record now follows (a qualified lead's
         person moved to its contact): that stream carries their changes, so this stream's errors are settled."""
         retried = [pid for pid in person_ids if pid in self.retry_persons]
-        return self._followed_elsewhere(retried) if retried else {}
+        return self.followed_elsewhere(retried) if retried else {}
 
     def _plan(self, inputs: list[PairInput]) -> list[PairWork]:
         plans = [plan_pair(i, self.entity, self.ctx.mapping, self.options) for i in inputs]
@@ -715,45 +518,6 @@ class PairBuilder:
         self.conflicts.extend(outcome.conflicts)
         if self.dry_run:
             self.plans.extend(w.plan for w in works)
-
-
-def _match_by_email(
-    pending: Sequence[Side],
-    batch_dupes: dict[str, str],
-    found_by_email: dict[str, list[Candidate]],
-    owner_of: Callable[[Candidate, str], str | None],
-    what: str,
-    pair_for: Callable[[Side, Candidate | None, str | None], PairInput],
-) -> list[PairInput]:
-    """The e-mail step of matching, the same both ways: a record shares its address with an earlier one of the same
-    batch (error), or the other system holds exactly one free record with it (link), several (error) or none (create).
-    `pair_for(side, found, error)` builds the pair; `owner_of(candidate, side id)` names who already holds a candidate.
-    """
-    inputs: list[PairInput] = []
-    for side in pending:
-        if side.id in batch_dupes:
-            inputs.append(pair_for(side, None, batch_dupes[side.id]))
-            continue
-        email = side.values.get("email")
-        key = email.strip().casefold() if isinstance(email, str) else ""
-
-        side_id: str = side.id
-
-        def taken_by(candidate: Candidate, side_id: str = side_id) -> str | None:
-            return owner_of(candidate, side_id)
-
-        match = pick(f"e-mail {email}", found_by_email.get(key, []) if key else [], lambda c: str(c.id), taken_by, what)
-        inputs.append(pair_for(side, match.found, match.error))
-    return inputs
-
-
-def _is_guid(value: str | None) -> bool:
-    """A link field typed in by hand may hold anything; only a GUID can name a Dynamics record."""
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def _as_bool(value: object) -> bool | None:
