@@ -18,8 +18,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -174,21 +174,37 @@ class _RunPage:
     ends_run: bool = False  # the message starts no page after this one
 
 
+@dataclass
+class _PageRun:
+    """What one message's run of pages shares between its page source and its commits: `task` is the current one
+    (each commit moves its checkpoint), `calls` the API calls counted up to the last commit."""
+
+    ctx: SyncContext
+    job: Job
+    builder: PairBuilder
+    no_links: bool  # the task's first delivery of a fresh task: no link can exist yet
+    task: Task
+    calls: dict[str, int]
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+    delta: str | None = None
+
+    def ends_run(self, page_is_last: bool) -> bool:
+        """Whether the message starts no page after this one: the last page, the message's time spent, or a cancel."""
+        if page_is_last or time.monotonic() - self.started >= self.ctx.message_seconds:
+            return True
+        return _cancel_asked(self.ctx, self.job)
+
+
 def run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> tuple[Task, bool, str | None]:
     builder = _builder(ctx, job, task)
-    no_links = task.fresh and first_delivery
     pages_before = task.pages_done  # the commits move the checkpoint of `task` itself (advance)
-    started = time.monotonic()
-    state: dict[str, Any] = {"task": task, "calls": ctx.api_calls(), "finished": False, "delta": None}
-
-    def ends_run(page_is_last: bool) -> bool:
-        return page_is_last or time.monotonic() - started >= ctx.message_seconds or _cancel_asked(ctx, job)
-
+    run = _PageRun(ctx, job, builder, task.fresh and first_delivery, task, ctx.api_calls())
     if task.phase == "to_marketo":
-        source = _dynamics_source(ctx, job, task, builder, no_links, state, ends_run)
+        source = _dynamics_source(run)
         depth = max(PAGES_IN_FLIGHT, ctx.import_unit_pages * UNITS_IN_FLIGHT)
     else:
-        source = _marketo_source(ctx, job, task, builder, no_links, state, ends_run)
+        source = _marketo_source(run)
         depth = PAGES_IN_FLIGHT
 
     def finish(page: _RunPage) -> None:
@@ -206,13 +222,13 @@ def run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> t
             outcome = Executor.outcome(page.works)
             counts.update({**counts_of(page.counts + outcome.counts).model_dump(), "read": page.rows})
         known = [page.expected for page in pages if page.expected is not None]
-        current: Task = state["task"]
-        state["calls"] = advance(
-            ctx, current, state["calls"], dict(counts), len(pages), pages[-1].cursor, sum(known) if known else None
+        current = run.task
+        run.calls = advance(
+            ctx, current, run.calls, dict(counts), len(pages), pages[-1].cursor, sum(known) if known else None
         )
-        state["task"] = ctx.state.jobs.save_task(current)
+        run.task = ctx.state.jobs.save_task(current)
         if pages[-1].is_last:
-            state["finished"], state["delta"] = True, pages[-1].cursor if task.phase == "to_marketo" else None
+            run.finished, run.delta = True, pages[-1].cursor if task.phase == "to_marketo" else None
 
     # the source closes first: an import unit it never submitted releases the finishers waiting for it
     with PagePipeline(finish, commit, depth=depth, merge=COMMIT_PAGES) as pipeline, contextlib.closing(source):
@@ -220,9 +236,9 @@ def run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> t
             pipeline.submit(page)
             if page.ends_run:
                 break
-    if state["task"].pages_done == pages_before and not state["finished"]:  # nothing was left to read
-        state["finished"] = True
-    return state["task"], bool(state["finished"]), state["delta"]
+    if run.task.pages_done == pages_before and not run.finished:  # nothing was left to read
+        run.finished = True
+    return run.task, run.finished, run.delta
 
 
 def _cancel_asked(ctx: SyncContext, job: Job) -> bool:
@@ -238,18 +254,11 @@ def _planned_counts(builder: PairBuilder, before: Counter[str]) -> Counter[str]:
     return +planned
 
 
-def _dynamics_source(
-    ctx: SyncContext,
-    job: Job,
-    task: Task,
-    builder: PairBuilder,
-    no_links: bool,
-    state: dict[str, Any],
-    ends_run: Callable[[bool], bool],
-) -> Generator[_RunPage]:
+def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
     """Dynamics pages from the checkpoint, planned and started: the to_marketo phase. Up to `ctx.import_unit_pages`
     consecutive pages share one Bulk Import and one id export (an import unit), submitted with its last page or with
     the page that ends the run."""
+    ctx, builder, task = run.ctx, run.builder, run.task
     entity = builder.entity
     pages = iter(
         ctx.dynamics.read_changes(entity.table, builder.select(), task.cursor, annotations=builder.annotations)
@@ -257,13 +266,13 @@ def _dynamics_source(
     page = next(pages, None)
     if page is None:
         return
-    builder.index, state["task"] = _match_index(ctx, task, page.records, more=not page.is_last)
+    builder.index, run.task = _match_index(ctx, task, page.records, more=not page.is_last)
     unit: BulkCreates | None = None
     unit_pages = 0
     try:
         while page is not None:
             before = Counter(builder.counts)
-            works = _planned_dynamics_page(builder, page.records, no_links)
+            works = _planned_dynamics_page(builder, page.records, run.no_links)
             if builder.index is not None:
                 for work in works:
                     if work.ok and work.plan.create_marketo is not None and work.plan.dynamics_id:
@@ -274,7 +283,7 @@ def _dynamics_source(
             # every page since the unit opened counts, creates or not: each waits behind it to commit, and the
             # unit must be sent before they fill the pipeline (else the caller would wait for ever for a slot)
             unit_pages += unit is not None
-            last_of_run = ends_run(page.is_last)
+            last_of_run = run.ends_run(page.is_last)
             bulk = unit if joined else None
             if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):
                 builder.executor.submit_bulk(unit)
@@ -313,29 +322,20 @@ def _keep_plans_only(works: list[PairWork]) -> None:
             plan.conflicts = _NONE_PLANNED
 
 
-def _marketo_source(
-    ctx: SyncContext,
-    job: Job,
-    task: Task,
-    builder: PairBuilder,
-    no_links: bool,
-    state: dict[str, Any],
-    ends_run: Callable[[bool], bool],
-) -> Generator[_RunPage]:
+def _marketo_source(run: _PageRun) -> Generator[_RunPage]:
     """Marketo persons from the checkpoint (REST by ids or a Bulk Extract's file), planned and started: the
     to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
+    ctx, builder, task = run.ctx, run.builder, run.task
     cursor = task.cursor
     first = True
     with contextlib.closing(MarketoPages(ctx, builder.entity.name, builder.marketo_field_names())) as pages:
         while True:
             persons, cursor, finished, expected = pages.next(cursor)
             if first:
-                builder.dynamics_index, state["task"] = _dynamics_match_index(
-                    ctx, builder, task, len(persons), finished
-                )
+                builder.dynamics_index, run.task = _dynamics_match_index(ctx, builder, task, len(persons), finished)
                 first = False
             before = Counter(builder.counts)
-            works = _planned_marketo_persons(builder, job, persons, no_links)
+            works = _planned_marketo_persons(builder, run.job, persons, run.no_links)
             bulk = builder.executor.start(works)
             if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
                 for work in works:
@@ -343,7 +343,7 @@ def _marketo_source(
                         builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
             planned = _planned_counts(builder, before)
             builder.forget_page()
-            last_of_run = ends_run(finished)
+            last_of_run = run.ends_run(finished)
             yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
             if finished or last_of_run:
                 return
