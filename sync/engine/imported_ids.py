@@ -36,12 +36,12 @@ def export_pays(rows: int) -> bool:
 
 @dataclass
 class _Window:
-    """One export's createdAt window [start, end); `read` is set once its rows were read (or it failed)."""
+    """One export's createdAt window [start, end); `read` is set once its rows were read, or it failed (then the
+    rows it would have held are not in `_seen`, and their imports look them up)."""
 
     start: datetime
     end: datetime
     read: threading.Event = field(default_factory=threading.Event)
-    ok: bool = False
 
 
 def uncovered_start(start: datetime, end: datetime, windows: Iterable[tuple[datetime, datetime]]) -> datetime:
@@ -130,7 +130,6 @@ class ImportedIds:
                 for key, person in held.items():
                     if key in self._expected:
                         self._seen.setdefault(key, person)
-            window.ok = True
             log.debug("imported ids: %s rows of our imports by one export", len(held))
         finally:
             window.read.set()
