@@ -118,7 +118,7 @@ class ImportedIds:
             marketo = self.marketo
             export = marketo.queue_lead_export(["id", self.link_field], window.start, window.end, "createdAt")
             # its size (the polls go by it): the rows our imports made in its window, as their spans say
-            marketo.wait_lead_export(export, rows=marketo.imported_rows_between(window.start, window.end) or rows)
+            marketo.wait_lead_export(export, rows=marketo.imported_rows_in_window(window.start, window.end) or rows)
             with self._lock:
                 expected = frozenset(self._expected)  # now: any import whose rows it holds was expected before
             held: dict[str, str] = {}

@@ -38,8 +38,8 @@ class Marketo:
     def server_time(self) -> datetime:
         return self.now
 
-    def imported_rows_between(self, start: datetime, end: datetime) -> int:
-        self.calls.append(("imported_rows_between", (start, end)))
+    def imported_rows_in_window(self, start: datetime, end: datetime) -> int:
+        self.calls.append(("imported_rows_in_window", (start, end)))
         return sum(start <= at(created) < end for created, _ in self.persons)
 
     def queue_lead_export(self, fields: list[str], start: datetime, end: datetime, date_field: str) -> str:
@@ -95,7 +95,7 @@ def test_one_export_over_the_imports_window_sized_with_the_rows_beside_them() ->
     window = (["id", "link"], SINCE - SKEW, UNTIL + SKEW, "createdAt")
     assert marketo.calls == [
         ("queue_lead_export", window),
-        ("imported_rows_between", (SINCE - SKEW, UNTIL + SKEW)),
+        ("imported_rows_in_window", (SINCE - SKEW, UNTIL + SKEW)),
         ("wait_lead_export", 4_999),  # its own 1,999 and the 3,000 another import made in the window
         ("get_leads", ["d-7"]),
     ]
@@ -105,7 +105,7 @@ def test_an_export_is_sized_for_the_rows_it_is_for_when_no_import_span_is_known(
     marketo: Any = Marketo()
     wanted = ids("d", 2_000)
     marketo.create(wanted, created=5, first_id=1)
-    marketo.imported_rows_between = lambda start, end: 0  # imports it never saw run (another process made them)
+    marketo.imported_rows_in_window = lambda start, end: 0  # imports it never saw run (another process made them)
     resolver = ImportedIds(marketo, "link")
     resolver.expect(wanted)
     assert len(resolver.resolve(wanted, SINCE)) == 2_000

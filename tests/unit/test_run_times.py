@@ -46,9 +46,9 @@ def _spans(run: float | None) -> ImportSpans:
 @pytest.mark.parametrize(
     ("window", "rows"),
     [
-        ((100.0, 110.0), 10_000),  # the whole run: started 100 (half done at 105), ends 110
-        ((105.0, 110.0), 5_000),
-        ((0.0, 100.0), 0),
+        ((100.0, 109.0), 10_000),  # the whole run: started 100 (half done at 105), ends 110; the end second counts
+        ((105.0, 109.0), 5_000),
+        ((0.0, 99.0), 0),
         ((108.0, 130.0), 2_000 + 10_000),  # the end of the first, all of the second (seen done at 125: 115-125)
     ],
 )
@@ -58,7 +58,7 @@ def test_an_export_window_holds_the_rows_of_every_import_that_ran_in_it(window: 
     spans.polled("1", 105.0, running=True, done=False, processed=5_000)
     spans.created("2", 10_000, 104.0)
     spans.polled("2", 125.0, running=False, done=True, processed=10_000)
-    assert spans.rows_between(*window) == rows
+    assert spans.window_rows(*window) == rows
 
 
 def test_without_a_run_seen_a_span_is_from_creation_to_the_poll_that_saw_it_done() -> None:
@@ -67,6 +67,34 @@ def test_without_a_run_seen_a_span_is_from_creation_to_the_poll_that_saw_it_done
     spans.polled("1", 101.0, running=True, done=False, processed=1_000)  # no pace known: progress says nothing
     spans.polled("1", 104.0, running=False, done=True, processed=4_000)
     spans.polled("1", 109.0, running=False, done=True, processed=4_000)  # the first poll that saw it done counts
-    assert spans.rows_between(102.0, 200.0) == 2_000
+    assert spans.window_rows(102.0, 200.0) == 2_000
     spans.polled("unknown", 104.0, running=False, done=True, processed=1)  # a job it never saw created: ignored
-    assert spans.rows_between(0.0, 200.0) == 4_000
+    assert spans.window_rows(0.0, 200.0) == 4_000  # a window not after the last: the plain estimate
+
+
+def test_consecutive_windows_count_each_row_once_when_a_span_moves_between_them() -> None:
+    """Import 2 is placed from its creation (110-120) while nobody saw it run; the poll that sees it done at 125
+    moves it to 115-125. Each window's estimate plus the boundary second it shares with the window before adds up
+    to the rows made, where estimating each window afresh would count 5,000 of them twice."""
+    spans = _spans(10.0)
+    spans.created("1", 10_000, 100.0)
+    spans.polled("1", 110.0, running=False, done=True, processed=10_000)  # ran 100-110
+    spans.created("2", 10_000, 110.0)
+    first = spans.window_rows(99.0, 114.0)  # all of import 1, and import 2 to 115 as placed then: 5,000
+    assert first == 10_000 + 5_000
+    spans.polled("2", 125.0, running=False, done=True, processed=10_000)  # it really ran 115-125
+    second = spans.window_rows(114.0, 130.0)
+    assert second == 5_000  # only what the first did not take; the boundary second (114-115) held none of import 2
+    assert spans.window_rows(130.0, 140.0) == 0  # all counted, nothing made since
+    afresh = _spans(10.0)
+    afresh.created("2", 10_000, 110.0)
+    afresh.polled("2", 125.0, running=False, done=True, processed=10_000)
+    assert afresh.window_rows(114.0, 130.0) == 10_000  # the plain estimate, for a window with nothing before it
+
+
+def test_the_second_two_windows_share_counts_in_both() -> None:
+    spans = _spans(10.0)
+    spans.created("1", 10_000, 100.0)
+    spans.polled("1", 105.0, running=True, done=False, processed=5_000)  # 1,000 rows a second, 100-110
+    assert spans.window_rows(99.0, 104.0) == 5_000  # 100-105: the end second counts
+    assert spans.window_rows(104.0, 120.0) == 1_000 + 5_000  # the second at 104 again, then 105-110

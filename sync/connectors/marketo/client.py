@@ -225,9 +225,10 @@ class MarketoClient:
         window = {date_field: {"startAt": marketo_datetime(start), "endAt": marketo_datetime(end)}}
         return self.exporter.queue_job("leads", {"format": "CSV", "fields": list(fields), "filter": window})
 
-    def imported_rows_between(self, start: datetime, end: datetime) -> int:
-        """About how many persons this client's Bulk Imports created in [start, end], by Marketo's clock."""
-        return self.importer.spans.rows_between(start.timestamp(), end.timestamp())
+    def imported_rows_in_window(self, start: datetime, end: datetime) -> int:
+        """About how many persons of this client's Bulk Imports an export over the createdAt window [start, end]
+        will hold, when it starts where the windows asked before it ended (run_times.ImportSpans.window_rows)."""
+        return self.importer.spans.window_rows(start.timestamp(), end.timestamp())
 
     def wait_lead_export(self, export_id: str, rows: int | None = None) -> BulkJobStatus:
         """Wait for a queued lead export to complete (BulkJobFailedError if it fails); `rows`: how many it should
