@@ -29,7 +29,9 @@ def test_a_kind_borrows_until_it_has_seen_a_run_and_keeps_the_latest() -> None:
     imports.learn(10_000, 10.0)
     assert exports.run(20_000) == pytest.approx(20.0)  # the imports' pace
     exports.learn(10_000, 4.0)
-    assert exports.run(20_000) == pytest.approx(8.0)  # its own, once seen
+    assert exports.run(20_000) == pytest.approx(8.0)  # its own, once seen (the imports' runs are of its one size)
+    exports.learn(20_000, 6.0)
+    assert exports.run(30_000) == pytest.approx(8.0)  # two sizes of its own: 2 s + 0.2 ms a row
     exports.learn(0, 3.0)  # nothing to learn from an empty job
     for _ in range(8):
         exports.learn(10_000, 2.0)
@@ -98,3 +100,14 @@ def test_the_second_two_windows_share_counts_in_both() -> None:
     spans.polled("1", 105.0, running=True, done=False, processed=5_000)  # 1,000 rows a second, 100-110
     assert spans.window_rows(99.0, 104.0) == 5_000  # 100-105: the end second counts
     assert spans.window_rows(104.0, 120.0) == 1_000 + 5_000  # the second at 104 again, then 105-110
+
+
+def test_one_size_seen_borrows_the_other_kinds_runs_for_the_fixed_part() -> None:
+    """An export of 45,000 rows ran 12 s and the imports ran 35,000 in 10 s: a line through both says 3 s to start
+    and 0.2 ms a row, so a 15,000-row export is expected at 6 s, where its own run alone (all per row) says 4 s."""
+    imports = RunTimes()
+    exports = RunTimes(prior=imports)
+    imports.learn(35_000, 10.0)
+    exports.learn(45_000, 12.0)
+    assert exports.run(15_000) == pytest.approx(6.0)
+    assert RunTimes(seen=exports.seen).run(15_000) == pytest.approx(4.0)  # no other kind to borrow from

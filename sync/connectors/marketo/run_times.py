@@ -25,10 +25,16 @@ class RunTimes:
             self.seen.append((rows, seconds))
 
     def run(self, rows: int) -> float | None:
-        """Expected seconds from a job's start to its end for `rows` rows; None before any run was seen."""
+        """Expected seconds from a job's start to its end for `rows` rows; None before any run was seen. Runs of
+        one size cannot tell a job's fixed start from its pace: until it has seen two sizes, the other kind's runs
+        of other sizes join the fit (one size alone puts it all per row, and a small job is polled too soon)."""
         if not self.seen:
             return self.prior.run(rows) if self.prior is not None else None
-        fixed, per_row = fit(list(self.seen))
+        runs = list(self.seen)
+        sizes = {size for size, _ in runs}
+        if self.prior is not None and len(sizes) == 1:
+            runs += [run for run in self.prior.seen if run[0] not in sizes]
+        fixed, per_row = fit(runs)
         return fixed + per_row * max(0, rows)
 
 
