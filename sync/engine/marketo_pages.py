@@ -6,8 +6,8 @@ seconds of queue and start whatever its size, so the exports of the next EXPORTS
 window is read, and the first window's export goes out with them, before anything waits: Marketo runs two at a
 time from the start, and the reader seldom waits. (They hold up to 7 of Marketo's 10 queue places meanwhile: an
 export of another integration waits behind them.) A page stops after ROWS_PER_MESSAGE rows; within one message the
-file stays open from page to page (one file request a window), and the cursor keeps the byte to resume at in the
-next message.
+file stays open from page to page (one file request a window), read ahead on a thread of its own while the rows
+before are planned and written, and the cursor keeps the byte to resume at in the next message.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sync.connectors.marketo import BulkJobFailedError
 from sync.connectors.marketo.models import BulkJobStatus, MarketoPerson
 from sync.engine.context import SyncContext
 from sync.engine.person_ids import IDS_PER_CALL, OldestPersons, rest_id_range
+from sync.engine.read_ahead import ReadAhead
 
 log = logging.getLogger(__name__)
 EXTRACT_WINDOW = timedelta(days=31)
@@ -145,7 +146,8 @@ class MarketoPages:
         if self._open is not None and self._open[:2] == (export_id, byte):
             return self._open[2]
         self.close()
-        rows = self.ctx.marketo.lead_export_rows(export_id, byte, header)
+        # read ahead: the file downloads while the page before its next rows is planned and written
+        rows = ReadAhead(self.ctx.marketo.lead_export_rows(export_id, byte, header), ROWS_PER_MESSAGE, "export-file")
         self._open = (export_id, byte, rows)
         return rows
 
