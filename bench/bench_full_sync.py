@@ -20,7 +20,8 @@ tracemalloc's peak over every 8th queue message from the 2nd: tracing all slows 
 against the native sync's ~10,000 per hour per object; the CEILING (bench/full_sync_ceiling.py): the larger of the
 API floor (the profile's limits read from the emulators' own configuration, the fastest strategy; the calls are
 compared with the fewest of any strategy) and the storage floor (the link table's transactions at the times measured
-on this Azurite at the start: 100-row transactions with 1, 2, 4, 8, 16 in flight, printed), and wall / max(floors);
+on this Azurite before each N's runs: 100-row transactions with 1, 2, 4, 8, 16 in flight, on a table already holding
+N rows, the link table's mean size over a job, printed), and wall / max(floors);
 timers around the engine's phases. A first lead job also runs the streams the leads point at (owners, teams,
 companies): the lead task's counts are checked, the others shown apart. Checks the final state through uncounted
 controls (counts, the link table, a sample of pairs in both systems). Asserts nothing about time. Writes only to a
@@ -367,7 +368,7 @@ class Harness:
     tmp: Path
     probe: engine_probe.Probe | None
     counter: AzuriteCounter
-    storage: ceiling.StorageCosts | None = None  # Azurite's transaction times, measured once at the start
+    storage: ceiling.StorageCosts | None = None  # Azurite's transaction times, measured for each N before its runs
     last_run_end: float = 0.0
 
     def control(self, emulator: str, method: str, path: str, **kw: Any) -> Any:
@@ -426,12 +427,14 @@ def seed_marketo(h: Harness, n: int, days: float) -> tuple[float, int]:
     return offset, math.ceil(step_days * (steps - 1))
 
 
-def measure_storage(azurite: Azurite) -> ceiling.StorageCosts:
-    """Azurite's entity-group transaction times here, with D rows carrying a snapshot of the lead mapping's size."""
+def measure_storage(azurite: Azurite, links: int) -> ceiling.StorageCosts:
+    """Azurite's entity-group transaction times here, with D rows carrying a snapshot of the lead mapping's size, on
+    a table holding as many rows as a job of `links` links has on average (it ends with two a link)."""
     from sync.mapping import load_mapping
 
     keys = [f.key for f in load_mapping().entity("lead").synced_fields]
-    return ceiling.measure_transactions(service_client(azurite.connection_string), ceiling.lead_like_snapshot(keys))
+    snapshot = ceiling.lead_like_snapshot(keys)
+    return ceiling.measure_transactions(service_client(azurite.connection_string), snapshot, table_rows=links)
 
 
 # --- running the job -------------------------------------------------------------------------------------------------
@@ -885,11 +888,11 @@ def main() -> None:
         counter.install()
         probe = None if args.no_phases else engine_probe.install(TARGETS)
         harness = Harness(args, emulators, azurite, tmp, probe, counter)
-        harness.storage = measure_storage(azurite)
-        for line in harness.storage.lines():
-            print(line, flush=True)
         runs: list[Run] = []
         for n in sizes:
+            harness.storage = measure_storage(azurite, n)
+            for line in harness.storage.lines():
+                print(line, flush=True)
             for direction in directions:
                 with lead_links_free() if args.links_free else contextlib.nullcontext():
                     runs.append(measure(harness, n, direction))
