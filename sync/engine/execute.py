@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -138,22 +139,36 @@ class Executor:
                 code, text = _dynamics_error_text(result, "create", self.entity.table, None)
                 self._fail_write(work, "dynamics", "create", code, text)
 
-    def submit_bulk(self, bulk: BulkCreates) -> BulkCreates:
+    def submit_bulk(self, bulk: BulkCreates, send: Callable[[Callable[[], None]], object] | None = None) -> BulkCreates:
         """Submit the persons to create as a Bulk Import (CSV up to 10 MB a job), keyed on the link field so a
-        repeat is an update; `_finish_bulk_create` waits for it and learns their ids."""
+        repeat is an update; `_finish_bulk_create` waits for it and learns their ids. The rows are taken now; the
+        upload runs here, or through `send` (a one-thread pool's submit: a full sync plans its next pages while a
+        file goes up, and the imports still go out in order). A failed upload fails the unit's pages with its
+        error; here it is raised as well."""
         rows = [w.plan.create_marketo or {} for w in bulk.works]
         fields = sorted({name for row in rows for name in row})
-        bulk.since = self.ctx.marketo.server_time()
         keys = _dynamics_ids(bulk.works)
-        self.imported_ids.expect(keys)
-        try:
-            bulk.pending = self.ctx.marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
-        except BaseException:
-            self.imported_ids.forget(keys)
-            raise
-        if bulk.pending.created_at is not None:  # the job's own creation: rows before it are another import's
-            bulk.since = bulk.pending.created_at
-        bulk.submitted.set()
+        self.imported_ids.expect(keys)  # before the upload: an export made meanwhile keeps this import's rows
+
+        def upload() -> None:
+            marketo = self.ctx.marketo
+            try:
+                bulk.since = marketo.server_time()
+                bulk.pending = marketo.start_import_leads(rows, fields, lookup_field=self.entity.marketo_id_field)
+                if bulk.pending.created_at is not None:  # the job's own creation: rows before it are another import's
+                    bulk.since = bulk.pending.created_at
+            except BaseException as exc:
+                self.imported_ids.forget(keys)
+                bulk.error, bulk.finished = exc, True  # nothing to finish: its pages fail with this error
+                if send is None:
+                    raise
+            finally:
+                bulk.submitted.set()
+
+        if send is None:
+            upload()
+        else:
+            send(upload)
         return bulk
 
     def _finish_bulk_create(self, bulk: BulkCreates) -> None:

@@ -19,6 +19,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,7 +258,7 @@ def _planned_counts(builder: PairBuilder, before: Counter[str]) -> Counter[str]:
 def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
     """Dynamics pages from the checkpoint, planned and started: the to_marketo phase. Up to `ctx.import_unit_pages`
     consecutive pages share one Bulk Import and one id export (an import unit), submitted with its last page or with
-    the page that ends the run."""
+    the page that ends the run, and uploaded on a thread of its own while the next pages are planned."""
     ctx, builder, task = run.ctx, run.builder, run.task
     entity = builder.entity
     pages = iter(
@@ -269,6 +270,8 @@ def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
     builder.index, run.task = _match_index(ctx, task, page.records, more=not page.is_last)
     unit: BulkCreates | None = None
     unit_pages = 0
+    # imports go up on a thread of their own, in order, while the next pages are planned; closing waits for them
+    uploads = ThreadPoolExecutor(1, thread_name_prefix="import-upload")
     try:
         while page is not None:
             before = Counter(builder.counts)
@@ -286,7 +289,7 @@ def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
             last_of_run = run.ends_run(page.is_last)
             bulk = unit if joined else None
             if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):
-                builder.executor.submit_bulk(unit)
+                builder.executor.submit_bulk(unit, send=uploads.submit)
                 for work in unit.works:
                     work.plan.create_marketo = _IN_THE_FILE  # (kept not None: it is a create)
                 unit, unit_pages = None, 0
@@ -298,6 +301,7 @@ def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
     finally:
         if unit is not None:
             unit.abandon("the run stopped before the import unit was complete")
+        uploads.shutdown(wait=True)
 
 
 _READ_FROM_DYNAMICS = PairInput(dynamics=DynamicsSide(id="", values={}))  # all a started page's writes ask of a pair

@@ -197,6 +197,58 @@ def test_an_import_unit_whose_links_fail_is_done_again_and_the_units_before_it_s
     assert world.mk_count() == 14 == links.count("lead")
 
 
+def test_an_import_whose_upload_fails_fails_its_unit_and_the_redelivery_does_it_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Imports go up on a thread of their own while the next pages are planned. The second unit's upload fails
+    there: the delivery fails with the upload's own (typed) error, the first unit keeps its checkpoint (its persons
+    are never sent again), and the redelivery sends the rest: every record one person, linked."""
+    import threading
+
+    from sync.connectors.marketo import TransientError
+    from sync.engine import fullsync
+
+    ids = leads(world, 14)
+    indexed_job(world, monkeypatch, page_size=3)  # 5 pages: units of 2, 2 and 1
+    world.ctx.import_unit_pages = 2
+    marketo = world.ctx.marketo
+    real_start = marketo.start_import_leads
+    uploads: list[tuple[str, list[str]]] = []  # the thread, the e-mails in the file
+
+    def second_upload_fails(rows: Any, *args: Any, **kw: Any) -> Any:
+        uploads.append((threading.current_thread().name, [row["email"] for row in rows]))
+        if len(uploads) == 2:
+            raise TransientError("604", "bulk_import_create: no answer within 120 s")
+        return real_start(rows, *args, **kw)
+
+    real_process = fullsync.process_message
+    failures: list[BaseException] = []
+
+    def recorded(*args: Any, **kw: Any) -> Any:
+        try:
+            return real_process(*args, **kw)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    monkeypatch.setattr(marketo, "start_import_leads", second_upload_fails)
+    monkeypatch.setattr(fullsync, "process_message", recorded)
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    drain_or_fail(world, "a failed upload hung its unit's pages")
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert [type(exc) for exc in failures] == [TransientError] and failures[0].code == "604"  # type: ignore[attr-defined]
+    assert all(thread.startswith("import-upload") for thread, _ in uploads), uploads  # never the planning thread
+    first_unit = uploads[0][1]
+    assert len(first_unit) == 6 and sum(first_unit[0] in emails for _, emails in uploads) == 1  # checkpoint kept
+    failed_unit = uploads[1][1]
+    assert len(failed_unit) == 6 and [emails for _, emails in uploads[2:]].count(failed_unit) == 1  # sent again once
+    one_person_each(world, list(ids))
+    for email, lead_id in ids.items():
+        assert linked(world, email)[0] == lead_id
+    assert world.mk_count() == 14 == world.ctx.state.links.count("lead")
+
+
 def test_a_run_that_fails_inside_an_unsent_import_unit_does_not_hang_and_is_done_again(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
