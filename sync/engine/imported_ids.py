@@ -64,6 +64,7 @@ class ImportedIds:
         self.link_field = link_field
         self._lock = threading.Lock()
         self._expected: set[str] = set()  # lower-cased Dynamics ids of imports not yet resolved
+        self._ended: set[str] = set()  # ... of those whose import has ended (being resolved): they add no rows
         self._seen: dict[str, str] = {}  # ... those an export already held: Dynamics id -> Marketo id
         self._windows: list[_Window] = []
 
@@ -76,6 +77,7 @@ class ImportedIds:
         keys = {d.lower() for d in dynamics_ids}
         with self._lock:
             self._expected -= keys
+            self._ended -= keys
             for key in keys:
                 self._seen.pop(key, None)
 
@@ -83,12 +85,15 @@ class ImportedIds:
         """lower-cased Dynamics id -> Marketo person id, for the imported rows found. `since`: Marketo's time
         when the import was created."""
         wanted = {d.lower() for d in dynamics_ids}
+        with self._lock:
+            self._ended |= wanted & self._expected
         try:
             self._by_export(wanted, since)
         finally:
             with self._lock:
                 found = {key: self._seen.pop(key) for key in wanted if key in self._seen}
                 self._expected -= wanted
+                self._ended -= wanted
         rest = sorted(wanted - set(found))
         if rest:
             for person in self.marketo.get_leads(self.link_field, rest, ["id", self.link_field]):
@@ -108,10 +113,29 @@ class ImportedIds:
             window = _Window(start, end) if start < end else None
             if window is not None:
                 self._windows.append(window)
+        if window is not None and before and self._alone(wanted):
+            # the only import still making rows is this one, and exports before hold part of it: what they leave
+            # decides (the tail of a run's last import is often a few rows, or none, not worth an export)
+            for earlier in before:
+                earlier.read.wait()
+            with self._lock:
+                left = len(wanted - self._seen.keys())
+            if not export_pays(left) and self._alone(wanted):
+                with self._lock:  # not exported: a later import's window covers its span again
+                    self._windows.remove(window)
+                window.read.set()  # the rows left are looked up by their link field
+                log.debug("imported ids: %s rows left after the exports before, looked up", left)
+                return
         if window is not None:
             self._export(window, len(wanted))
         for earlier in before:  # the part of this import's span that exports before this one hold
             earlier.read.wait()
+
+    def _alone(self, wanted: set[str]) -> bool:
+        """Whether no import but this one may still be making rows (every other one expected has ended), so that
+        a window from now back to the exports before holds rows of this import only."""
+        with self._lock:
+            return not (self._expected - self._ended - wanted)
 
     def _export(self, window: _Window, rows: int) -> None:
         try:

@@ -224,3 +224,38 @@ def test_where_a_window_stops_being_covered(
 ) -> None:
     got = uncovered_start(at(start), at(end), [(at(a), at(b)) for a, b in windows])
     assert got == at(expected)
+
+
+def test_the_last_import_whose_rows_the_export_before_holds_needs_no_export_and_looks_up_the_few_left() -> None:
+    """Import "b" ran past the first export's window by a few rows: with no other import still making rows, it
+    waits for that export, then looks up the 200 it did not hold (one call) instead of exporting its tail."""
+    marketo, resolver, first, second = two_imports(second_rows=3_000, second_created=25)
+    marketo.create(ids("c", 200), created=40, first_id=30_001)  # the tail of "b": after the first window
+    resolver.expect(ids("c", 200))
+    resolver.resolve(first, SINCE)
+    marketo.now = at(50)
+    found = resolver.resolve(second + ids("c", 200), at(20))
+    assert len(found) == 3_200 and found["c-0"] == "30001" and found["b-0"] == "10001"
+    assert len(marketo.exported_windows()) == 1
+    assert [len(values) for name, values in marketo.calls if name == "get_leads"] == [200]
+    assert resolver._windows and all(w.read.is_set() for w in resolver._windows)
+
+
+def test_the_last_import_exports_its_tail_when_many_rows_are_left() -> None:
+    marketo, resolver, first, second = two_imports(second_rows=3_000, second_created=40)  # all after the first
+    resolver.resolve(first, SINCE)
+    marketo.now = at(50)
+    found = resolver.resolve(second, at(20))
+    assert len(found) == 3_000 and len(marketo.exported_windows()) == 2
+    assert not any(name == "get_leads" for name, _ in marketo.calls)
+
+
+def test_an_import_with_another_still_importing_exports_without_waiting() -> None:
+    """Another import is expected and has not ended: it may be making rows in this window, so the export goes."""
+    marketo, resolver, first, second = two_imports(second_rows=3_000, second_created=25)
+    running = ids("r", 1_000)
+    resolver.expect(running)  # announced, still importing (never resolved here)
+    resolver.resolve(first, SINCE)
+    marketo.now = at(50)
+    resolver.resolve(second, at(20))
+    assert len(marketo.exported_windows()) == 2
