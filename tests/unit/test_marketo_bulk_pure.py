@@ -362,7 +362,8 @@ def test_export_polls_go_by_the_rows_a_caller_expects() -> None:
     exporter = _exporter_after_imports(script, slept, rows=10_000, seconds=10.0)  # 10 s for 10,000 rows
     exporter.queue_job("leads", {"format": "CSV"})
     exporter.wait_job("leads", "e1", rows=20_000)
-    assert slept == [pytest.approx(2.0 + 20.0 + 0.5)] and exporter.hint_ratio == 1.0  # queue, run, a margin
+    # queue, run (the imports' one size: a third of its 10 s is the start, then 20,000 rows at their pace), margin
+    assert slept == [pytest.approx(2.0 + 10.0 / 3 + 2 * 20.0 / 3 + 0.5)] and exporter.hint_ratio == 1.0
     slept.clear()
     exporter.queue_job("leads", {"format": "CSV"})
     exporter._t.server_time = t0 + timedelta(minutes=1, seconds=5)  # type: ignore[attr-defined]

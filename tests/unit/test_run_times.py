@@ -111,3 +111,17 @@ def test_one_size_seen_borrows_the_other_kinds_runs_for_the_fixed_part() -> None
     exports.learn(45_000, 12.0)
     assert exports.run(15_000) == pytest.approx(6.0)
     assert RunTimes(seen=exports.seen).run(15_000) == pytest.approx(4.0)  # no other kind to borrow from
+
+
+def test_exports_take_a_third_of_a_one_size_run_as_any_jobs_start() -> None:
+    """An export's run is timed start to finish, start included: while the runs seen (its own, or the imports' it
+    borrows) are of one size, a third of their run is the fixed start. 35,000 rows in 10 s: a 3,500-row export is
+    expected in 4 s, not in 1 s (polled again and again), and a 70,000-row one in 16.7 s, not 20 (polled late)."""
+    imports = RunTimes()
+    exports = RunTimes(prior=imports, one_size_start=1 / 3)
+    imports.learn(35_000, 10.0)
+    assert exports.run(3_500) == pytest.approx(10.0 / 3 + 2.0 / 3)
+    assert exports.run(70_000) == pytest.approx(10.0 / 3 + 40.0 / 3)
+    assert imports.run(3_500) == pytest.approx(1.0)  # an import's own pace stays per row
+    exports.learn(45_000, 12.0)  # a second size (with the imports' run): 3 s + 0.2 ms a row, whatever the share
+    assert exports.run(3_300) == pytest.approx(3.66)

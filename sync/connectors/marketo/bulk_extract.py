@@ -26,7 +26,7 @@ from sync.connectors.marketo.errors import (
     TransientError,
 )
 from sync.connectors.marketo.models import BulkJobStatus
-from sync.connectors.marketo.run_times import RunTimes
+from sync.connectors.marketo.run_times import EXPORT_ONE_SIZE_START, RunTimes
 from sync.connectors.marketo.transport import Transport
 
 MAX_WINDOW = timedelta(days=31)
@@ -119,7 +119,8 @@ class BulkExporter:
         self._queued_at: dict[str, float] = {}
         self.seconds_per_job: float | None = None  # learned from the jobs seen end: when to poll a new one first
         self.run_seconds: float | None = None  # how long a job runs once started (Marketo's startedAt, finishedAt)
-        self.runs = RunTimes()  # the same, by rows (numberOfRecords): for a job whose size the caller expects
+        # the same, by rows (numberOfRecords): for a job whose size the caller expects
+        self.runs = RunTimes(one_size_start=EXPORT_ONE_SIZE_START)
         self._hint_ratio: float | None = None  # rows the sized jobs held, per row their callers expected
 
     @property

@@ -13,12 +13,19 @@ from collections import deque
 from dataclasses import dataclass, field
 
 KEEP = 8  # the latest runs fitted: Marketo's pace drifts with its load
+# Of an export's run, when only runs of one size were seen, the share taken as the fixed start of any export: an
+# export's run is timed from Marketo's startedAt to its finishedAt, and every bulk job pays a start whatever its rows
+# (minutes at times on the real service), so all of it per row would poll a small export again and again, and a big
+# one late. Two sizes seen, the line through them decides. (An import's run is learned from its pace while it runs,
+# rows a second, which is per row by nature.)
+EXPORT_ONE_SIZE_START = 1 / 3
 
 
 @dataclass
 class RunTimes:
     prior: RunTimes | None = None
     seen: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=KEEP))
+    one_size_start: float = 0.0  # of a run, the fixed start assumed while runs of one size were seen (fit)
 
     def learn(self, rows: int, seconds: float) -> None:
         if rows > 0 and seconds > 0:
@@ -27,25 +34,28 @@ class RunTimes:
     def run(self, rows: int) -> float | None:
         """Expected seconds from a job's start to its end for `rows` rows; None before any run was seen. Runs of
         one size cannot tell a job's fixed start from its pace: until it has seen two sizes, the other kind's runs
-        of other sizes join the fit (one size alone puts it all per row, and a small job is polled too soon)."""
-        if not self.seen:
-            return self.prior.run(rows) if self.prior is not None else None
+        of other sizes join the fit (and while they are all of one size, `fit` takes `one_size_start` of their run
+        as the start)."""
         runs = list(self.seen)
         sizes = {size for size, _ in runs}
-        if self.prior is not None and len(sizes) == 1:
+        if self.prior is not None and len(sizes) <= 1:
             runs += [run for run in self.prior.seen if run[0] not in sizes]
-        fixed, per_row = fit(runs)
+        if not runs:
+            return None
+        fixed, per_row = fit(runs, self.one_size_start)
         return fixed + per_row * max(0, rows)
 
 
-def fit(runs: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least squares `seconds = fixed + per_row x rows`, neither negative; one size seen: all of it per row."""
+def fit(runs: list[tuple[int, float]], one_size_start: float = 0.0) -> tuple[float, float]:
+    """Least squares `seconds = fixed + per_row x rows`, neither negative; one size seen: `one_size_start` of its
+    mean run fixed, the rest per row."""
     n = len(runs)
     mean_rows = sum(r for r, _ in runs) / n
     mean_seconds = sum(s for _, s in runs) / n
     spread = sum((r - mean_rows) ** 2 for r, _ in runs)
     if spread < 1.0 or mean_rows <= 0:
-        return 0.0, mean_seconds / max(mean_rows, 1.0)
+        fixed = one_size_start * mean_seconds
+        return fixed, (mean_seconds - fixed) / max(mean_rows, 1.0)
     per_row = sum((r - mean_rows) * (s - mean_seconds) for r, s in runs) / spread
     fixed = mean_seconds - per_row * mean_rows
     if per_row < 0:
