@@ -11,6 +11,9 @@ Marketo runs two imports at once, so one import's createdAt window also holds th
 imports of one run share an `ImportedIds`: its exports cover consecutive windows, each starting where the ones
 before it ended, and each export's rows serve every import still waiting for its ids. Marketo exports each person
 once (its export quota is counted in bytes) and an export's run time follows its rows, not the imports' overlap.
+An import whose span the exports before it cover whole needs no export; when it is the only import still making
+rows (a run's last), it waits for those exports and exports the rest of its span only if the rows they left pay
+for an export (often its tail is a few rows, or none), else looks them up.
 """
 
 from __future__ import annotations
