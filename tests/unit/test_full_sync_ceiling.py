@@ -91,14 +91,20 @@ class FakeService:
         self.dropped.append(name)
 
 
-def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_its_table(ceiling: Any) -> None:
-    service = FakeService()
+def lean_writer() -> tuple[list[list[dict[str, Any]]], Any]:
+    """A `write` for measure_transactions that sends each batch as one transaction and keeps the batches sent."""
     lean: list[list[dict[str, Any]]] = []
 
     def write(table: FakeTable, rows: list[dict[str, Any]]) -> None:
         table.submit_transaction([("upsert", row) for row in rows])
         lean.append(rows)
 
+    return lean, write
+
+
+def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_its_table(ceiling: Any) -> None:
+    service = FakeService()
+    lean, write = lean_writer()
     costs = ceiling.measure_transactions(
         service, ceiling.lead_like_snapshot(["email", "title"]), (1, 4), rounds=2, at_least=2, write=write
     )
@@ -122,12 +128,7 @@ def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_it
 def test_measure_transactions_fills_the_table_first_when_asked(ceiling: Any) -> None:
     """Azurite slows as a table grows: the times are taken on a table holding the rows a job's link table holds."""
     service = FakeService()
-    lean: list[list[dict[str, Any]]] = []
-
-    def write(table: FakeTable, rows: list[dict[str, Any]]) -> None:
-        table.submit_transaction([("upsert", row) for row in rows])
-        lean.append(rows)
-
+    lean, write = lean_writer()
     costs = ceiling.measure_transactions(
         service, ceiling.lead_like_snapshot(["email"]), (1,), rounds=1, at_least=1, write=write, table_rows=250
     )
