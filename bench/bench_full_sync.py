@@ -19,9 +19,9 @@ operation; Azurite requests (Table Storage, queue); peak memory of this process 
 tracemalloc's peak over every 8th queue message from the 2nd: tracing all slows the sync ~2.5x); records per hour
 against the native sync's ~10,000 per hour per object; the CEILING (bench/full_sync_ceiling.py): the larger of the
 API floor (the profile's limits read from the emulators' own configuration, the fastest strategy; the calls are
-compared with the fewest of any strategy) and the storage floor (the link table's transactions at the times measured
+compared with the fewest of any strategy) and the storage floor (the link tables' transactions at the times measured
 on this Azurite before each N's runs: 100-row transactions with 1, 2, 4, 8, 16 in flight, on a table already holding
-N rows, the link table's mean size over a job, printed), and wall / max(floors);
+N/16 rows, a link table's mean size over a job, printed), and wall / max(floors);
 timers around the engine's phases. A first lead job also runs the streams the leads point at (owners, teams,
 companies): the lead task's counts are checked, the others shown apart. Checks the final state through uncounted
 controls (counts, the link table, a sample of pairs in both systems). Asserts nothing about time. Writes only to a
@@ -71,7 +71,7 @@ from sync.engine import fullsync
 from sync.engine.context import SyncContext, build_context
 from sync.memory import cap_malloc_arenas
 from sync.settings import Settings, load_settings
-from sync.state import StateStore
+from sync.state import StateStore, table_names
 from sync.state import links as link_store
 from sync.state.keys import encode_key
 from sync.state.queue import Delivery, WorkQueue
@@ -429,12 +429,15 @@ def seed_marketo(h: Harness, n: int, days: float) -> tuple[float, int]:
 
 def measure_storage(azurite: Azurite, links: int) -> ceiling.StorageCosts:
     """Azurite's entity-group transaction times here, with D rows carrying a snapshot of the lead mapping's size, on
-    a table holding as many rows as a job of `links` links has on average (it ends with two a link)."""
+    a table holding as many rows as each link table of a job of `links` links has on average (a table per side and
+    bucket: each ends with links / BUCKETS rows, a mean of half that)."""
     from sync.mapping import load_mapping
 
     keys = [f.key for f in load_mapping().entity("lead").synced_fields]
     snapshot = ceiling.lead_like_snapshot(keys)
-    return ceiling.measure_transactions(service_client(azurite.connection_string), snapshot, table_rows=links)
+    return ceiling.measure_transactions(
+        service_client(azurite.connection_string), snapshot, table_rows=links // (2 * link_store.BUCKETS)
+    )
 
 
 # --- running the job -------------------------------------------------------------------------------------------------
@@ -591,8 +594,8 @@ def measure(h: Harness, n: int, direction: OneWay) -> Run:
 
 def cleanup(settings: Settings, state: StateStore, queue: WorkQueue) -> None:
     """Drop this run's tables and queues (Azurite keeps everything in memory)."""
-    for kind in ("watermarks", "links", "runs", "errors", "leases", "jobs"):
-        state.service.delete_table(f"{settings.sync_table_prefix}{kind}")
+    for name in table_names(settings.sync_table_prefix):
+        state.service.delete_table(name)
     for client in (queue.queue, queue.poison):
         if client is not None:
             client.delete_queue()

@@ -12,10 +12,11 @@ Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `
 
 Two floors, and the ceiling is the larger one:
 API floor      the arithmetic above, for the best strategy each way (its minimum calls are what the bench compares).
-storage floor  the link table's entity-group transactions a job must write (ceil(N/100) D rows carrying the snapshot,
+storage floor  the link tables' entity-group transactions a job must write (ceil(N/100) D rows carrying the snapshot,
                ceil(N/100) M index rows), each at the time it MEASURED on this machine's Azurite (written as LinkStore
-               writes them, by sync.state.transactions.submit_upserts, into a table already holding N rows:
-               Azurite slows as a table grows, and a job's link table holds N rows on average), divided by the number
+               writes them, by sync.state.transactions.submit_upserts, into a table already holding N/16 rows:
+               Azurite slows as a table grows, and each of a job's 16 link tables, one per side and bucket, holds
+               N/16 rows on average), divided by the number
                of transactions in flight that actually helped (the best throughput over 1, 2, 4, 8, 16 at once); the
                job's own rows (the job, one task checkpoint per queue message) are a few serial point writes, added
                at the measured point-write time. Not counted: link reads (a fresh job reads none), the queue.

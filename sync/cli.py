@@ -318,7 +318,7 @@ def cmd_reconcile(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_migrate_links(args: argparse.Namespace, console: Console) -> int:
-    """Move links from the old layout (one partition per entity and side) into their hash buckets (sync/state/links.py):
+    """Move links from the old table (either earlier layout) into their hash buckets' tables (sync/state/links.py):
     idempotent and resumable, so after a crash it is run again. 0: nothing left in the old layout (or, with --dry-run,
     nothing to move); 1: a dry run found rows to move."""
     from sync.state.links import BUCKETS
@@ -419,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(handler=cmd_reconcile)
 
     migrate = commands.add_parser(
-        "migrate-links", parents=[common], help="move links from the old one-partition layout into hash buckets"
+        "migrate-links",
+        parents=[common],
+        help="move links of earlier versions (one links table) into a table per hash bucket",
     )
     migrate.add_argument("--dry-run", action="store_true", help="count the rows to move, write nothing")
     migrate.add_argument(

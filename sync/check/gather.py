@@ -20,7 +20,7 @@ from sync.connectors.marketo.budget import marketo_day
 from sync.connectors.marketo.transport import RetryPolicy
 from sync.mapping.model import MappingConfig, load_mapping
 from sync.settings import Settings
-from sync.state import TABLE_KINDS, StateStore
+from sync.state import StateStore, table_names
 
 # A check answers in seconds or says why not: few retries, short waits.
 DATAVERSE_OPTIONS = {"max_retries": 2, "max_retry_after": 5.0, "timeout": (10.0, 30.0)}
@@ -100,7 +100,7 @@ def gather_marketo(settings: Settings, now: datetime, mapping: MappingConfig | N
 
 def gather_storage(settings: Settings, mapping: MappingConfig | None = None) -> StorageFacts:
     """The state tables (created when missing) and, per stream of the mapping, whether its links are still in the old
-    one-partition-per-side layout (two one-row queries per stream: sync/state/links.py)."""
+    table (either earlier layout: a one-row query per stream, sync/state/links.py)."""
     if settings.sync_storage_connection is not None:
         setting = "SYNC_STORAGE_CONNECTION"
     elif settings.azure_webjobs_storage is not None:
@@ -113,7 +113,7 @@ def gather_storage(settings: Settings, mapping: MappingConfig | None = None) -> 
         legacy = [name for name in streams if store.links.has_legacy_rows(name)]
     except (AzureError, ValueError) as exc:  # ValueError: a malformed connection string
         return StorageFacts(problem=explain_storage(exc, setting=setting))
-    tables = [f"{store.prefix}{kind}" for kind in TABLE_KINDS]
+    tables = table_names(store.prefix)
     return StorageFacts(tables=tables, links_checked=len(streams), legacy_links=legacy)
 
 

@@ -470,8 +470,8 @@ def storage_results(facts: StorageFacts) -> list[CheckResult]:
                 "storage",
                 f"{entity} links",
                 "fail",
-                f"links of {entity} are in the old layout (one partition per side): the sync refuses them until "
-                "they are moved",
+                f"links of {entity} are in the old layout (the one links table of earlier versions): the sync "
+                "refuses them until they are moved",
                 "run python -m sync migrate-links (with --dry-run first to see how many rows it moves)",
             )
         )
@@ -481,7 +481,7 @@ def storage_results(facts: StorageFacts) -> list[CheckResult]:
                 "storage",
                 "link layout",
                 "ok",
-                f"the links of {facts.links_checked} streams are in {BUCKETS} buckets per side",
+                f"the links of {facts.links_checked} streams are in {BUCKETS} buckets per side, a table each",
             )
         )
     return results

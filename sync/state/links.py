@@ -3,16 +3,25 @@
 Partition design
 ----------------
 A link is stored as two rows, one per direction of lookup, so that finding the counterpart of either id is a single
-point read. The rows of each (entity, side) are sharded over BUCKETS partitions by a stable hash of the id:
+point read. The rows of each (entity, side) are sharded over BUCKETS buckets by a stable hash of the id, and each
+(side, bucket) has a table of its own, which holds that bucket of every entity, one partition per entity:
 
-    PartitionKey = encode("<entity>|D|<bucket>"), RowKey = encode(dynamics id)  -> marketo id, snapshot, synced at
-    PartitionKey = encode("<entity>|M|<bucket>"), RowKey = encode(marketo id)   -> dynamics id
+    table <prefix>linksd<bucket>: PartitionKey = encode("<entity>|D|<bucket>"), RowKey = encode(dynamics id)
+                                  -> marketo id, snapshot, synced at
+    table <prefix>linksm<bucket>: PartitionKey = encode("<entity>|M|<bucket>"), RowKey = encode(marketo id)
+                                  -> dynamics id
 
     bucket = crc32(id.lower() as UTF-8) mod BUCKETS, two lower-case hex digits ("00" .. "07")
 
 crc32 (zlib) is fixed by its definition, so a bucket never changes between runs, processes or Python versions (Python's
 `hash()` of a str is salted per process). Ids are lower-cased first so that the same GUID spelt in either case lands in
 one bucket (its RowKey still keeps the case it was written with).
+
+Why a table per bucket: on Azure, nothing; its tables scale by partition, and a partition is the same whichever table
+holds it. On Azurite (development, the tests, the benchmarks) a table is one in-memory collection with a sorted index
+on PartitionKey and one on RowKey, and every insert splices both: an insert costs time in proportion to the rows of its
+table. 100,000 links saved into one table took 22.6 s there, the last pages twice the first; into 16 tables, 14.0 s,
+flat (`bench/full_sync_ceiling.py` measures it; a full sync's wall ends in these saves).
 
 A save's rows go out in entity-group transactions of at most 100 operations on one partition (bucket), the D rows of
 every bucket first, then the M rows, WRITE_THREADS transactions at once, taken round-robin over the buckets so the
@@ -25,12 +34,13 @@ missing and a lookup by Marketo id falls back to matching by link fields, which 
 The snapshot is the value of every synced field as both systems held it after the last successful sync of the pair: the
 merge base and the echo filter. It lives on the D row so a link and its snapshot always commit together.
 
-Reading many ids (`get_many_by_*`) groups them by bucket. With at least SCAN_AT_LEAST ids, the side's buckets are read
-in key order as one range query (pages of 1,000 rows) for as long as that costs less than point reads would (a page of
-1,000 rows costs about POINT_READS_PER_PAGE point reads): every bucket the scan gets through is settled by it, and the
-ids of the buckets it did not reach are read by point reads on threads, each in its own bucket. A small table is thus
-read in a request or two; a large one (10M links: 625,000 rows per bucket) by point reads, as before. `list`, `count`
-and `has_any` are range queries over the side's buckets too (`has_any` asks for one row).
+Reading many ids (`get_many_by_*`) groups them by bucket. With at least SCAN_AT_LEAST ids, the buckets that hold wanted
+ids are read whole, all at once (a partition query each, pages of 1,000 rows), for as long as that costs less than
+point reads would (a page of 1,000 rows costs about POINT_READS_PER_PAGE point reads; the rows that pays for are
+shared out among the buckets): a bucket read whole is settled, and the ids of a bucket that gave up are read by point
+reads on threads. A small table is thus read in a request a bucket; a large one (10M links: 625,000 rows per bucket)
+by point reads, as before. `list` and
+`count` query the side's buckets one after another; `has_any` asks each bucket for one row, all at once.
 
 Why 8 buckets
 -------------
@@ -70,28 +80,31 @@ partition) over servers as load grows, which is what the buckets allow.
     20,000 transactions per second, which assumes a 1-KiB entity size"; "Target throughput for a single table
     partition (1 KiB-entities): Up to 2,000 entities per second").
 
-The old layout
---------------
-Deployments before the buckets hold their links in one partition per side, `<entity>|D` and `<entity>|M`.
-`python -m sync migrate-links [--dry-run]` (`LinkStore.migrate_legacy`) moves them: page by page (1,000 rows, resuming
-after the last row key handled), it copies each old row, unchanged but for its PartitionKey, into its bucket (upserts,
-in transactions), and only then deletes the old rows of that page; the two sides of an entity at once (two
-partitions). A crash leaves old rows that were maybe copied already: running the command again copies them again (the
-same values) and deletes them, so it is idempotent and resumable. `--dry-run` counts the old rows and writes nothing.
-Each old row is read once and deleted once in its old partition, 2 entities per link and side: at that partition's
-2,000 entities/s, at least 17 min for 1M links and 2.8 h for 10M (the old layout's own ceiling, once). Measured on
-Azurite (in memory, one Node process, whose transactions are the bound: more threads do not help): 20,000 links in
-72 s, 276 links/s, which would be an hour for 1M. A stream does not sync while its links are being moved (below); each
-stream resumes as soon as its own are moved (the command takes the mapping's streams one after another).
+The old layouts
+---------------
+Earlier versions kept every link row in one table, `<prefix>links`: first in one partition per side (`<entity>|D`,
+`<entity>|M`), then in the bucket partitions above. `python -m sync migrate-links [--dry-run]`
+(`LinkStore.migrate_legacy`) moves both: partition by partition, page by page (1,000 rows, resuming after the last
+row key handled), it copies each old row, unchanged but for its PartitionKey (its bucket's), into its bucket's table
+(upserts, in transactions), and only then deletes the old rows of that page; the two sides of an entity at once. A
+crash leaves old rows that were maybe copied already: running the command again copies them again (the same values)
+and deletes them, so it is idempotent and resumable. `--dry-run` counts the old rows and writes nothing. Each old row
+is read once and deleted once in its old partition, 2 entities per link and side: at one partition's 2,000
+entities/s, at least 17 min for 1M links in one partition per side and 2.8 h for 10M (that layout's own ceiling,
+once; the bucket partitions move 8 times as fast). Measured on Azurite (in memory, one Node process, whose
+transactions are the bound: more threads do not help): 20,000 links in 72 s, 276 links/s, which would be an hour for
+1M. A stream does not sync while its links are being moved (below); each stream resumes as soon as its own are moved
+(the command takes the mapping's streams one after another).
 
-The store refuses rather than guesses: while an entity still has old-layout rows, every LinkStore call on it (but
-`delete_all`, which removes both layouts, and `has_legacy_rows`) raises LegacyLayout ("links of lead are in the old
-layout: run python -m sync migrate-links"), so a cycle fails with that message instead of treating every linked record
-as unlinked and matching it again without its snapshot. `python -m sync check` reports the same. Reading the old
-partitions as a fallback was rejected: it doubles the cost of every miss (a full sync of new records is all misses)
-for as long as the fallback lives, and list/count/delete would have to merge two layouts. The check costs two one-row
-queries per entity, once per LinkStore (process) after they come back empty; nothing writes the old layout any more,
-so run the migration after the old version of the app has stopped.
+The store refuses rather than guesses: while an entity still has rows in the old table, every LinkStore call on it
+(but `delete_all`, which removes every layout, and `has_legacy_rows`) raises LegacyLayout ("links of lead are in the
+old layout: run python -m sync migrate-links"), so a cycle fails with that message instead of treating every linked
+record as unlinked and matching it again without its snapshot. `python -m sync check` reports the same. Reading the
+old table as a fallback was rejected: it doubles the cost of every miss (a full sync of new records is all misses)
+for as long as the fallback lives, and list/count/delete would have to merge two layouts. The check costs one one-row
+query per entity (the key range of the entity's partitions in the old table), once per LinkStore (process) after it
+comes back empty; nothing writes the old table any more, so run the migration after the old version of the app has
+stopped.
 """
 
 from __future__ import annotations
@@ -100,12 +113,12 @@ import contextlib
 import functools
 import json
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby, zip_longest
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError, ServiceResponseError
 from azure.core.paging import ItemPaged
@@ -127,6 +140,8 @@ WRITE_THREADS = 8  # transactions in flight at once
 TRANSACTION_ATTEMPTS = 4
 
 Side = Literal["D", "M"]
+SIDES: tuple[Side, Side] = ("D", "M")
+_T = TypeVar("_T")
 
 
 def link_bucket(record_id: str) -> int:
@@ -201,14 +216,22 @@ def _as_transaction_op(op: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
 
 
 def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    """Submit operations as entity-group transactions, several at once (each is a round trip of its own; the table
-    serves them concurrently); returns how many were sent. All are attempted; the first failure is raised."""
-    batches = list(chunked_transactions(operations))
-    for batch in batches:
+    """Submit operations on one table as entity-group transactions, several at once; see `submit_grouped`."""
+    return submit_grouped([(table, operations)])
+
+
+def submit_grouped(groups: Sequence[tuple[TableClient, Sequence[tuple[str, dict[str, Any]]]]]) -> int:
+    """Submit each table's operations as entity-group transactions, WRITE_THREADS at once over all the tables (each
+    is a round trip of its own; the service serves them concurrently), taken round-robin over the tables and their
+    partitions; returns how many were sent. All are attempted; the first failure is raised."""
+    per_table = [[(table, batch) for batch in chunked_transactions(operations)] for table, operations in groups]
+    batches = [item for round_ in zip_longest(*per_table) for item in round_ if item is not None]
+    for _, batch in batches:
         if len(batch) > MAX_TRANSACTION_OPERATIONS or len({op[1]["PartitionKey"] for op in batch}) != 1:
             raise TransactionTooLarge("a transaction must hold at most 100 operations on one partition")
 
-    def submit(batch: list[tuple[Any, ...]]) -> None:
+    def submit(item: tuple[TableClient, list[tuple[Any, ...]]]) -> None:
+        table, batch = item
         # azure-core does not retry a POST whose connection dropped (a server closing an idle pooled connection);
         # an entity-group transaction is atomic and its operations are upserts, so sending it again is safe
         for attempt in Retrying(
@@ -227,7 +250,7 @@ def submit_transactions(table: TableClient, operations: Sequence[tuple[str, dict
         submit(batches[0])
     elif batches:
         with ThreadPoolExecutor(min(WRITE_THREADS, len(batches))) as pool:
-            futures = [pool.submit(submit, batch) for batch in batches]
+            futures = [pool.submit(submit, item) for item in batches]
         for future in futures:
             future.result()
     return len(batches)
@@ -239,9 +262,37 @@ def _bucket_partition(entity: str, side: Side, bucket: int) -> str:
     return encode_key(f"{entity}|{side}|{bucket_label(bucket)}")
 
 
+def link_table_name(prefix: str, side: Side, bucket: int) -> str:
+    """The table of one side's bucket: `<prefix>linksd00` .. `<prefix>linksm07`."""
+    return f"{prefix}links{side.lower()}{bucket_label(bucket)}"
+
+
+def link_table_names(prefix: str) -> list[str]:
+    return [link_table_name(prefix, side, bucket) for side in SIDES for bucket in range(BUCKETS)]
+
+
+def old_table_name(prefix: str) -> str:
+    """The one table every link row lived in before the tables per bucket (see "The old layouts")."""
+    return f"{prefix}links"
+
+
+def _rows_or_none(rows: Iterable[_T]) -> Iterator[_T]:
+    """The rows of a query on a table that may not exist (the old table of a deployment that never had one)."""
+    try:
+        yield from rows
+    except ResourceNotFoundError:
+        return
+
+
 class LinkStore:
-    def __init__(self, table: TableClient) -> None:
-        self._table = table
+    def __init__(self, tables: Mapping[tuple[Side, int], TableClient], old: TableClient) -> None:
+        """`tables`: the table of each (side, bucket); `old`: the one table of the earlier layouts, which may not
+        exist (it is only read, to find rows still to migrate, and emptied)."""
+        missing = [(side, b) for side in SIDES for b in range(BUCKETS) if (side, b) not in tables]
+        if missing:
+            raise ValueError(f"LinkStore needs a table per side and bucket; missing {missing}")
+        self._tables = dict(tables)
+        self._old = old
         self._current: set[str] = set()  # entities proven free of old-layout rows
 
     # --- keys -------------------------------------------------------------------------------------------------------
@@ -252,13 +303,21 @@ class LinkStore:
 
     @staticmethod
     def partitions(entity: str, side: Side) -> list[str]:
-        """Every bucket partition of one side of an entity, in key order."""
-        return sorted(_bucket_partition(entity, side, b) for b in range(BUCKETS))
+        """Every bucket partition of one side of an entity, in bucket order."""
+        return [_bucket_partition(entity, side, b) for b in range(BUCKETS)]
 
     @staticmethod
     def legacy_partition(entity: str, side: Side) -> str:
-        """The one partition of a side in the old layout."""
+        """The one partition of a side in the first layout (in the old table)."""
         return encode_key(f"{entity}|{side}")
+
+    def table(self, side: Side, bucket: int) -> TableClient:
+        return self._tables[side, bucket]
+
+    def _where(self, entity: str, side: Side, record_id: str) -> tuple[TableClient, str, str]:
+        """The table, PartitionKey and RowKey of the row of `record_id`."""
+        bucket = link_bucket(record_id)
+        return self._tables[side, bucket], _bucket_partition(entity, side, bucket), encode_key(record_id)
 
     def _d_row(self, link: Link) -> dict[str, Any]:
         snapshot = link.snapshot_json if link.snapshot_json is not None else encode_snapshot(link.snapshot)
@@ -296,16 +355,20 @@ class LinkStore:
             synced_at=row.get("SyncedAt"),
         )
 
-    # --- the old layout ---------------------------------------------------------------------------------------------
-    def has_legacy_rows(self, entity: str) -> bool:
-        """Whether any link row of `entity` is still in the old layout (`<entity>|D` / `<entity>|M`)."""
-        return any(self._first_row(self.legacy_partition(entity, side)) for side in ("D", "M"))
-
-    def _first_row(self, partition: str) -> bool:
-        rows = self._table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"], results_per_page=1
+    # --- the old layouts --------------------------------------------------------------------------------------------
+    def _old_rows(self, entity: str, **options: Any) -> Iterator[TableEntity]:
+        """The entity's rows in the old table, every layout: its PartitionKeys all start with encode("<entity>|")."""
+        return _rows_or_none(
+            self._old.query_entities(
+                "PartitionKey ge @first and PartitionKey lt @after",
+                parameters={"first": encode_key(f"{entity}|"), "after": encode_key(f"{entity}}}")},  # "|" + 1 = "}"
+                **options,
+            )
         )
-        return next(iter(rows), None) is not None
+
+    def has_legacy_rows(self, entity: str) -> bool:
+        """Whether any link row of `entity` is still in the old table (either earlier layout): a one-row query."""
+        return next(self._old_rows(entity, select=["RowKey"], results_per_page=1), None) is not None
 
     def _require_current(self, entity: str) -> None:
         if entity in self._current:
@@ -315,9 +378,10 @@ class LinkStore:
         self._current.add(entity)
 
     def migrate_legacy(self, entity: str, *, dry_run: bool = False) -> Migration:
-        """Move the old-layout rows of `entity` into their buckets, both sides at once, page by page: copy, then
-        delete. Idempotent and resumable: old rows left by a crash are copied again (the same values) and deleted."""
-        with ThreadPoolExecutor(2) as pool:  # two partitions: each side at its own partition's pace
+        """Move the old table's rows of `entity` into their buckets' tables, both sides at once, partition by
+        partition and page by page: copy, then delete. Idempotent and resumable: old rows left by a crash are copied
+        again (the same values) and deleted."""
+        with ThreadPoolExecutor(2) as pool:  # the two sides at once: each at its own partitions' pace
             d_side = pool.submit(self._migrate_side, entity, "D", "DynamicsId", dry_run)
             m_side = pool.submit(self._migrate_side, entity, "M", "MarketoId", dry_run)
         dynamics_rows, marketo_rows = d_side.result(), m_side.result()
@@ -326,52 +390,50 @@ class LinkStore:
         return Migration(entity, dynamics_rows, marketo_rows, dry_run)
 
     def _migrate_side(self, entity: str, side: Side, id_property: str, dry_run: bool) -> int:
-        legacy = self.legacy_partition(entity, side)
+        moved = 0
+        for old in [self.legacy_partition(entity, side), *self.partitions(entity, side)]:
+            moved += self._migrate_partition(entity, side, old, id_property, dry_run)
+        return moved
+
+    def _migrate_partition(self, entity: str, side: Side, old: str, id_property: str, dry_run: bool) -> int:
         if dry_run:
-            rows = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": legacy}, select=["RowKey"])
-            return sum(1 for _ in rows)
+            rows = self._old.query_entities("PartitionKey eq @pk", parameters={"pk": old}, select=["RowKey"])
+            return sum(1 for _ in _rows_or_none(rows))
         moved = 0
         after = ""  # resume after the last row key handled: a page never depends on a continuation token
         while True:
-            page = list(
-                next(
-                    iter(
-                        self._table.query_entities(
-                            "PartitionKey eq @pk and RowKey gt @after",
-                            parameters={"pk": legacy, "after": after},
-                            results_per_page=SCAN_PAGE,
-                        ).by_page()
-                    ),
-                    [],
-                )
+            query = self._old.query_entities(
+                "PartitionKey eq @pk and RowKey gt @after",
+                parameters={"pk": old, "after": after},
+                results_per_page=SCAN_PAGE,
             )
+            page = list(next(_rows_or_none(query.by_page()), []))
             if not page:
                 return moved
-            copies = []
+            copies: dict[int, list[tuple[str, dict[str, Any]]]] = {}
             for row in page:
                 record_id = row.get(id_property)
                 if not isinstance(record_id, str) or not record_id:
-                    raise ValueError(f"old-layout link row {legacy}/{row['RowKey']} has no {id_property}")
-                copies.append(("upsert", {**row, "PartitionKey": self.partition(entity, side, record_id)}))
-            submit_transactions(self._table, copies)
-            self._delete_keys(legacy, [row["RowKey"] for row in page])
+                    raise ValueError(f"old-layout link row {old}/{row['RowKey']} has no {id_property}")
+                bucket = link_bucket(record_id)
+                copies.setdefault(bucket, []).append(
+                    ("upsert", {**row, "PartitionKey": _bucket_partition(entity, side, bucket)})
+                )
+            submit_grouped([(self._tables[side, bucket], ops) for bucket, ops in copies.items()])
+            self._delete_keys(old, [row["RowKey"] for row in page])
             moved += len(page)
             after = page[-1]["RowKey"]
 
     def _delete_keys(self, partition: str, keys: Sequence[str]) -> None:
-        """Delete rows of one partition in transactions; a row already gone (a concurrent run) is no failure."""
-        try:
-            submit_transactions(self._table, [("delete", {"PartitionKey": partition, "RowKey": k}) for k in keys])
-        except TableTransactionError:
-            for key in keys:
-                with contextlib.suppress(ResourceNotFoundError):
-                    self._table.delete_entity(partition, key)
+        """Delete rows of one partition of the old table."""
+        _delete_in(self._old, partition, keys)
 
     # --- reads ------------------------------------------------------------------------------------------------------
     def get_by_dynamics_id(self, entity: str, dynamics_id: str) -> Link | None:
         self._require_current(entity)
+        table, partition, key = self._where(entity, "D", dynamics_id)
         try:
-            row = self._table.get_entity(self.partition(entity, "D", dynamics_id), encode_key(dynamics_id))
+            row = table.get_entity(partition, key)
         except ResourceNotFoundError:
             return None
         return self._from_d_row(row)
@@ -379,8 +441,9 @@ class LinkStore:
     def get_by_marketo_id(self, entity: str, marketo_id: str) -> Link | None:
         """The link whose Marketo side is `marketo_id` (index row, then the authoritative row it points at)."""
         self._require_current(entity)
+        table, partition, key = self._where(entity, "M", marketo_id)
         try:
-            index = self._table.get_entity(self.partition(entity, "M", marketo_id), encode_key(marketo_id))
+            index = table.get_entity(partition, key)
         except ResourceNotFoundError:
             return None
         link = self.get_by_dynamics_id(entity, index["DynamicsId"])
@@ -389,9 +452,9 @@ class LinkStore:
         return link
 
     def get_many_by_dynamics_id(self, entity: str, dynamics_ids: Iterable[str]) -> dict[str, Link]:
-        """dynamics id -> link, for the ids that have one. Many ids: a scan of the side's buckets in pages of 1,000
-        for as long as it pays; the ids of the buckets it did not reach by point reads on threads (a filter ORing row
-        keys would scan the partition once per query, in Azure and in Azurite alike)."""
+        """dynamics id -> link, for the ids that have one. Many ids: the buckets holding them read whole, in pages
+        of 1,000, for as long as it pays; the ids of the buckets not reached by point reads on threads (a filter
+        ORing row keys would scan the partition once per query, in Azure and in Azurite alike)."""
         self._require_current(entity)
         rows = self._many(entity, "D", dynamics_ids)
         return {link.dynamics_id: link for link in map(self._from_d_row, rows)}
@@ -409,21 +472,22 @@ class LinkStore:
 
     def _many(self, entity: str, side: Side, ids: Iterable[str]) -> list[dict[str, Any]]:
         """The rows of `side` for the ids that have one, the ids grouped by bucket."""
-        wanted: dict[str, set[str]] = {}  # partition -> row keys
+        wanted: dict[int, set[str]] = {}  # bucket -> row keys
         for record_id in dict.fromkeys(ids):
-            wanted.setdefault(self.partition(entity, side, record_id), set()).add(encode_key(record_id))
+            wanted.setdefault(link_bucket(record_id), set()).add(encode_key(record_id))
         total = sum(len(keys) for keys in wanted.values())
         found: list[dict[str, Any]] = []
         if total >= SCAN_AT_LEAST:
             found, wanted = self._scan(entity, side, wanted, max_rows=total // POINT_READS_PER_PAGE * SCAN_PAGE)
 
-        def read(key: tuple[str, str]) -> dict[str, Any] | None:
+        def read(key: tuple[int, str]) -> dict[str, Any] | None:
+            bucket, row_key = key
             try:
-                return dict(self._table.get_entity(*key))
+                return dict(self._tables[side, bucket].get_entity(_bucket_partition(entity, side, bucket), row_key))
             except ResourceNotFoundError:
                 return None
 
-        keys = [(partition, row_key) for partition, row_keys in wanted.items() for row_key in row_keys]
+        keys = [(bucket, row_key) for bucket, row_keys in wanted.items() for row_key in row_keys]
         if len(keys) <= 1:
             read_back = [read(k) for k in keys]
         else:
@@ -432,46 +496,45 @@ class LinkStore:
         return found + [row for row in read_back if row is not None]
 
     def _scan(
-        self, entity: str, side: Side, wanted: dict[str, set[str]], max_rows: int
-    ) -> tuple[list[dict[str, Any]], dict[str, set[str]]]:
-        """Read the side's buckets in key order, one range query, until `max_rows` rows are read: the wanted rows of
-        every bucket the scan got through, and the wanted keys of the buckets it did not (still to be read)."""
-        members = set(self.partitions(entity, side))
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        pending = dict(wanted)
-        read = 0
-        for page in self._side_rows(entity, side, results_per_page=SCAN_PAGE).by_page():
-            last = None
-            for row in page:
-                last = partition = row["PartitionKey"]
-                if partition in members and row["RowKey"] in pending.get(partition, ()):
-                    found[partition, row["RowKey"]] = dict(row)
-                read += 1
-            if last is not None:  # every bucket before the last row's is read whole
-                for partition in [p for p in pending if p < last]:
-                    del pending[partition]
-            if read >= max_rows:
-                if last in pending:  # the bucket the scan stopped in: what it has not found yet
-                    pending[last] = {key for key in pending[last] if (last, key) not in found}
-                return list(found.values()), pending
-        return list(found.values()), {}
+        self, entity: str, side: Side, wanted: dict[int, set[str]], max_rows: int
+    ) -> tuple[list[dict[str, Any]], dict[int, set[str]]]:
+        """Read the buckets holding wanted ids whole, all at once (a table each), `max_rows` rows in all shared out
+        among them: the wanted rows found, and the wanted keys still to be read (of the buckets that gave up)."""
+        budget = max(1, max_rows // len(wanted))
 
-    def _side_rows(self, entity: str, side: Side, **options: Any) -> ItemPaged[TableEntity]:
-        """A range query over every bucket of a side (the PartitionKey range they span)."""
-        buckets = self.partitions(entity, side)
-        return self._table.query_entities(
-            "PartitionKey ge @first and PartitionKey le @last",
-            parameters={"first": buckets[0], "last": buckets[-1]},
-            **options,
+        def scan(bucket: int) -> tuple[list[dict[str, Any]], set[str]]:
+            keys, found, read = wanted[bucket], [], 0
+            for page in self._side_rows(entity, side, bucket, results_per_page=SCAN_PAGE).by_page():
+                for row in page:
+                    read += 1
+                    if row["RowKey"] in keys:
+                        found.append(dict(row))
+                if len(found) == len(keys):
+                    return found, set()  # every wanted row of the bucket is found: the rest is not needed
+                if read >= budget:
+                    return found, keys - {row["RowKey"] for row in found}  # given up: point reads for the rest
+            return found, set()  # read whole: the rest do not exist
+
+        buckets = sorted(wanted)
+        with ThreadPoolExecutor(len(buckets)) as pool:
+            scanned = list(pool.map(scan, buckets))
+        rows = [row for found, _ in scanned for row in found]
+        return rows, {bucket: left for bucket, (_, left) in zip(buckets, scanned, strict=True) if left}
+
+    def _side_rows(self, entity: str, side: Side, bucket: int, **options: Any) -> ItemPaged[TableEntity]:
+        return self._tables[side, bucket].query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _bucket_partition(entity, side, bucket)}, **options
         )
 
-    def _side_iter(self, entity: str, side: Side, **options: Any) -> Iterator[dict[str, Any]]:
-        members = set(self.partitions(entity, side))
-        if "select" in options:
-            options["select"] = ["PartitionKey", *options["select"]]
-        for row in self._side_rows(entity, side, **options):
-            if row["PartitionKey"] in members:
-                yield row
+    def _side_iter(self, entity: str, side: Side, **options: Any) -> Iterator[TableEntity]:
+        """Every row of a side of an entity, bucket after bucket."""
+        for bucket in range(BUCKETS):
+            yield from self._side_rows(entity, side, bucket, **options)
+
+    def _each_bucket(self, work: Callable[[int], _T]) -> list[_T]:
+        """`work(bucket)` for every bucket at once (a query each, on its own table)."""
+        with ThreadPoolExecutor(BUCKETS) as pool:
+            return list(pool.map(work, range(BUCKETS)))
 
     # --- writes -----------------------------------------------------------------------------------------------------
     def save(self, links: Iterable[Link], indexed: Iterable[tuple[str, str]] = ()) -> int:
@@ -486,38 +549,46 @@ class LinkStore:
         for entity in {link.entity for link in links}:
             self._require_current(entity)
         known = set(indexed)
-        d_ops = [("upsert", self._d_row(link)) for link in links]
-        m_ops = [("upsert", self._m_row(link)) for link in links if (link.dynamics_id, link.marketo_id) not in known]
-        return submit_transactions(self._table, d_ops) + submit_transactions(self._table, m_ops)
+        d_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        m_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for link in links:
+            d_ops.setdefault(link_bucket(link.dynamics_id), []).append(("upsert", self._d_row(link)))
+            if (link.dynamics_id, link.marketo_id) not in known:
+                m_ops.setdefault(link_bucket(link.marketo_id), []).append(("upsert", self._m_row(link)))
+        sent = submit_grouped([(self._tables["D", bucket], ops) for bucket, ops in sorted(d_ops.items())])
+        return sent + submit_grouped([(self._tables["M", bucket], ops) for bucket, ops in sorted(m_ops.items())])
 
     def delete(self, links: Iterable[Link]) -> int:
         """Remove links (both rows); missing rows are ignored. Returns the number of delete calls."""
         sent = 0
         for link in links:
             self._require_current(link.entity)
-            for pk, rk in (
-                (self.partition(link.entity, "D", link.dynamics_id), encode_key(link.dynamics_id)),
-                (self.partition(link.entity, "M", link.marketo_id), encode_key(link.marketo_id)),
-            ):
+            sides: tuple[tuple[Side, str], ...] = (("D", link.dynamics_id), ("M", link.marketo_id))
+            for side, record_id in sides:
+                table, partition, key = self._where(link.entity, side, record_id)
                 with contextlib.suppress(ResourceNotFoundError):
-                    self._table.delete_entity(pk, rk)
+                    table.delete_entity(partition, key)
                 sent += 1
         return sent
 
     def delete_all(self, entity: str) -> int:
-        """Remove every link of an entity (both sides, every bucket, and any old-layout rows, in transactions);
-        returns how many links there were."""
-        count = 0
-        for side in ("D", "M"):
-            keys = [(row["PartitionKey"], row["RowKey"]) for row in self._side_iter(entity, side, select=["RowKey"])]
-            legacy = self.legacy_partition(entity, side)
-            old = self._table.query_entities("PartitionKey eq @pk", parameters={"pk": legacy}, select=["RowKey"])
-            keys += [(legacy, row["RowKey"]) for row in old]
-            ops = [("delete", {"PartitionKey": pk, "RowKey": rk}) for pk, rk in keys]
-            submit_transactions(self._table, ops)
-            count = count or len(keys)
+        """Remove every link of an entity (both sides, every bucket, and any rows left in the old table, in
+        transactions); returns how many links there were."""
+        old = sorted(
+            (row["PartitionKey"], row["RowKey"]) for row in self._old_rows(entity, select=["PartitionKey", "RowKey"])
+        )
+        counts = []
+        for side in SIDES:
+            rows = sum(1 for partition, _ in old if partition.startswith(self.legacy_partition(entity, side)))
+            for bucket in range(BUCKETS):
+                keys = [row["RowKey"] for row in self._side_rows(entity, side, bucket, select=["RowKey"])]
+                _delete_in(self._tables[side, bucket], _bucket_partition(entity, side, bucket), keys)
+                rows += len(keys)
+            counts.append(rows)
+        for partition, group in groupby(old, key=lambda key: key[0]):
+            _delete_in(self._old, partition, [row_key for _, row_key in group])
         self._current.discard(entity)
-        return count
+        return counts[0] or counts[1]
 
     # --- whole entity -----------------------------------------------------------------------------------------------
     def list(self, entity: str) -> Iterator[Link]:
@@ -527,13 +598,31 @@ class LinkStore:
             yield self._from_d_row(row)
 
     def has_any(self, entity: str) -> bool:
-        """Whether the entity has a link in any bucket: one range query asking for one row."""
+        """Whether the entity has a link in any bucket: every bucket asked for one row, all at once."""
         self._require_current(entity)
-        return next(self._side_iter(entity, "D", select=["RowKey"], results_per_page=1), None) is not None
+        return any(
+            self._each_bucket(
+                lambda b: (
+                    next(iter(self._side_rows(entity, "D", b, select=["RowKey"], results_per_page=1)), None) is not None
+                )
+            )
+        )
 
     def count(self, entity: str) -> int:
         self._require_current(entity)
-        return sum(1 for _ in self._side_iter(entity, "D", select=["RowKey"]))
+        return sum(self._each_bucket(lambda b: sum(1 for _ in self._side_rows(entity, "D", b, select=["RowKey"]))))
+
+
+def _delete_in(table: TableClient, partition: str, keys: Sequence[str]) -> None:
+    """Delete rows of one partition in transactions; a row already gone (a concurrent run) is no failure."""
+    if not keys:
+        return
+    try:
+        submit_transactions(table, [("delete", {"PartitionKey": partition, "RowKey": k}) for k in keys])
+    except TableTransactionError:
+        for key in keys:
+            with contextlib.suppress(ResourceNotFoundError):
+                table.delete_entity(partition, key)
 
 
 __all__ = [
@@ -546,4 +635,8 @@ __all__ = [
     "TransactionTooLarge",
     "chunked_transactions",
     "link_bucket",
+    "link_table_name",
+    "link_table_names",
+    "old_table_name",
+    "submit_grouped",
 ]

@@ -1,5 +1,6 @@
-"""`python -m sync migrate-links` and `check` on a deployment whose links are in the old layout (one partition per
-entity and side), as an operator runs them: old rows written directly with the table client, then the CLI."""
+"""`python -m sync migrate-links` and `check` on a deployment whose links are in the old table (one partition per
+entity and side, or the bucket partitions), as an operator runs them: old rows written directly with the table client,
+then the CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sync.check import run_check
 from sync.settings import load_settings
 from sync.state import StateStore
 from sync.state.keys import encode_key
-from sync.state.links import submit_transactions
+from sync.state.links import link_bucket, submit_transactions
 from sync.state.tables import service_client
 from tests.emulated import RunningEmulators
 
@@ -39,20 +40,28 @@ def flat(output: str) -> str:
     return " ".join(output.split())
 
 
-def write_old_layout(table: TableClient, entity: str, count: int) -> None:
+def write_old_layout(table: TableClient, entity: str, count: int, bucketed: bool = False) -> None:
+    """Rows as earlier versions wrote them into the one links table: one partition per side (<entity>|D,
+    <entity>|M), or `bucketed` (<entity>|D|<bucket>, as the version before the tables per bucket)."""
+
+    def partition(side: str, record_id: str) -> str:
+        if bucketed:
+            return encode_key(f"{entity}|{side}|{link_bucket(record_id):02x}")
+        return encode_key(f"{entity}|{side}")
+
     rows = []
     for n in range(count):
         dynamics_id, marketo_id = f"{entity}-{n:03d}", str(5000 + n)
         common = {"Entity": entity, "DynamicsId": dynamics_id, "MarketoId": marketo_id}
         rows.append(
             {
-                "PartitionKey": encode_key(f"{entity}|D"),
+                "PartitionKey": partition("D", dynamics_id),
                 "RowKey": encode_key(dynamics_id),
                 **common,
                 "Snapshot": json.dumps({"email": f"{n}@example.com"}),
             }
         )
-        rows.append({"PartitionKey": encode_key(f"{entity}|M"), "RowKey": encode_key(marketo_id), **common})
+        rows.append({"PartitionKey": partition("M", marketo_id), "RowKey": encode_key(marketo_id), **common})
     submit_transactions(table, [("upsert", row) for row in rows])
 
 
@@ -66,9 +75,11 @@ def test_check_reports_old_links_and_migrate_links_moves_them(
 ) -> None:
     env_file = emulators.sync_env_file(tmp_path, azurite.connection_string, table_prefix)
     state = StateStore(service_client(azurite.connection_string), prefix=table_prefix)
-    table = service_client(azurite.connection_string).get_table_client(f"{table_prefix}links")
+    service = service_client(azurite.connection_string)
+    service.create_table_if_not_exists(f"{table_prefix}links")  # an earlier version's one links table
+    table = service.get_table_client(f"{table_prefix}links")
     write_old_layout(table, "lead", 20)
-    write_old_layout(table, "contact", 5)
+    write_old_layout(table, "contact", 5, bucketed=True)
     before = sorted((row["PartitionKey"], row["RowKey"]) for row in table.list_entities())
 
     lines = storage_lines(env_file)
@@ -99,7 +110,10 @@ def test_check_reports_old_links_and_migrate_links_moves_them(
     assert flat(again.stdout).endswith("done: 0 rows moved")
 
     assert state.links.count("lead") == 20 and state.links.count("contact") == 5
+    assert list(table.list_entities()) == []  # the old table is empty
     link = state.links.get_by_marketo_id("lead", "5007")
     assert link is not None and link.dynamics_id == "lead-007" and link.snapshot == {"email": "7@example.com"}
+    contact = state.links.get_by_dynamics_id("contact", "contact-003")
+    assert contact is not None and contact.marketo_id == "5003" and contact.snapshot == {"email": "3@example.com"}
     lines = storage_lines(env_file)
     assert "lead links" not in lines and lines["link layout"][0] == "ok"

@@ -1,5 +1,6 @@
-"""Links sharded over hash buckets, against a real Azurite: where rows land, reads across buckets, and the migration
-of an old deployment's rows (one partition per entity and side), written here directly with the table client."""
+"""Links sharded over hash buckets, a table per side and bucket, against a real Azurite: where rows land, reads across
+buckets, and the migration of an old deployment's rows (in its one links table: one partition per entity and side, or
+the bucket partitions), written here directly with the table client."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from emulators.azurite import Azurite
 from sync.state import Link, StateStore
 from sync.state import links as links_module
 from sync.state.keys import encode_key
-from sync.state.links import BUCKETS, LegacyLayout, LinkStore, submit_transactions
+from sync.state.links import (
+    BUCKETS,
+    LegacyLayout,
+    LinkStore,
+    link_bucket,
+    link_table_name,
+    link_table_names,
+    submit_transactions,
+)
 from sync.state.tables import service_client
 
 SYNCED = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -32,11 +41,24 @@ class CountingRequests:
 
 
 def links_table(azurite: Azurite, prefix: str) -> TableClient:
-    return service_client(azurite.connection_string).get_table_client(f"{prefix}links")
+    """The one links table of earlier versions (the state store never creates it: an old deployment has it)."""
+    service = service_client(azurite.connection_string)
+    service.create_table_if_not_exists(f"{prefix}links")
+    return service.get_table_client(f"{prefix}links")
 
 
 def raw_rows(table: TableClient) -> dict[tuple[str, str], dict[str, Any]]:
     return {(row["PartitionKey"], row["RowKey"]): dict(row) for row in table.list_entities()}
+
+
+def bucket_rows(azurite: Azurite, prefix: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Every row of the link tables of the current layout: (table, PartitionKey, RowKey) -> row."""
+    service = service_client(azurite.connection_string)
+    return {
+        (name, key[0], key[1]): row
+        for name in link_table_names(prefix)
+        for key, row in raw_rows(service.get_table_client(name)).items()
+    }
 
 
 def some_links(entity: str, count: int, start: int = 0) -> list[Link]:
@@ -52,11 +74,18 @@ def some_links(entity: str, count: int, start: int = 0) -> list[Link]:
     ]
 
 
-def write_old_layout(table: TableClient, links: list[Link]) -> None:
-    """Rows as the version before the buckets wrote them: PartitionKey <entity>|D and <entity>|M."""
+def write_old_layout(table: TableClient, links: list[Link], bucketed: bool = False) -> None:
+    """Rows as the versions before the tables per bucket wrote them into the one links table: PartitionKey
+    <entity>|D and <entity>|M (before the buckets), or `bucketed`: <entity>|D|<bucket> and <entity>|M|<bucket>."""
+
+    def partition(entity: str, side: str, record_id: str) -> str:
+        if bucketed:
+            return encode_key(f"{entity}|{side}|{link_bucket(record_id):02x}")
+        return encode_key(f"{entity}|{side}")
+
     d_rows = [
         {
-            "PartitionKey": encode_key(f"{link.entity}|D"),
+            "PartitionKey": partition(link.entity, "D", link.dynamics_id),
             "RowKey": encode_key(link.dynamics_id),
             "Entity": link.entity,
             "DynamicsId": link.dynamics_id,
@@ -68,7 +97,7 @@ def write_old_layout(table: TableClient, links: list[Link]) -> None:
     ]
     m_rows = [
         {
-            "PartitionKey": encode_key(f"{link.entity}|M"),
+            "PartitionKey": partition(link.entity, "M", link.marketo_id),
             "RowKey": encode_key(link.marketo_id),
             "Entity": link.entity,
             "DynamicsId": link.dynamics_id,
@@ -82,16 +111,18 @@ def write_old_layout(table: TableClient, links: list[Link]) -> None:
 class TestBuckets:
     def test_rows_land_in_their_bucket_partitions(self, state: StateStore, azurite: Azurite, table_prefix: str) -> None:
         state.links.save(some_links("lead", 120))
-        rows = raw_rows(links_table(azurite, table_prefix))
+        rows = bucket_rows(azurite, table_prefix)
         assert len(rows) == 240
-        for (partition, _), row in rows.items():
+        for (table, partition, _), row in rows.items():
             side = "D" if partition.startswith("lead~7CD~7C") else "M"
             record_id = row["DynamicsId"] if side == "D" else row["MarketoId"]
             assert partition == LinkStore.partition("lead", side, record_id)
-        partitions = {partition for partition, _ in rows}
+            assert table == link_table_name(table_prefix, side, link_bucket(record_id))  # its bucket's own table
+        partitions = {partition for _, partition, _ in rows}
         assert partitions <= set(LinkStore.partitions("lead", "D")) | set(LinkStore.partitions("lead", "M"))
         assert len(partitions) == 2 * BUCKETS  # 120 ids a side fill every bucket
-        assert not {LinkStore.legacy_partition("lead", "D"), LinkStore.legacy_partition("lead", "M")} & partitions
+        assert len({table for table, _, _ in rows}) == 2 * BUCKETS
+        assert f"{table_prefix}links" not in {t.name for t in state.service.list_tables()}  # the old table: none
 
     @pytest.mark.parametrize("scan_page", [1000, 10])
     def test_get_many_across_buckets(
@@ -146,11 +177,13 @@ class TestBuckets:
 
 
 class TestOldLayout:
+    @pytest.mark.parametrize("bucketed", [False, True], ids=["one partition per side", "bucket partitions"])
     def test_old_rows_are_refused_and_delete_all_removes_them(
-        self, state: StateStore, azurite: Azurite, table_prefix: str
+        self, state: StateStore, azurite: Azurite, table_prefix: str, bucketed: bool
     ) -> None:
-        write_old_layout(links_table(azurite, table_prefix), some_links("lead", 5))
+        write_old_layout(links_table(azurite, table_prefix), some_links("lead", 5), bucketed=bucketed)
         assert state.links.has_legacy_rows("lead") and not state.links.has_legacy_rows("contact")
+        assert not state.links.has_legacy_rows("lea") and not state.links.has_legacy_rows("leads")  # key neighbours
         with pytest.raises(LegacyLayout, match="links of lead are in the old layout: run python -m sync migrate-links"):
             state.links.get_by_dynamics_id("lead", "x")
         for call in (
@@ -164,14 +197,16 @@ class TestOldLayout:
         assert state.links.count("contact") == 0  # another entity is not held up
         assert state.links.delete_all("lead") == 5
         assert not state.links.has_legacy_rows("lead") and state.links.count("lead") == 0
+        assert raw_rows(links_table(azurite, table_prefix)) == {}
 
     def test_a_dry_run_changes_nothing(self, state: StateStore, azurite: Azurite, table_prefix: str) -> None:
         table = links_table(azurite, table_prefix)
         write_old_layout(table, some_links("lead", 30))
+        write_old_layout(table, some_links("lead", 12, start=100), bucketed=True)
         before = raw_rows(table)
         migration = state.links.migrate_legacy("lead", dry_run=True)
-        assert (migration.dynamics_rows, migration.marketo_rows, migration.dry_run) == (30, 30, True)
-        assert raw_rows(table) == before
+        assert (migration.dynamics_rows, migration.marketo_rows, migration.dry_run) == (42, 42, True)
+        assert raw_rows(table) == before and bucket_rows(azurite, table_prefix) == {}
 
     def test_migration_moves_every_row_into_its_bucket_and_is_idempotent(
         self, state: StateStore, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch
@@ -179,24 +214,30 @@ class TestOldLayout:
         monkeypatch.setattr(links_module, "SCAN_PAGE", 100)  # pages of 100: 250 rows are 3 pages a side
         table = links_table(azurite, table_prefix)
         leads, contacts = some_links("lead", 250), some_links("contact", 30)
+        newer = some_links("lead", 40, start=300)  # the version before: bucket partitions in the one table
         write_old_layout(table, leads + contacts)
-        state.links.save(some_links("account", 3))  # already in buckets: untouched
+        write_old_layout(table, newer, bucketed=True)
+        state.links.save(some_links("account", 3))  # already in the bucket tables: untouched
         migration = state.links.migrate_legacy("lead")
-        assert (migration.dynamics_rows, migration.marketo_rows) == (250, 250)
+        assert (migration.dynamics_rows, migration.marketo_rows) == (290, 290)
         assert state.links.has_legacy_rows("contact") and not state.links.has_legacy_rows("lead")
         assert state.links.migrate_legacy("contact").dynamics_rows == 30
 
-        rows = raw_rows(table)
-        assert len(rows) == 2 * (250 + 30 + 3)
-        buckets = {p for e in ("lead", "contact", "account") for side in "DM" for p in LinkStore.partitions(e, side)}  # type: ignore[arg-type]
-        assert {partition for partition, _ in rows} <= buckets
-        self.assert_links_intact(state, leads)
+        assert raw_rows(table) == {}
+        rows = bucket_rows(azurite, table_prefix)
+        assert len(rows) == 2 * (290 + 30 + 3)
+        for (name, partition, _), row in rows.items():  # each in its bucket's partition, in that bucket's table
+            side = "D" if partition.endswith(tuple(f"~7CD~7C{b:02x}" for b in range(BUCKETS))) else "M"
+            record_id = row["DynamicsId"] if side == "D" else row["MarketoId"]
+            assert partition == LinkStore.partition(row["Entity"], side, record_id)
+            assert name == link_table_name(table_prefix, side, link_bucket(record_id))
+        self.assert_links_intact(state, leads + newer)
         self.assert_links_intact(state, contacts)
         assert state.links.count("account") == 3
 
         again = state.links.migrate_legacy("lead")  # nothing left: moves nothing, changes nothing
         assert (again.dynamics_rows, again.marketo_rows) == (0, 0)
-        assert raw_rows(table) == rows
+        assert bucket_rows(azurite, table_prefix) == rows
 
     def test_a_migration_that_crashed_halfway_is_run_again(
         self, state: StateStore, azurite: Azurite, table_prefix: str, monkeypatch: pytest.MonkeyPatch
@@ -226,7 +267,7 @@ class TestOldLayout:
         monkeypatch.setattr(LinkStore, "_delete_keys", real_delete)
         resumed = state.links.migrate_legacy("lead")
         assert (resumed.dynamics_rows, resumed.marketo_rows) == (150, 0)  # the M side had finished meanwhile
-        assert len(raw_rows(table)) == 500
+        assert raw_rows(table) == {} and len(bucket_rows(azurite, table_prefix)) == 500
         self.assert_links_intact(state, leads)
 
     @staticmethod

@@ -407,7 +407,7 @@ def test_links_in_the_old_layout_are_fail_lines_naming_migrate_links() -> None:
     migrated = run(storage=StorageFacts(tables=["synclinks"], links_checked=5))
     assert not not_ok(migrated)
     assert [r.message for r in migrated if r.item == "link layout"] == [
-        "the links of 5 streams are in 8 buckets per side"
+        "the links of 5 streams are in 8 buckets per side, a table each"
     ]
 
 
