@@ -233,6 +233,58 @@ def test_export_polls_wait_for_a_run_once_one_has_been_seen() -> None:
     assert exporter.run_seconds == 8.0  # 10 s and 6 s, blended
 
 
+def test_a_job_queued_behind_others_is_polled_once_the_job_that_frees_its_slot_has_run() -> None:
+    """Marketo runs 2 exports at once, in queue order: the third of ours starts when the first ends. Its first poll
+    comes a run after that end (Marketo's clock), and never before its own wait in the queue and a run; not when the
+    jobs before it took from their enqueue, which counts their wait in the queue and any lateness of their polls."""
+    finished = {
+        "e1": ("2026-12-01T12:00:02Z", "2026-12-01T12:00:07Z"),
+        "e2": ("2026-12-01T12:00:02Z", "2026-12-01T12:00:07Z"),
+        "e3": ("2026-12-01T12:00:07Z", "2026-12-01T12:00:12Z"),
+        "e4": ("2026-12-01T12:00:15Z", "2026-12-01T12:00:20Z"),
+    }
+    created = iter(finished)
+    polls: list[str] = []
+
+    def script(method: str, url: str, kwargs: dict[str, Any]) -> Any:
+        if url.endswith("/create.json"):
+            return ok([{"exportId": next(created), "status": "Created"}])
+        job = url.split("/export/")[1].split("/")[0]
+        if url.endswith("/status.json"):
+            polls.append(job)
+            started, ended = finished[job]
+            return ok([{"exportId": job, "status": "Completed", "startedAt": started, "finishedAt": ended}])
+        return ok([{"exportId": job, "status": "Queued"}])
+
+    t0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    clock = {"now": 0.0}  # seconds since t0, on both clocks
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock["now"] += seconds
+
+    def at(seconds: float) -> None:
+        clock["now"] = seconds
+
+    exporter = BulkExporter(make_transport(FakeSession(script)), sleep=sleep, clock=lambda: clock["now"])
+    exporter.poll = PollPolicy(first_wait=2.0)
+    exporter._t.server_now = lambda: t0 + timedelta(seconds=clock["now"])  # type: ignore[method-assign]
+    jobs = [exporter.queue_job("leads", {"format": "CSV"}) for _ in range(3)]
+    at(8.0)  # the first two ran at once, 12:00:02 to 12:00:07, and were polled at 12:00:08
+    for job in jobs[:2]:
+        exporter._wait("/bulk/v1/leads/export", job)
+    assert exporter.seconds_per_job == 8.0 and exporter.run_seconds == 5.0 and slept == []
+    at(8.5)
+    exporter._wait("/bulk/v1/leads/export", jobs[2])
+    assert slept == [4.0]  # e1 ended 12:00:07: e3 ends 12:00:12 + half a second (0.9 x 8 s from 0 is past)
+    slept.clear()
+    at(13.0)
+    jobs.append(exporter.queue_job("leads", {"format": "CSV"}))  # its slot is free (e2 ended): its own wait, a run
+    exporter._wait("/bulk/v1/leads/export", jobs[3])
+    assert slept == [7.5] and polls == ["e1", "e2", "e3", "e4"]  # 2 s queued + 5 s + half (not 0.9 x 10.25 s)
+
+
 class _TimedImports:
     """Marketo's import jobs on a virtual clock: each waits `queued` s, then runs `per_row` s a row, its progress
     (numOfLeadsProcessed) growing evenly; the importer's sleeps move the clock."""

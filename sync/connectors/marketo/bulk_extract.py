@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -101,6 +102,8 @@ RUN_SHARE = 0.8  # of the runs seen: jobs differ in size, and a poll a bit early
 SIZED_SHARE = 1.0  # of the run expected for a job's rows, which is known: a poll early is a call spent
 END_MARGIN = 0.5  # seconds past an expected end (Marketo's times are whole seconds): the answer is "done"
 LATE_SHARE = 0.25  # of the expected run, between polls of a job past its expected end
+RUNNING = 2  # export jobs Marketo runs at once, the rest queued in order ("Bulk Extract": 2 running, 10 queued)
+KEEP_QUEUED = 64  # of our jobs, the latest remembered in queue order (with their ends, once seen)
 
 
 class BulkExporter:
@@ -117,6 +120,8 @@ class BulkExporter:
         self._clock = clock
         self.jobs: list[BulkJobStatus] = []  # every job run, finished state (for run history and benchmarks)
         self._queued_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._queue_order: dict[str, datetime | None] = {}  # our jobs as queued, oldest first -> end, once seen
         self.seconds_per_job: float | None = None  # learned from the jobs seen end: when to poll a new one first
         self.run_seconds: float | None = None  # how long a job runs once started (Marketo's startedAt, finishedAt)
         # the same, by rows (numberOfRecords): for a job whose size the caller expects
@@ -171,6 +176,10 @@ class BulkExporter:
         job = export_status(first_result(created, f"{kind} export create"))
         self._enqueue(base, job.job_id)
         self._queued_at[job.job_id] = self._clock()
+        with self._lock:
+            self._queue_order[job.job_id] = None
+            while len(self._queue_order) > KEEP_QUEUED:
+                del self._queue_order[next(iter(self._queue_order))]
         return job.job_id
 
     def wait_job(self, kind: str, job_id: str, rows: int | None = None) -> BulkJobStatus:
@@ -230,20 +239,26 @@ class BulkExporter:
                 delay = min(delay * self.poll.factor, self.poll.maximum)
 
     def _wait(self, base: str, job_id: str, rows: int | None = None) -> BulkJobStatus:
-        """Poll a job until it ends: first when jobs before it took to end, or when a job of its size should (from
-        its enqueue), then as its status says (_pause)."""
+        """Poll a job until it ends: first when a job of its size should (from its enqueue), or once the job that
+        frees its slot has ended and a run has passed, or when jobs before it took to end; then as its status says
+        (_pause)."""
         delay = self.poll.initial
         started = self._clock()
         queued_at = self._queued_at.pop(job_id, None)
         sized = self.runs.run(int(rows * self.hint_ratio)) if rows else None
         if queued_at is not None:
+            behind = self._behind_slot(job_id, sized)
+            if behind is not None:  # nor can it end before its own wait in the queue and a run
+                run = sized if sized is not None else self.run_seconds or 0.0
+                behind = max(behind, queued_at + self.poll.first_wait + run + END_MARGIN - started)
             if sized is not None:
-                expected = self.poll.first_wait + SIZED_SHARE * sized + END_MARGIN
-            elif self.seconds_per_job is not None:
-                expected = 0.9 * self.seconds_per_job
-            else:
-                expected = self.poll.first_wait
-            ahead = queued_at + expected - started  # a poll a bit early beats one late
+                ahead = queued_at + self.poll.first_wait + SIZED_SHARE * sized + END_MARGIN - started
+                ahead = max(ahead, behind) if behind is not None else ahead  # both are its earliest end
+            elif behind is not None:
+                ahead = behind
+            else:  # a poll a bit early beats one late
+                ahead = queued_at + (0.9 * self.seconds_per_job if self.seconds_per_job else self.poll.first_wait)
+                ahead -= started
             if ahead > 0:
                 self._sleep(min(ahead, self.poll.expected_maximum))
         while True:
@@ -251,6 +266,9 @@ class BulkExporter:
                 first_result(self._t.get("bulk_export_status", f"{base}/{job_id}/status.json"), "status")
             )
             if status.finished:
+                with self._lock:
+                    if job_id in self._queue_order:
+                        self._queue_order[job_id] = status.finished_at
                 if queued_at is not None:
                     took = self._clock() - queued_at
                     self.seconds_per_job = _blend(self.seconds_per_job, took)
@@ -264,6 +282,21 @@ class BulkExporter:
                 raise BulkJobFailedError(CODE_PROTOCOL, message, job_id=job_id)
             self._sleep(min(self._pause(status, delay, sized), self.poll.expected_maximum))  # a backoff <= maximum
             delay = min(delay * self.poll.factor, self.poll.maximum)
+
+    def _behind_slot(self, job_id: str, sized: float | None) -> float | None:
+        """Seconds from now until a job of ours queued behind others can end, by Marketo's clock: it starts when the
+        job RUNNING places ahead of it ends (they run in queue order, RUNNING at a time), then runs. None when that
+        job's end has not been seen (or there is none: it started once queued), or no run is known yet. Other
+        clients' jobs can only delay it: this is its earliest end."""
+        run = sized if sized is not None else self.run_seconds
+        now = self._t.server_now()  # from whole seconds (the Date header): END_MARGIN covers the cut
+        with self._lock:
+            order = list(self._queue_order)
+            place = order.index(job_id) if job_id in order else -1
+            frees = self._queue_order.get(order[place - RUNNING]) if place >= RUNNING else None
+        if frees is None or run is None or now is None:
+            return None
+        return (frees - now).total_seconds() + run + END_MARGIN
 
     def _pause(self, status: BulkJobStatus, delay: float, sized: float | None = None) -> float:
         """How long to wait before polling a job again. Once a run has been seen (or one of this job's size, `sized`,

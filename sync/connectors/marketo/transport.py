@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, overload
 from urllib.parse import urlencode
@@ -100,6 +101,7 @@ class Transport:
         self._sleep = sleep
         self._calls_lock = threading.Lock()
         self.server_time: datetime | None = None  # Marketo's own time, from the Date header of the last answer
+        self._server_time_seen = 0.0  # time.monotonic() when server_time was last moved
 
     # --- the one HTTP exchange -------------------------------------------------------------------------------------
 
@@ -139,6 +141,14 @@ class Transport:
         with self._calls_lock:
             if self.server_time is None or seen > self.server_time:
                 self.server_time = seen
+                self._server_time_seen = time.monotonic()
+
+    def server_now(self) -> datetime | None:
+        """Marketo's time now, by the latest Date header and the time passed here since (None before any answer)."""
+        with self._calls_lock:
+            if self.server_time is None:
+                return None
+            return self.server_time + timedelta(seconds=time.monotonic() - self._server_time_seen)
 
     def _attempt(
         self, operation: str, method: str, path: str, raw: bool, kwargs: dict[str, Any]
