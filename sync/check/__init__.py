@@ -1,9 +1,9 @@
 """`python -m sync check`: is everything the sync needs there, on both systems and in storage?
 
-Metadata and describe calls only (no data read but one row per link partition of the old layout, to report links
-that `python -m sync migrate-links` has still to move; nothing written but the state tables' creation). A pure core
-(rules.evaluate: mapping + metadata -> CheckResults) under a thin shell (gather.py) that reads the metadata and turns
-connector errors into lines naming the setting to fix (explain.py).
+Metadata and describe calls only (no data read but one row per stream from the links table of earlier versions, to
+report links that `python -m sync migrate-links` has still to move; nothing written but the state tables'
+creation). A pure core (rules.evaluate: mapping + metadata -> CheckResults) under a thin shell (gather.py) that reads
+the metadata and turns connector errors into lines naming the setting to fix (explain.py).
 """
 
 from __future__ import annotations

@@ -17,11 +17,13 @@ crc32 (zlib) is fixed by its definition, so a bucket never changes between runs,
 `hash()` of a str is salted per process). Ids are lower-cased first so that the same GUID spelt in either case lands in
 one bucket (its RowKey still keeps the case it was written with).
 
-Why a table per bucket: on Azure, nothing; its tables scale by partition, and a partition is the same whichever table
-holds it. On Azurite (development, the tests, the benchmarks) a table is one in-memory collection with a sorted index
-on PartitionKey and one on RowKey, and every insert splices both: an insert costs time in proportion to the rows of its
-table. 100,000 links saved into one table took 22.6 s there, the last pages twice the first; into 16 tables, 14.0 s,
-flat (`bench/full_sync_ceiling.py` measures it; a full sync's wall ends in these saves).
+Why a table per bucket: on Azure it changes nothing; its tables scale by partition, and a partition is the same
+whichever table holds it. On Azurite (development, the tests, the benchmarks) a table is one in-memory LokiJS
+collection with a sorted index on PartitionKey and one on RowKey, and every insert splices both, so an insert costs
+time in proportion to the rows already in its table: of a profile of Azurite saving 100,000 links into one table,
+8.8 of its 25 s went to inserting into those indices. With a table per bucket, `bench/bench_full_sync.py --records
+100000` spent 12.2 s in LinkStore.save to Marketo (19.7 s in one table) and 15.8 s to Dynamics (24.4 s), and a full
+sync's wall ends in these saves.
 
 A save's rows go out in entity-group transactions of at most 100 operations on one partition (bucket), the D rows of
 every bucket first, then the M rows, WRITE_THREADS transactions at once, taken round-robin over the buckets so the
@@ -69,7 +71,7 @@ account target counted as if every entity were a transaction, which is conservat
     transactions per page of 5,000 links: 56 D + 56 M = 112 (100 unsharded); 10M links: 2,000 pages, about 224,000
       transactions (200,000 unsharded), each at most 100 operations on one partition
 
-One partition per side (the old layout) caps a side at 2,000 entities/s, i.e. 1,000 records/s: a 10M full sync needs
+One partition per side (the first layout) caps a side at 2,000 entities/s, i.e. 1,000 records/s: a 10M full sync needs
 at least 2.8 h for its link rows alone, and 10M in 1 h needs 5,556/s per side, 2.8 times the target. Sharded, the same
 hour needs 694/s per bucket (35% of a partition's target) and 11,111 entities/s of the account (56% of its target,
 shared with everything else in it). The buckets of a side are adjacent keys; Azure can spread partitions (never one
