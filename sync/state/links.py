@@ -313,9 +313,6 @@ class LinkStore:
         """The one partition of a side in the first layout (in the old table)."""
         return encode_key(f"{entity}|{side}")
 
-    def table(self, side: Side, bucket: int) -> TableClient:
-        return self._tables[side, bucket]
-
     def _where(self, entity: str, side: Side, record_id: str) -> tuple[TableClient, str, str]:
         """The table, PartitionKey and RowKey of the row of `record_id`."""
         bucket = link_bucket(record_id)
