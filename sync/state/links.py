@@ -37,12 +37,12 @@ The snapshot is the value of every synced field as both systems held it after th
 merge base and the echo filter. It lives on the D row so a link and its snapshot always commit together.
 
 Reading many ids (`get_many_by_*`) groups them by bucket. With at least SCAN_AT_LEAST ids, the buckets that hold wanted
-ids are read whole, all at once (a partition query each, pages of 1,000 rows), for as long as that costs less than
-point reads would (a page of 1,000 rows costs about POINT_READS_PER_PAGE point reads; the rows that pays for are
-shared out among the buckets): a bucket read whole is settled, and the ids of a bucket that gave up are read by point
-reads on threads. A small table is thus read in a request a bucket; a large one (10M links: 625,000 rows per bucket)
-by point reads, as before. `list` and
-`count` query the side's buckets one after another; `has_any` asks each bucket for one row, all at once.
+ids are read whole, all at once (a partition query each), for as long as that costs less than point reads would (a
+page of 1,000 rows costs about POINT_READS_PER_PAGE point reads; the rows this pays for are shared out among the
+buckets, and no bucket's page is larger than its share): a bucket read whole is settled, and the ids of a bucket
+that gave up are read by point reads on threads. A small table is thus read in a request a bucket; a large one (10M
+links: 625,000 rows per bucket) by point reads, as before. `list` reads the side's buckets one after another;
+`count` and `has_any` (one row each) ask every bucket at once.
 
 Why 8 buckets
 -------------
@@ -500,10 +500,11 @@ class LinkStore:
         """Read the buckets holding wanted ids whole, all at once (a table each), `max_rows` rows in all shared out
         among them: the wanted rows found, and the wanted keys still to be read (of the buckets that gave up)."""
         budget = max(1, max_rows // len(wanted))
+        page_rows = min(SCAN_PAGE, budget)  # a bucket never reads past its share, not even with its first page
 
         def scan(bucket: int) -> tuple[list[dict[str, Any]], set[str]]:
             keys, found, read = wanted[bucket], [], 0
-            for page in self._side_rows(entity, side, bucket, results_per_page=SCAN_PAGE).by_page():
+            for page in self._side_rows(entity, side, bucket, results_per_page=page_rows).by_page():
                 for row in page:
                     read += 1
                     if row["RowKey"] in keys:

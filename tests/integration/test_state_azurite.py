@@ -172,6 +172,23 @@ class TestLinks:
         else:
             assert point_reads >= 76  # the scan gave up within its budget, then each id was read
 
+    def test_a_scan_of_many_buckets_reads_no_more_rows_than_point_reads_would_cost(
+        self, azurite: Azurite, table_prefix: str
+    ) -> None:
+        from sync.state import links as links_module
+
+        counter = CountingRequests()
+        store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
+        store.links.save([Link(entity="lead", dynamics_id=f"d-{i}", marketo_id=str(i)) for i in range(1600)])
+        counter.requests.clear()
+        wanted = [f"d-{i}" for i in range(0, 1600, 25)]  # 64 ids: 64 // 15 pages of 1,000 rows pay, 4,000 rows
+        found = store.links.get_many_by_dynamics_id("lead", wanted)
+        assert sorted(found) == sorted(wanted) and found["d-1575"].marketo_id == "1575"
+        tops = [int(url.split("$top=")[1].split("&")[0]) for url in counter.requests if "$top=" in url]
+        assert tops and max(tops) <= 4000 // links_module.BUCKETS  # each bucket's page within its share
+        read = sum(tops)
+        assert read <= 4000  # what the scan may read in all, as one table's scan did
+
     def test_saving_known_pairs_skips_their_index_rows(self, azurite: Azurite, table_prefix: str) -> None:
         counter = CountingTransport()
         store = StateStore(service_client(azurite.connection_string, raw_request_hook=counter), prefix=table_prefix)
