@@ -463,9 +463,9 @@ def measure_transactions(
     `submit_transaction` at 4 in flight (what LinkStore used before; its client CPU bound the floor), and the mean of
     10 serial point upserts. The table is dropped afterwards. `write(table, rows)` replaces submit_upserts (tests).
 
-    `table_rows`: the table is first filled with that many D-like rows (over 8 partitions, 16 transactions at once),
-    because Azurite's upserts slow as a table grows (a 5,000-link save: ~1 s into a new table, ~2.5 s into one of
-    240,000 rows, here); a job's link table grows from empty to 2 rows a link, so the bench fills it to its mean."""
+    `table_rows`: the table is first filled with that many D-like rows (in one partition, as a link table holds one
+    per entity; 16 transactions at once), because Azurite's upserts slow as a table grows (a 5,000-link save: ~1 s
+    into a new table, ~2.5 s into one of 240,000 rows, here); the bench fills it to a link table's mean over a job."""
     from azure.data.tables import UpdateMode
 
     from sync.state.transactions import submit_upserts
@@ -509,7 +509,7 @@ def measure_transactions(
     def filler(index: int) -> list[dict[str, Any]]:
         count = min(TRANSACTION_ROWS, table_rows - index * TRANSACTION_ROWS)
         return [
-            {"PartitionKey": f"fill|{index % 8}", "RowKey": f"{index:08d}{i:03d}", "Entity": "lead", "Snapshot": text}
+            {"PartitionKey": "fill|lead", "RowKey": f"{index:08d}{i:03d}", "Entity": "lead", "Snapshot": text}
             for i in range(count)
         ]
 
