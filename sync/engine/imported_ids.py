@@ -12,8 +12,10 @@ imports of one run share an `ImportedIds`: its exports cover consecutive windows
 before it ended, and each export's rows serve every import still waiting for its ids. Marketo exports each person
 once (its export quota is counted in bytes) and an export's run time follows its rows, not the imports' overlap.
 An import whose span the exports before it cover whole needs no export; when it is the only import still making
-rows (a run's last), it waits for those exports and exports the rest of its span only if the rows they left pay
-for an export (often its tail is a few rows, or none), else looks them up.
+rows (a run's last), its own progress (the import spans: imported_rows_in_window) says how many rows the rest of
+its span holds: when they pay for an export, it goes at once, beside the exports before; else it waits for those
+and exports the rest only if the rows they left pay for an export after all (often its tail is a few rows, or
+none), else looks them up.
 """
 
 from __future__ import annotations
@@ -116,9 +118,13 @@ class ImportedIds:
             window = _Window(start, end) if start < end else None
             if window is not None:
                 self._windows.append(window)
+        estimate: int | None = None
         if window is not None and before and self._alone(wanted):
             # the only import still making rows is this one, and exports before hold part of it: what they leave
-            # decides (the tail of a run's last import is often a few rows, or none, not worth an export)
+            # decides (the tail of a run's last import is often a few rows, or none, not worth an export). When
+            # the import's own progress says its tail pays for an export anyway, it goes now, beside them.
+            estimate = self.marketo.imported_rows_in_window(window.start, window.end)
+        if window is not None and estimate is not None and not export_pays(estimate):
             for earlier in before:
                 earlier.read.wait()
             with self._lock:
@@ -130,7 +136,7 @@ class ImportedIds:
                 log.debug("imported ids: %s rows left after the exports before, looked up", left)
                 return
         if window is not None:
-            self._export(window, len(wanted))
+            self._export(window, len(wanted), estimate)
         for earlier in before:  # the part of this import's span that exports before this one hold
             earlier.read.wait()
 
@@ -140,12 +146,15 @@ class ImportedIds:
         with self._lock:
             return not (self._expected - self._ended - wanted)
 
-    def _export(self, window: _Window, rows: int) -> None:
+    def _export(self, window: _Window, rows: int, estimate: int | None = None) -> None:
+        """`estimate`: the rows our imports made in its window, if already asked (imported_rows_in_window)."""
         try:
             marketo = self.marketo
             export = marketo.queue_lead_export(["id", self.link_field], window.start, window.end, "createdAt")
             # its size (the polls go by it): the rows our imports made in its window, as their spans say
-            marketo.wait_lead_export(export, rows=marketo.imported_rows_in_window(window.start, window.end) or rows)
+            if estimate is None:
+                estimate = marketo.imported_rows_in_window(window.start, window.end)
+            marketo.wait_lead_export(export, rows=estimate or rows)
             with self._lock:
                 expected = frozenset(self._expected)  # now: any import whose rows it holds was expected before
             held: dict[str, str] = {}

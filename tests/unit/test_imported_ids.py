@@ -259,3 +259,37 @@ def test_an_import_with_another_still_importing_exports_without_waiting() -> Non
     marketo.now = at(50)
     resolver.resolve(second, at(20))
     assert len(marketo.exported_windows()) == 2
+
+
+def test_the_last_import_whose_tail_pays_exports_it_beside_the_export_before_it() -> None:
+    """Import "b" made 3,000 rows after the window of the export still running for "a": by its own progress its
+    tail pays for an export, so that export is queued at once, not after the one before it was read; the import's
+    ids are still only given once both exports were read."""
+    marketo, resolver, first, second = two_imports(second_rows=3_000, second_created=40)
+    first_read = threading.Event()
+    read_first = marketo.lead_export_rows
+
+    def rows(export_id: str) -> Iterator[tuple[dict[str, str], int]]:
+        if export_id == "e1":
+            first_read.wait(10)
+        yield from read_first(export_id)
+
+    marketo.lead_export_rows = rows
+    earlier = threading.Thread(target=resolver.resolve, args=(first, SINCE))
+    earlier.start()
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while not marketo.exported_windows() and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.01)
+    marketo.now = at(50)
+    found: dict[str, str] = {}
+    later = threading.Thread(target=lambda: found.update(resolver.resolve(second, at(20))))
+    later.start()
+    while len(marketo.exported_windows()) < 2 and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.01)
+    assert len(marketo.exported_windows()) == 2 and not first_read.is_set()  # queued while the first is unread
+    assert later.is_alive()  # ... but the ids wait for it
+    first_read.set()
+    earlier.join(5)
+    later.join(5)
+    assert len(found) == 3_000 and found["b-0"] == "10001"
+    assert not any(name == "get_leads" for name, _ in marketo.calls)
