@@ -608,9 +608,9 @@ def lead_links_free(entity: str = "lead") -> Any:
     prefix = encode_key(f"{entity}|")
     send = link_store.submit_upserts
 
-    def free(table: Any, rows: Any) -> None:
+    def free(table: Any, rows: Any, **options: Any) -> None:
         if not (rows and str(rows[0]["PartitionKey"]).startswith(prefix)):
-            send(table, rows)
+            send(table, rows, **options)
 
     link_store.submit_upserts = free  # type: ignore[assignment]
     try:

@@ -12,8 +12,10 @@ Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `
 
 Two floors, and the ceiling is the larger one:
 API floor      the arithmetic above, for the best strategy each way (its minimum calls are what the bench compares).
-storage floor  the link tables' entity-group transactions a job must write (ceil(N/100) D rows carrying the snapshot,
-               ceil(N/100) M index rows), each at the time it MEASURED on this machine's Azurite (written as LinkStore
+storage floor  the link tables' entity-group transactions a job must write (ceil(N/100) of D rows carrying the snapshot,
+               and the index: Marketo person ids are integers, so ceil(N/PACK_SPAN) pack rows of PACK_SPAN links,
+               when the ids are consecutive, at most 100 a transaction in each of the BUCKETS buckets; see
+               sync/state/links.py), each at the time it MEASURED on this machine's Azurite (written as LinkStore
                writes them, by sync.state.transactions.submit_upserts, into a table already holding N/16 rows:
                Azurite slows as a table grows, and each of a job's 16 link tables, one per side and bucket, holds
                N/16 rows on average), divided by the number
@@ -33,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from sync.state.links import BUCKETS, PACK_SPAN, pack_property
 
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
@@ -390,7 +394,8 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
 # --- the storage floor: the link table on this machine's Azurite -----------------------------------------------------
 @dataclass(frozen=True)
 class TransactionTiming:
-    kind: str  # "D" (link rows with the snapshot), "M" (index rows); "D library": D rows by submit_transaction
+    kind: str  # "D" (link rows with the snapshot), "M" (index rows), "P" (index packs, merged); "D library": D rows
+    # by submit_transaction
     parallelism: int
     transactions: int
     seconds: float  # wall time for all of them
@@ -428,6 +433,7 @@ class StorageCosts:
         kinds = (
             ("D", f"D rows (snapshot {self.snapshot_chars:,} chars)"),
             ("M", "M rows (index)"),
+            ("P", f"index packs ({PACK_SPAN} links, merged)"),
             ("D library", "D rows, library's own body"),
         )
         for kind, label in kinds:
@@ -489,11 +495,15 @@ def measure_transactions(
             }
             if kind == "D":
                 row |= {"Snapshot": text, "SyncedAt": datetime.now(UTC)}
+            if kind == "P":  # an index pack row as LinkStore.save merges it: a link a property
+                row = {"PartitionKey": row["PartitionKey"], "RowKey": key, "Entity": "lead", "Pack": key}
+                row |= {pack_property(str(int(key) * PACK_SPAN + n)): str(uuid.uuid4()) for n in range(PACK_SPAN)}
             out.append(row)
         return out
 
     def lean(batch: list[dict[str, Any]]) -> None:
-        (write or submit_upserts)(table, batch)
+        merge = batch[0]["PartitionKey"] == "floor|P"  # the packs are merged (insert-or-merge), as LinkStore does
+        (write or submit_upserts)(table, batch, **({"merge": True} if merge else {}))
 
     def library(batch: list[dict[str, Any]]) -> None:
         table.submit_transaction([("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch])
@@ -524,7 +534,7 @@ def measure_transactions(
             table.upsert_entity({"PartitionKey": "floor|job", "RowKey": f"p{i}", "Counts": text[:200]})
         point_ms = (time.perf_counter() - t0) * 100.0
         for parallelism in parallelisms:
-            timings += [timed(kind, kind, parallelism, lean) for kind in ("D", "M")]
+            timings += [timed(kind, kind, parallelism, lean) for kind in ("D", "M", "P")]
         timings.append(timed("D", "D library", 4, library))
     finally:
         service.delete_table(name)
@@ -544,13 +554,16 @@ class StorageFloor:
 def storage_floor(links: int, queue_messages: int, costs: StorageCosts) -> StorageFloor:
     """The link table's share of a job that makes `links` links over `queue_messages` queue messages."""
     d = math.ceil(links / TRANSACTION_ROWS)
-    m = math.ceil(links / TRANSACTION_ROWS)
-    best_d, best_m = costs.best("D"), costs.best("M")
+    packs = math.ceil(links / PACK_SPAN)  # consecutive Marketo ids (a fresh import's): their packs, over the buckets
+    m = BUCKETS * math.ceil(packs / BUCKETS / TRANSACTION_ROWS) if packs >= BUCKETS else packs
+    kind = "P" if any(t.kind == "P" for t in costs.timings) else "M"
+    best_d, best_m = costs.best("D"), costs.best(kind)
     job_writes = 2 + queue_messages  # the job row at its start and end, a task checkpoint per message
     seconds = d / best_d.per_second + m / best_m.per_second + job_writes * costs.point_write_ms / 1000.0
     notes = [
-        f"{d:,} D + {m:,} M transactions of <= {TRANSACTION_ROWS} rows: D at {best_d.ms_each:.0f} ms each / "
-        f"{best_d.parallelism} in flight = {d / best_d.per_second:.1f} s, M at {best_m.ms_each:.0f} ms / "
+        f"{d:,} D transactions of <= {TRANSACTION_ROWS} rows + {m:,} of the {packs:,} index packs: D at "
+        f"{best_d.ms_each:.0f} ms each / {best_d.parallelism} in flight = {d / best_d.per_second:.1f} s, "
+        f"{'packs' if kind == 'P' else 'M'} at {best_m.ms_each:.0f} ms / "
         f"{best_m.parallelism} = {m / best_m.per_second:.1f} s; {job_writes} job/checkpoint point writes at "
         f"{costs.point_write_ms:.1f} ms = {job_writes * costs.point_write_ms / 1000:.1f} s"
     ]

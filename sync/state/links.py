@@ -9,9 +9,22 @@ point read. The rows of each (entity, side) are sharded over BUCKETS buckets by 
     table <prefix>linksd<bucket>: PartitionKey = encode("<entity>|D|<bucket>"), RowKey = encode(dynamics id)
                                   -> marketo id, snapshot, synced at
     table <prefix>linksm<bucket>: PartitionKey = encode("<entity>|M|<bucket>"), RowKey = encode(marketo id)
-                                  -> dynamics id
+                                  -> dynamics id                      (a Marketo id that is no integer)
+                                  PartitionKey = encode("<entity>|P|<bucket of the pack>"), RowKey = pack label
+                                  -> L<marketo id> = dynamics id, for each linked id of the pack  (an index pack)
 
     bucket = crc32(id.lower() as UTF-8) mod BUCKETS, two lower-case hex digits ("00" .. "07")
+    pack label = marketo id // PACK_SPAN, 13 digits; the pack's bucket is that of its label
+
+Index packs. Marketo's person ids are integers, handed out in order, so the persons one import creates have
+consecutive ids. Their index entries share rows: the pack of a hundred ids holds each linked id as a property (its
+Dynamics id the value). A save merges (insert-or-merge, one entity-group operation) each pack it touches with the
+links it has for it, so two saves of one pack, even at the same time (two imports run at once and their ids
+interleave), each add their own properties and neither loses the other's. Azurite's time follows the entities
+written far more than their size: `bench/bench_full_sync.py --records 100000` spent 24.4 s in LinkStore.save to
+Dynamics with an index row per link and 14.5 s with the packs (the same sitting); to Marketo 16.5 s and 10.5 s. Ids
+that are no integers (another object's), or longer than 15 digits, keep an index row of their own. Rows written
+before the packs stay readable: a lookup reads the pack first and, for the ids it does not name, the M rows.
 
 crc32 (zlib) is fixed by its definition, so a bucket never changes between runs, processes or Python versions (Python's
 `hash()` of a str is salted per process). Ids are lower-cased first so that the same GUID spelt in either case lands in
@@ -29,9 +42,10 @@ A save's rows go out in entity-group transactions of at most 100 operations on o
 every bucket first, then the M rows, WRITE_THREADS transactions at once, taken round-robin over the buckets so the
 transactions in flight hit different partitions.
 
-The D row is the authority and is written first; the M row is an index. If a crash falls between the two, the M row is
-missing and a lookup by Marketo id falls back to matching by link fields, which finds the same pair again; a stale M row
-(pointing at a D row that no longer points back) is treated as absent.
+The D row is the authority and is written first; the M row or pack entry is an index. If a crash falls between the two,
+the index entry is missing and a lookup by Marketo id falls back to matching by link fields, which finds the same pair
+again; a stale entry (pointing at a D row that no longer points back: the link was deleted or relinked) is treated as
+absent. `delete` removes the D row and any M row; a pack entry it leaves is such a stale one until a save replaces it.
 
 The snapshot is the value of every synced field as both systems held it after the last successful sync of the pair: the
 merge base and the echo filter. It lives on the D row so a link and its snapshot always commit together.
@@ -51,14 +65,17 @@ entities); a storage account up to 20,000 transactions/s. A link is written on b
 more than half of what the account serves: 10,000 entities/s, 5 partitions. 8 buckets give a side 8 x 2,000 = 16,000
 entities/s of partition capacity, both sides together 32,000: with 8, the account, not a partition, is the ceiling,
 and more buckets buy no throughput. They do cost transactions: a save spreads over more partitions, and a transaction
-holds one partition. A page of 5,000 links is 56 transactions per side with 8 buckets (625 links a bucket: 7 each;
-64 with 16 buckets; 50 unsharded), and a 50-link incremental save about 8 per side (1 unsharded), all going out
-WRITE_THREADS at a time. On Azurite, where a transaction costs about the same whatever its size, that is 12% more
+holds one partition. A page of 5,000 links is 56 D transactions with 8 buckets (625 links a bucket: 7 each;
+64 with 16 buckets; 50 unsharded), and its index, when the Marketo ids are consecutive, 50 packs in at most 8
+transactions (56 with an index row per link); a 50-link incremental save about 8 D transactions (1 unsharded) and
+at most as many for its index, all going out WRITE_THREADS at a time. On Azurite, where a transaction of 100 rows
+costs about the same whatever its rows' size, the D side's sharding is 12% more
 storage time for a full sync than unsharded (28% with 16 buckets). Changing BUCKETS moves every row: it needs a
 migration like `migrate-links`.
 
 Sizing (full sync; per record: one D and one M row written, and at most one lookup on each side, so 4 entities; the
-account target counted as if every entity were a transaction, which is conservative for batched writes):
+account target counted as if every entity were a transaction, which is conservative for batched writes, and more so
+with the index packs, which write a hundredth of an entity per record on the M side):
 
     records  full sync in  records/s  link entities/s  per side, unsharded  per bucket (8 a side)
     1M       8 h                  35              139                   69                       9
@@ -68,8 +85,9 @@ account target counted as if every entity were a transaction, which is conservat
     10M      1 h               2,778           11,111                5,556                     694
 
     buckets: 125,000 links per bucket and side at 1M, 1,250,000 at 10M (one partition held 1M / 10M before)
-    transactions per page of 5,000 links: 56 D + 56 M = 112 (100 unsharded); 10M links: 2,000 pages, about 224,000
-      transactions (200,000 unsharded), each at most 100 operations on one partition
+    transactions per page of 5,000 links: 56 D + at most 8 for the ~50 index packs of consecutive ids (56 for index
+      rows of their own; 100 in all unsharded); 10M links: 2,000 pages, about 128,000 transactions (224,000 with an
+      index row per link, 200,000 unsharded), each at most 100 operations on one partition
 
 One partition per side (the first layout) caps a side at 2,000 entities/s, i.e. 1,000 records/s: a 10M full sync needs
 at least 2.8 h for its link rows alone, and 10M in 1 h needs 5,556/s per side, 2.8 times the target. Sharded, the same
@@ -134,6 +152,7 @@ from sync.state.transactions import submit_upserts
 MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more with a malformed response
 MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
 BUCKETS = 8  # partitions per (entity, side): see "Why 8 buckets" above
+PACK_SPAN = 100  # consecutive Marketo ids per index pack row (an entity holds at most 252 properties of its own)
 SCAN_PAGE = 1000  # rows per page when a partition is read whole
 POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (measured on Azurite)
 SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always
@@ -143,6 +162,7 @@ TRANSACTION_ATTEMPTS = 4
 
 Side = Literal["D", "M"]
 SIDES: tuple[Side, Side] = ("D", "M")
+Part = Literal["D", "M", "P"]  # a side's rows, or the index packs (kept in the M tables)
 _T = TypeVar("_T")
 
 
@@ -153,6 +173,19 @@ def link_bucket(record_id: str) -> int:
 
 def bucket_label(bucket: int) -> str:
     return f"{bucket:02x}"
+
+
+def pack_label(marketo_id: str) -> str | None:
+    """The index pack of a Marketo id: its integer value // PACK_SPAN, fixed-width; None for an id that is not a
+    plain integer (Marketo's person ids are: a CRM object's may not be), whose index row is a row of its own."""
+    if not (marketo_id.isascii() and marketo_id.isdigit()) or len(marketo_id) > 15:
+        return None
+    return f"{int(marketo_id) // PACK_SPAN:013d}"
+
+
+def pack_property(marketo_id: str) -> str:
+    """The property of a pack row that holds the Dynamics id linked to `marketo_id`."""
+    return f"L{marketo_id}"
 
 
 class Link(BaseModel):
@@ -214,6 +247,8 @@ def _as_transaction_op(op: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
     kind, entity = op
     if kind == "upsert":
         return ("upsert", entity, {"mode": UpdateMode.REPLACE})
+    if kind == "merge":
+        return ("upsert", entity, {"mode": UpdateMode.MERGE})
     return (kind, entity)
 
 
@@ -243,8 +278,13 @@ def submit_grouped(groups: Sequence[tuple[TableClient, Sequence[tuple[str, dict[
             reraise=True,
         ):
             with attempt:
-                if all(op[0] == "upsert" for op in batch):
-                    submit_upserts(table, [op[1] for op in batch])
+                modes = {op[2]["mode"] if op[0] == "upsert" else None for op in batch}
+                if len(modes) == 1 and None not in modes:
+                    entities = [op[1] for op in batch]
+                    if UpdateMode.MERGE in modes:
+                        submit_upserts(table, entities, merge=True)
+                    else:
+                        submit_upserts(table, entities)
                 else:
                     table.submit_transaction(batch)
 
@@ -259,7 +299,7 @@ def submit_grouped(groups: Sequence[tuple[TableClient, Sequence[tuple[str, dict[
 
 
 @functools.cache
-def _bucket_partition(entity: str, side: Side, bucket: int) -> str:
+def _bucket_partition(entity: str, side: Part, bucket: int) -> str:
     """A bucket's PartitionKey (a few per entity: encoded once, not for every row)."""
     return encode_key(f"{entity}|{side}|{bucket_label(bucket)}")
 
@@ -313,6 +353,10 @@ class LinkStore:
         """The one partition of a side in the first layout (in the old table)."""
         return encode_key(f"{entity}|{side}")
 
+    def _table(self, part: Part, bucket: int) -> TableClient:
+        """The table of a part's bucket: the packs live in the M tables, beside the M rows."""
+        return self._tables["M" if part == "P" else part, bucket]
+
     def _where(self, entity: str, side: Side, record_id: str) -> tuple[TableClient, str, str]:
         """The table, PartitionKey and RowKey of the row of `record_id`."""
         bucket = link_bucket(record_id)
@@ -333,6 +377,16 @@ class LinkStore:
             "MarketoId": link.marketo_id,
             "Snapshot": snapshot,
             "SyncedAt": link.synced_at or datetime.now(UTC),
+        }
+
+    @staticmethod
+    def _pack_row(entity: str, label: str) -> dict[str, Any]:
+        """An index pack row without its links (each a property: pack_property(marketo id) = dynamics id)."""
+        return {
+            "PartitionKey": _bucket_partition(entity, "P", link_bucket(label)),
+            "RowKey": encode_key(label),
+            "Entity": entity,
+            "Pack": label,
         }
 
     def _m_row(self, link: Link) -> dict[str, Any]:
@@ -440,12 +494,10 @@ class LinkStore:
     def get_by_marketo_id(self, entity: str, marketo_id: str) -> Link | None:
         """The link whose Marketo side is `marketo_id` (index row, then the authoritative row it points at)."""
         self._require_current(entity)
-        table, partition, key = self._where(entity, "M", marketo_id)
-        try:
-            index = table.get_entity(partition, key)
-        except ResourceNotFoundError:
+        dynamics_id = self._index_pointers(entity, [marketo_id]).get(marketo_id)
+        if dynamics_id is None:
             return None
-        link = self.get_by_dynamics_id(entity, index["DynamicsId"])
+        link = self.get_by_dynamics_id(entity, dynamics_id)
         if link is None or link.marketo_id != marketo_id:
             return None  # stale index row
         return link
@@ -461,7 +513,7 @@ class LinkStore:
     def get_many_by_marketo_id(self, entity: str, marketo_ids: Iterable[str]) -> dict[str, Link]:
         """marketo id -> link, for the ids that have one (stale index rows skipped)."""
         self._require_current(entity)
-        pointers = {row["MarketoId"]: row["DynamicsId"] for row in self._many(entity, "M", marketo_ids)}
+        pointers = self._index_pointers(entity, marketo_ids)
         links = self.get_many_by_dynamics_id(entity, pointers.values())
         return {
             marketo_id: links[dynamics_id]
@@ -469,8 +521,27 @@ class LinkStore:
             if dynamics_id in links and links[dynamics_id].marketo_id == marketo_id
         }
 
-    def _many(self, entity: str, side: Side, ids: Iterable[str]) -> list[dict[str, Any]]:
-        """The rows of `side` for the ids that have one, the ids grouped by bucket."""
+    def _index_pointers(self, entity: str, marketo_ids: Iterable[str]) -> dict[str, str]:
+        """marketo id -> dynamics id, as the index says (the caller proves each by its D row): the pack rows first,
+        then the M rows of the ids no pack names (ids that are no integer, and rows written before the packs)."""
+        ids = list(dict.fromkeys(marketo_ids))
+        packed: dict[str, list[str]] = {}
+        for marketo_id in ids:
+            label = pack_label(marketo_id)
+            if label is not None:
+                packed.setdefault(label, []).append(marketo_id)
+        pointers: dict[str, str] = {}
+        for row in self._many(entity, "P", packed) if packed else ():
+            for marketo_id in packed.get(str(row.get("Pack")), ()):
+                dynamics_id = row.get(pack_property(marketo_id))
+                if isinstance(dynamics_id, str) and dynamics_id:
+                    pointers[marketo_id] = dynamics_id
+        rest = [marketo_id for marketo_id in ids if marketo_id not in pointers]
+        pointers.update({row["MarketoId"]: row["DynamicsId"] for row in self._many(entity, "M", rest)} if rest else {})
+        return pointers
+
+    def _many(self, entity: str, side: Part, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The rows of `side` for the ids that have one (for the packs: their labels), the ids grouped by bucket."""
         wanted: dict[int, set[str]] = {}  # bucket -> row keys
         for record_id in dict.fromkeys(ids):
             wanted.setdefault(link_bucket(record_id), set()).add(encode_key(record_id))
@@ -482,7 +553,7 @@ class LinkStore:
         def read(key: tuple[int, str]) -> dict[str, Any] | None:
             bucket, row_key = key
             try:
-                return dict(self._tables[side, bucket].get_entity(_bucket_partition(entity, side, bucket), row_key))
+                return dict(self._table(side, bucket).get_entity(_bucket_partition(entity, side, bucket), row_key))
             except ResourceNotFoundError:
                 return None
 
@@ -495,7 +566,7 @@ class LinkStore:
         return found + [row for row in read_back if row is not None]
 
     def _scan(
-        self, entity: str, side: Side, wanted: dict[int, set[str]], max_rows: int
+        self, entity: str, side: Part, wanted: dict[int, set[str]], max_rows: int
     ) -> tuple[list[dict[str, Any]], dict[int, set[str]]]:
         """Read the buckets holding wanted ids whole, all at once (a table each), `max_rows` rows in all shared out
         among them: the wanted rows found, and the wanted keys still to be read (of the buckets that gave up)."""
@@ -521,8 +592,8 @@ class LinkStore:
         rows = [row for found, _ in scanned for row in found]
         return rows, {bucket: left for bucket, (_, left) in zip(buckets, scanned, strict=True) if left}
 
-    def _side_rows(self, entity: str, side: Side, bucket: int, **options: Any) -> ItemPaged[TableEntity]:
-        return self._tables[side, bucket].query_entities(
+    def _side_rows(self, entity: str, side: Part, bucket: int, **options: Any) -> ItemPaged[TableEntity]:
+        return self._table(side, bucket).query_entities(
             "PartitionKey eq @pk", parameters={"pk": _bucket_partition(entity, side, bucket)}, **options
         )
 
@@ -540,10 +611,11 @@ class LinkStore:
     def save(self, links: Iterable[Link], indexed: Iterable[tuple[str, str]] = ()) -> int:
         """Write links and their snapshots; returns the number of transactions sent.
 
-        Authoritative D rows go first, then the M index rows. `indexed` names (dynamics id, marketo id) pairs whose
-        index row is already right (an existing link whose snapshot moved): only their D row is rewritten.
-        Relinking a record to a new counterpart leaves the old counterpart's M row stale (ignored by lookups) until
-        `delete` or a later save replaces it.
+        Authoritative D rows go first, then the index: a Marketo id that is an integer goes into its pack row (one
+        insert-or-merge per pack, whatever the links it gets), any other into an M row of its own. `indexed` names
+        (dynamics id, marketo id) pairs whose index entry is already right (an existing link whose snapshot moved):
+        only their D row is rewritten. Relinking a record to a new counterpart leaves the old counterpart's index
+        entry stale (ignored by lookups) until a later save replaces it.
         """
         links = list(links)
         for entity in {link.entity for link in links}:
@@ -551,10 +623,20 @@ class LinkStore:
         known = set(indexed)
         d_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         m_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        packs: dict[tuple[str, str], dict[str, Any]] = {}
         for link in links:
             d_ops.setdefault(link_bucket(link.dynamics_id), []).append(("upsert", self._d_row(link)))
-            if (link.dynamics_id, link.marketo_id) not in known:
+            if (link.dynamics_id, link.marketo_id) in known:
+                continue
+            label = pack_label(link.marketo_id)
+            if label is None:
                 m_ops.setdefault(link_bucket(link.marketo_id), []).append(("upsert", self._m_row(link)))
+                continue
+            pack = packs.get((link.entity, label))
+            if pack is None:
+                pack = packs[link.entity, label] = self._pack_row(link.entity, label)
+                m_ops.setdefault(link_bucket(label), []).append(("merge", pack))
+            pack[pack_property(link.marketo_id)] = link.dynamics_id
         sent = submit_grouped([(self._tables["D", bucket], ops) for bucket, ops in sorted(d_ops.items())])
         return sent + submit_grouped([(self._tables["M", bucket], ops) for bucket, ops in sorted(m_ops.items())])
 
@@ -572,8 +654,8 @@ class LinkStore:
         return sent
 
     def delete_all(self, entity: str) -> int:
-        """Remove every link of an entity (both sides, every bucket, and any rows left in the old table, in
-        transactions); returns how many links there were."""
+        """Remove every link of an entity (both sides and the index packs, every bucket, and any rows left in the
+        old table, in transactions); returns how many links there were."""
         old = sorted(
             (row["PartitionKey"], row["RowKey"]) for row in self._old_rows(entity, select=["PartitionKey", "RowKey"])
         )
@@ -585,6 +667,9 @@ class LinkStore:
                 _delete_in(self._tables[side, bucket], _bucket_partition(entity, side, bucket), keys)
                 rows += len(keys)
             counts.append(rows)
+        for bucket in range(BUCKETS):  # the index packs (their links were counted on the sides)
+            keys = [row["RowKey"] for row in self._side_rows(entity, "P", bucket, select=["RowKey"])]
+            _delete_in(self._table("P", bucket), _bucket_partition(entity, "P", bucket), keys)
         for partition, group in groupby(old, key=lambda key: key[0]):
             _delete_in(self._old, partition, [row_key for _, row_key in group])
         self._current.discard(entity)

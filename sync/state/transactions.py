@@ -48,8 +48,10 @@ def _edm(name: str, value: Any, body: dict[str, Any]) -> None:
         raise NotLean(f"property {name!r} of type {type(value).__name__}")
 
 
-def upsert_body(table_url: str, entities: Sequence[Mapping[str, Any]], changeset: str) -> bytes:
-    """The changeset of one transaction: an upsert (PUT, replace) per entity."""
+def upsert_body(table_url: str, entities: Sequence[Mapping[str, Any]], changeset: str, merge: bool = False) -> bytes:
+    """The changeset of one transaction: an upsert per entity, PUT (insert or replace) or, with `merge`, MERGE without
+    If-Match (insert or merge: the properties sent are set, the others kept)."""
+    method = "MERGE" if merge else "PUT"
     parts = []
     for index, entity in enumerate(entities):
         values: dict[str, Any] = {}
@@ -63,24 +65,26 @@ def upsert_body(table_url: str, entities: Sequence[Mapping[str, Any]], changeset
         parts.append(
             f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
             f"Content-ID: {index}\r\n\r\n"
-            f"PUT {table_url}({keys}) HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+            f"{method} {table_url}({keys}) HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
             f"DataServiceVersion: 3.0\r\nContent-Length: {len(payload)}\r\n\r\n{payload}\r\n"
         )
     return ("".join(parts) + f"--{changeset}--\r\n").encode()
 
 
-def _by_the_library(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
-    table.submit_transaction([("upsert", dict(e), {"mode": UpdateMode.REPLACE}) for e in entities])
+def _by_the_library(table: TableClient, entities: Sequence[Mapping[str, Any]], merge: bool) -> None:
+    mode = UpdateMode.MERGE if merge else UpdateMode.REPLACE
+    table.submit_transaction([("upsert", dict(e), {"mode": mode}) for e in entities])
 
 
-def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]]) -> None:
-    """Upsert (replace) entities of one partition, at most 100, as one entity-group transaction."""
+def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]], merge: bool = False) -> None:
+    """Upsert entities of one partition, at most 100, as one entity-group transaction: replace, or with `merge`
+    insert-or-merge."""
     account = table.url.rstrip("/")
     changeset = f"changeset_{uuid.uuid4()}"
     try:
-        inner = upsert_body(f"{account}/{table.table_name}", entities, changeset)
+        inner = upsert_body(f"{account}/{table.table_name}", entities, changeset, merge)
     except NotLean:
-        _by_the_library(table, entities)
+        _by_the_library(table, entities, merge)
         return
     batch = f"batch_{uuid.uuid4()}"
     body = (
@@ -105,4 +109,4 @@ def submit_upserts(table: TableClient, entities: Sequence[Mapping[str, Any]]) ->
     statuses = _STATUS.findall(response.read()) if response.status_code == 202 else []
     if len(statuses) != len(entities) or any(not status.startswith(b"2") for status in statuses):
         # the service said no: let the library send it again and raise its own typed error (nothing was applied)
-        _by_the_library(table, entities)
+        _by_the_library(table, entities, merge)

@@ -110,18 +110,38 @@ def write_old_layout(table: TableClient, links: list[Link], bucketed: bool = Fal
 
 class TestBuckets:
     def test_rows_land_in_their_bucket_partitions(self, state: StateStore, azurite: Azurite, table_prefix: str) -> None:
-        state.links.save(some_links("lead", 120))
+        leads = some_links("lead", 120)  # Marketo ids 1000..1119: integers, indexed by two packs
+        contacts = [
+            link.model_copy(update={"entity": "contact", "marketo_id": f"c-{link.marketo_id}"}) for link in leads
+        ]
+        state.links.save(leads + contacts)  # contacts' Marketo ids are no integers: an index row each
         rows = bucket_rows(azurite, table_prefix)
-        assert len(rows) == 240
+        assert len(rows) == 120 + 120 + 120 + 2
+        packs = {}
         for (table, partition, _), row in rows.items():
-            side = "D" if partition.startswith("lead~7CD~7C") else "M"
+            if partition.startswith(("lead~7CP~7C", "contact~7CP~7C")):
+                packs[row["Pack"]] = row
+                bucket = link_bucket(row["Pack"])
+                assert partition == encode_key(f"{row['Entity']}|P|{bucket:02x}")
+                assert table == link_table_name(table_prefix, "M", bucket)  # beside the M rows of its bucket
+                continue
+            side = "D" if partition.startswith(("lead~7CD~7C", "contact~7CD~7C")) else "M"
             record_id = row["DynamicsId"] if side == "D" else row["MarketoId"]
-            assert partition == LinkStore.partition("lead", side, record_id)
+            assert partition == LinkStore.partition(row["Entity"], side, record_id)
             assert table == link_table_name(table_prefix, side, link_bucket(record_id))  # its bucket's own table
+        assert sorted(packs) == [f"{10:013d}", f"{11:013d}"]
+        for link in leads:  # each lead's Dynamics id under its Marketo id, in the pack of its hundred
+            pack = packs[f"{int(link.marketo_id) // 100:013d}"]
+            assert pack["Entity"] == "lead" and pack[f"L{link.marketo_id}"] == link.dynamics_id
+        assert [len([k for k in pack if k.startswith("L")]) for _, pack in sorted(packs.items())] == [100, 20]
         partitions = {partition for _, partition, _ in rows}
-        assert partitions <= set(LinkStore.partitions("lead", "D")) | set(LinkStore.partitions("lead", "M"))
-        assert len(partitions) == 2 * BUCKETS  # 120 ids a side fill every bucket
-        assert len({table for table, _, _ in rows}) == 2 * BUCKETS
+        assert {p for p in partitions if p.startswith("contact~7CM")} == set(LinkStore.partitions("contact", "M"))
+        assert {p for p in partitions if p.startswith("lead~7CD")} == set(LinkStore.partitions("lead", "D"))
+        assert not {p for p in partitions if p.startswith("lead~7CM")}  # a lead's index is its pack
+        assert len({table for table, _, _ in rows}) == 2 * BUCKETS  # 120 ids a side fill every bucket
+        for link in leads + contacts:
+            found = state.links.get_by_marketo_id(link.entity, link.marketo_id)
+            assert found is not None and found.dynamics_id == link.dynamics_id
         assert f"{table_prefix}links" not in {t.name for t in state.service.list_tables()}  # the old table: none
 
     @pytest.mark.parametrize("scan_page", [1000, 10])
@@ -217,7 +237,8 @@ class TestOldLayout:
         newer = some_links("lead", 40, start=300)  # the version before: bucket partitions in the one table
         write_old_layout(table, leads + contacts)
         write_old_layout(table, newer, bucketed=True)
-        state.links.save(some_links("account", 3))  # already in the bucket tables: untouched
+        accounts = [link.model_copy(update={"marketo_id": f"a-{link.marketo_id}"}) for link in some_links("account", 3)]
+        state.links.save(accounts)  # already in the bucket tables (an index row each: no integer ids): untouched
         migration = state.links.migrate_legacy("lead")
         assert (migration.dynamics_rows, migration.marketo_rows) == (290, 290)
         assert state.links.has_legacy_rows("contact") and not state.links.has_legacy_rows("lead")

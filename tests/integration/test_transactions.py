@@ -108,3 +108,32 @@ def test_the_lean_body_is_one_put_per_entity_with_quoted_keys() -> None:
     assert text.endswith("--changeset_x--\r\n")
     assert "PUT http://host/acct/t(PartitionKey='p%27%271',RowKey='a%20b') HTTP/1.1" in text
     assert '"When": "2026-11-30T08:15:30.123456Z", "When@odata.type": "Edm.DateTime"' in text
+
+
+def test_a_lean_merge_keeps_the_properties_it_does_not_send(
+    table: TableClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_library_path(table, monkeypatch)
+    submit_upserts(table, [row("p", "1", Old="kept", Kept="a")], merge=True)  # insert-or-merge of a new row
+    submit_upserts(
+        table, [row("p", "1", Kept="b", New="n")] + [row("p", str(n), N=n) for n in range(2, 101)], merge=True
+    )
+
+    assert dict(table.get_entity("p", "1")) == {
+        "PartitionKey": "p",
+        "RowKey": "1",
+        "Old": "kept",
+        "Kept": "b",
+        "New": "n",
+    }
+    assert len(list(table.list_entities())) == 100
+    body = upsert_body("http://host/acct/t", [row("p", "1", N=1)], "changeset_x", merge=True).decode()
+    assert "MERGE http://host/acct/t(PartitionKey='p',RowKey='1') HTTP/1.1" in body and "If-Match" not in body
+
+
+def test_a_refused_merge_raises_the_library_error_and_applies_nothing(table: TableClient) -> None:
+    submit_upserts(table, [row("p", "fine", Text="before")])
+    with pytest.raises(TableTransactionError):
+        submit_upserts(table, [row("p", "fine", Text="after"), row("p", "bad", Text="x" * 40_000)], merge=True)
+
+    assert [dict(e) for e in table.list_entities()] == [{"PartitionKey": "p", "RowKey": "fine", "Text": "before"}]

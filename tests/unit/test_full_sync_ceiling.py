@@ -48,14 +48,17 @@ def test_to_dynamics_lists_a_dataverse_match_index_as_a_lower_bound(ceiling: Any
 def test_the_storage_floor_uses_the_best_measured_parallelism_and_binds_when_larger(ceiling: Any) -> None:
     timings = [
         ceiling.TransactionTiming(kind, p, 2 * p, seconds)
-        for kind in ("D", "M")
+        for kind in ("D", "M", "P")
         for p, seconds in ((1, 0.2), (2, 0.2), (4, 0.3), (8, 0.8), (16, 1.6))
     ]
     costs = ceiling.StorageCosts(timings, point_write_ms=5.0, snapshot_chars=600, measure_seconds=1.0)
     assert costs.best("D").parallelism == 4  # 8 in 0.3 s: the most per second; more in flight did not help
     floor = ceiling.storage_floor(10_000, 3, costs)
-    assert (floor.d_transactions, floor.m_transactions, floor.job_writes) == (100, 100, 5)
-    assert floor.seconds == pytest.approx(2 * 100 / (8 / 0.3) + 5 * 0.005)
+    # 10,000 consecutive Marketo ids are 100 index packs: 13 a bucket, one transaction each of the 8 buckets
+    assert (floor.d_transactions, floor.m_transactions, floor.job_writes) == (100, 8, 5)
+    assert floor.seconds == pytest.approx((100 + 8) / (8 / 0.3) + 5 * 0.005)
+    assert ceiling.storage_floor(500, 1, costs).m_transactions == 5  # 5 packs: a transaction each
+    assert ceiling.storage_floor(1_000_000, 1, costs).m_transactions == 8 * 13  # 10,000 packs: 1,250 a bucket
     mk, dv = realistic(ceiling)
     result = ceiling.to_marketo(10_000, mk, dv)
     api = result.seconds
@@ -94,12 +97,17 @@ class FakeService:
 def lean_writer() -> tuple[list[list[dict[str, Any]]], Any]:
     """A `write` for measure_transactions that sends each batch as one transaction and keeps the batches sent."""
     lean: list[list[dict[str, Any]]] = []
+    merges.clear()
 
-    def write(table: FakeTable, rows: list[dict[str, Any]]) -> None:
+    def write(table: FakeTable, rows: list[dict[str, Any]], merge: bool = False) -> None:
         table.submit_transaction([("upsert", row) for row in rows])
         lean.append(rows)
+        merges.append(merge)
 
     return lean, write
+
+
+merges: list[bool] = []  # for each batch lean_writer sent: whether it was a merge
 
 
 def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_its_table(ceiling: Any) -> None:
@@ -111,17 +119,26 @@ def test_measure_transactions_times_each_parallelism_for_both_kinds_and_drops_it
     assert [(t.kind, t.parallelism, t.transactions) for t in costs.timings] == [
         ("D", 1, 2),
         ("M", 1, 2),
+        ("P", 1, 2),
         ("D", 4, 8),
         ("M", 4, 8),
+        ("P", 4, 8),
         ("D library", 4, 8),
     ]
-    assert len(lean) == 1 + 2 + 2 + 8 + 8  # the warm-up, then every timing but the library's
+    assert len(lean) == 1 + 3 * 2 + 3 * 8  # the warm-up, then every timing but the library's
     assert all(len(batch) == 100 for batch in service.table.transactions)  # full transactions, as LinkStore's
     d_rows = [op[1] for batch in service.table.transactions for op in batch if op[1]["PartitionKey"] == "floor|D"]
     assert all(len(row["Snapshot"]) == costs.snapshot_chars for row in d_rows)
     assert service.table.points == 10 and len(service.dropped) == 1
-    head, d_line, m_line, library_line = costs.lines()
-    assert "with 1, 4 in flight" in head and d_line.count(" ms (") == m_line.count(" ms (") == 2
+    packs = [op[1] for batch in service.table.transactions for op in batch if op[1]["PartitionKey"] == "floor|P"]
+    assert packs and all(sum(1 for name in row if name.startswith("L")) == 100 for row in packs)
+    assert all(merged for merged, batch in zip(merges, lean, strict=True) if batch[0]["PartitionKey"] == "floor|P")
+    assert not any(merged for merged, batch in zip(merges, lean, strict=True) if batch[0]["PartitionKey"] != "floor|P")
+    head, d_line, m_line, p_line, library_line = costs.lines()
+    assert (
+        "with 1, 4 in flight" in head and d_line.count(" ms (") == m_line.count(" ms (") == p_line.count(" ms (") == 2
+    )
+    assert "index packs" in p_line
     assert "library" in library_line and library_line.count(" ms (") == 1
 
 
@@ -136,5 +153,5 @@ def test_measure_transactions_fills_the_table_first_when_asked(ceiling: Any) -> 
     assert sorted(len(batch) for batch in fills) == [50, 100, 100]
     assert all(len({row["PartitionKey"] for row in batch}) == 1 for batch in fills)  # one partition a transaction
     assert len({row["RowKey"] for batch in fills for row in batch}) == 250
-    assert len(lean) == 1 + len(fills) + 1 + 1  # the warm-up, the fill, then D and M at 1 in flight
+    assert len(lean) == 1 + len(fills) + 3  # the warm-up, the fill, then D, M and P at 1 in flight
     assert costs.table_rows == 250 and "already holding 250 rows" in costs.lines()[0]

@@ -77,3 +77,24 @@ def test_transactions_of_a_save_take_turns_over_the_buckets() -> None:
     assert all(len(batch) <= links.MAX_TRANSACTION_OPERATIONS for batch in batches)
     assert sum(len(batch) for batch in batches) == 5000
     assert len(batches) <= 7 * BUCKETS  # 5,000 rows: about 625 a bucket, 7 transactions each
+
+
+def test_integer_marketo_ids_are_packed_by_the_hundred_and_others_are_not() -> None:
+    assert links.PACK_SPAN == 100
+    cases = {
+        "0": f"{0:013d}",
+        "99": f"{0:013d}",
+        "100": f"{1:013d}",
+        "1001": f"{10:013d}",
+        "007": f"{0:013d}",  # its own property keeps the spelling: L007
+        "999999999999999": f"{9999999999999:013d}",  # 15 digits: the longest packed
+        "1000000000000000": None,  # 16 digits
+        "abc": None,
+        "-5": None,
+        "1.5": None,
+        "": None,
+        "١٢": None,  # digits, but not ASCII ones
+        "c-1001": None,
+    }
+    assert {marketo_id: links.pack_label(marketo_id) for marketo_id in cases} == cases
+    assert links.pack_property("1001") == "L1001"
