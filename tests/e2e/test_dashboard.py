@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -54,11 +56,32 @@ def host(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield f"{base_url}/api/sync/dashboard?code={KEY}"
 
 
+DETACHED = "Node with given id does not belong to the document"  # Chromium, while the old document is torn down
+
+
+def _left(old_page: WebElement) -> Callable[[WebDriver], bool]:
+    """Whether the old page is gone. Chromium sometimes reports a node of a document it is replacing with a generic
+    inspector error instead of a stale reference: that is gone too (expected_conditions.staleness_of raises it)."""
+
+    def gone(_: WebDriver) -> bool:
+        try:
+            old_page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if DETACHED not in str(exc.msg):
+                raise
+            return True
+        return False
+
+    return gone
+
+
 def _press(browser: WebDriver, selector: str) -> None:
     """Click a button and wait for the page its form posts to (the click returns before the navigation ends)."""
     old_page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, selector).click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(browser, 30).until(_left(old_page))
     WebDriverWait(browser, 30).until(expected_conditions.presence_of_element_located((By.ID, "notice")))
 
 
