@@ -12,7 +12,7 @@ Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `
 
 Two floors, and the ceiling is the larger one:
 API floor      the arithmetic above, for the best strategy each way (its minimum calls are what the bench compares).
-storage floor  the link tables' entity-group transactions a job must write (ceil(N/100) of D rows carrying the snapshot,
+storage floor  the link tables' entity-group transactions a job writes (ceil(N/100) for the D rows, with snapshots,
                and the index: Marketo person ids are integers, so ceil(N/PACK_SPAN) pack rows of PACK_SPAN links,
                when the ids are consecutive, at most 100 a transaction in each of the BUCKETS buckets; see
                sync/state/links.py), each at the time it MEASURED on this machine's Azurite (written as LinkStore
