@@ -531,13 +531,13 @@ class LinkStore:
             if label is not None:
                 packed.setdefault(label, []).append(marketo_id)
         pointers: dict[str, str] = {}
-        for row in self._many(entity, "P", packed) if packed else ():
+        for row in self._many(entity, "P", packed):
             for marketo_id in packed.get(str(row.get("Pack")), ()):
                 dynamics_id = row.get(pack_property(marketo_id))
                 if isinstance(dynamics_id, str) and dynamics_id:
                     pointers[marketo_id] = dynamics_id
         rest = [marketo_id for marketo_id in ids if marketo_id not in pointers]
-        pointers.update({row["MarketoId"]: row["DynamicsId"] for row in self._many(entity, "M", rest)} if rest else {})
+        pointers.update({row["MarketoId"]: row["DynamicsId"] for row in self._many(entity, "M", rest)})
         return pointers
 
     def _many(self, entity: str, side: Part, ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -662,18 +662,19 @@ class LinkStore:
         counts = []
         for side in SIDES:
             rows = sum(1 for partition, _ in old if partition.startswith(self.legacy_partition(entity, side)))
-            for bucket in range(BUCKETS):
-                keys = [row["RowKey"] for row in self._side_rows(entity, side, bucket, select=["RowKey"])]
-                _delete_in(self._tables[side, bucket], _bucket_partition(entity, side, bucket), keys)
-                rows += len(keys)
-            counts.append(rows)
+            counts.append(rows + sum(self._delete_part(entity, side, bucket) for bucket in range(BUCKETS)))
         for bucket in range(BUCKETS):  # the index packs (their links were counted on the sides)
-            keys = [row["RowKey"] for row in self._side_rows(entity, "P", bucket, select=["RowKey"])]
-            _delete_in(self._table("P", bucket), _bucket_partition(entity, "P", bucket), keys)
+            self._delete_part(entity, "P", bucket)
         for partition, group in groupby(old, key=lambda key: key[0]):
             _delete_in(self._old, partition, [row_key for _, row_key in group])
         self._current.discard(entity)
         return counts[0] or counts[1]
+
+    def _delete_part(self, entity: str, part: Part, bucket: int) -> int:
+        """Delete every row of one bucket of a part of an entity; how many there were."""
+        keys = [row["RowKey"] for row in self._side_rows(entity, part, bucket, select=["RowKey"])]
+        _delete_in(self._table(part, bucket), _bucket_partition(entity, part, bucket), keys)
+        return len(keys)
 
     # --- whole entity -----------------------------------------------------------------------------------------------
     def list(self, entity: str) -> Iterator[Link]:
