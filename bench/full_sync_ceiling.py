@@ -7,7 +7,10 @@ and ignores the servers' CPU time, so it is a lower bound on wall time: the `cei
 Marketo:   at most `rate_calls` call starts in any rolling `rate_window_s` (the k-th call can start at
            floor(k / rate_calls) * window at the earliest), `concurrency` calls in flight, each taking
            latency_ms + per_record_ms * records; bulk jobs wait `bulk_pickup_s` in the queue, then run
-           bulk_min_s + rows / bulk_rows_per_s, `bulk_running` at a time, files of at most `bulk_file_bytes`.
+           bulk_min_s + rows / bulk_rows_per_s, `bulk_running` at a time, files of at most `bulk_file_bytes`;
+           an export's file is one call, latency_ms + per_record_ms * its rows (the emulator charges a file
+           download per row), so the ids of a job are in hand that long after its export ends. An import's upload
+           is charged per row too, but after Marketo has queued the job: it delays no import.
 Dataverse: at most `requests` per rolling `window_s`, `concurrency` in flight, `latency_ms` each.
 
 Two floors, and the ceiling is the larger one:
@@ -159,6 +162,11 @@ def bulk_finish_times(jobs: list[tuple[float, int]], limits: MarketoLimits) -> l
     return done
 
 
+def file_seconds(rows: int, limits: MarketoLimits) -> float:
+    """The read of an export's file of `rows` rows: one call, charged per row like any other."""
+    return (limits.latency_ms + limits.per_record_ms * rows) / 1000.0
+
+
 def import_jobs(rows: int, row_bytes: int, limits: MarketoLimits) -> list[int]:
     """Rows per Bulk Import job when `rows` rows of `row_bytes` are cut into files of at most bulk_file_bytes."""
     per_file = max(1, limits.bulk_file_bytes // row_bytes)
@@ -263,7 +271,7 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
     )
     jobs = import_jobs(n, IMPORT_ROW_BYTES, mk)
     imported = bulk_seconds(jobs, mk)
-    extracted = bulk_seconds([n], mk, submitted_at=imported)  # the new persons' ids, by one export
+    extracted = bulk_seconds([n], mk, submitted_at=imported) + file_seconds(n, mk)  # the ids, by one export
     bulk_calls = {
         "get_leads by email": batches,
         "bulk import create + 1 status": 2 * len(jobs),
@@ -276,16 +284,17 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
         dv_calls,
         [
             f"{len(jobs)} import job(s) of <= {mk.bulk_file_bytes // IMPORT_ROW_BYTES:,} rows done at "
-            f"{imported:.1f} s, the export of {n:,} rows at {extracted:.1f} s"
+            f"{imported:.1f} s, the export of {n:,} rows read by {extracted:.1f} s"
         ],
     )
     # The job-level match index: ONE Bulk Extract of every person's id, e-mail and link fields at the job's start
     # (Marketo is empty here: 0 rows) replaces the per-batch e-mail lookups; each import file starts once the index
     # is in hand, and each import unit's new ids come back by an export of its own, submitted when it finishes.
-    index_done = bulk_finish_times([(0.0, 0)], mk)[0]
+    index_done = bulk_finish_times([(0.0, 0)], mk)[0] + file_seconds(0, mk)
     imports_done = bulk_finish_times([(index_done, rows) for rows in jobs], mk)
     exports_done = bulk_finish_times(list(zip(imports_done, jobs, strict=True)), mk)
-    indexed_done = max(exports_done, default=index_done)
+    ids_read = [done + file_seconds(rows, mk) for done, rows in zip(exports_done, jobs, strict=True)]
+    indexed_done = max(ids_read, default=index_done)
     indexed_calls = {
         "match index export (create, enqueue, status, file)": 4,
         "bulk import create + 1 status": 2 * len(jobs),
@@ -299,7 +308,8 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
         [
             f"match index (an empty Marketo: 0 rows) at {index_done:.1f} s; {len(jobs)} import job(s) done at "
             f"{', '.join(f'{t:.1f}' for t in imports_done)} s; their id exports at "
-            f"{', '.join(f'{t:.1f}' for t in exports_done)} s (imports and exports queue apart, "
+            f"{', '.join(f'{t:.1f}' for t in exports_done)} s, their files read by "
+            f"{', '.join(f'{t:.1f}' for t in ids_read)} s (imports and exports queue apart, "
             f"{mk.bulk_running} running of each)"
         ],
     )
@@ -311,7 +321,8 @@ def to_marketo(n: int, mk: MarketoLimits, dv: DataverseLimits) -> Ceiling:
         "rows, on a full one its file grows with the persons Marketo holds and takes longer)",
         f"Marketo writes, the cheaper of: ceil(N/{mk.batch}) sync_leads (ids come back), or Bulk Import files of "
         f"<= {mk.bulk_file_bytes / 2**20:.0f} MB (~{IMPORT_ROW_BYTES} B/row; create + one status poll each, "
-        "pipelined) with the new ids read back by bulk export: one for all, or one per import unit (4 calls each)",
+        "pipelined) with the new ids read back by bulk export: one for all, or one per import unit (4 calls each; "
+        f"a file's read is charged {mk.per_record_ms} ms a row)",
         "the ceiling is the fastest strategy; the minimum calls compared are the fewest of any strategy (the "
         "match-index one); perfect pipelining across pages and systems; servers' CPU time not counted",
     ]
@@ -322,7 +333,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
     """N Marketo persons (syncToDynamics) spread over `windows` export windows into an empty Dataverse, by a one-way
     job (it writes to Dynamics only)."""
     per_window = [n // windows + (1 if i < n % windows else 0) for i in range(windows)] if windows else []
-    extracted = bulk_seconds(per_window, mk)
+    extracted = bulk_seconds(per_window, mk) + (file_seconds(per_window[-1], mk) if per_window else 0.0)
     in_calls = math.ceil(n / DATAVERSE_IN_VALUES)
     dv_calls = {
         "UpsertMultiple": math.ceil(n / dv.write_chunk),
@@ -343,7 +354,7 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
         reads,
         dv_calls,
         [
-            f"{windows} export window(s) of ~{per_window[-1] if per_window else 0:,} rows done at {extracted:.1f} s "
+            f"{windows} export window(s) of ~{per_window[-1] if per_window else 0:,} rows, the last file read by {extracted:.1f} s "
             f"({mk.bulk_running} at once); Dataverse {dv_time:.1f} s in all"
         ],
     )

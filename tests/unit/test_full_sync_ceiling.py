@@ -38,6 +38,19 @@ def test_to_marketo_counts_the_job_level_match_index_as_the_fewest_calls(ceiling
     assert big.best is big.fewest  # 334 e-mail lookups cost the other strategies the rate window
 
 
+def test_the_ids_wait_for_the_export_file_whose_read_the_emulator_charges_per_row(ceiling: Any) -> None:
+    mk, dv = realistic(ceiling)
+    free = ceiling.MarketoLimits(**{**mk.__dict__, "per_record_ms": 0.0, "latency_ms": 0.0})
+    rows = ceiling.import_jobs(100_000, ceiling.IMPORT_ROW_BYTES, mk)
+    charged = ceiling.to_marketo(100_000, mk, dv).best.seconds - ceiling.to_marketo(100_000, free, dv).best.seconds
+    # the last import unit's file (its ids' export) and the match index's empty file, each a call of 25 ms
+    assert charged == pytest.approx((2 * 25 + 0.05 * rows[-1]) / 1000)
+    windows = ceiling.to_dynamics(100_000, 12, mk, dv).strategies[0].seconds
+    assert windows - ceiling.to_dynamics(100_000, 12, free, dv).strategies[0].seconds == pytest.approx(
+        (25 + 0.05 * (100_000 // 12)) / 1000, abs=1e-3
+    )
+
+
 def test_to_dynamics_lists_a_dataverse_match_index_as_a_lower_bound(ceiling: Any) -> None:
     mk, dv = realistic(ceiling)
     result = ceiling.to_dynamics(10_000, 12, mk, dv)
