@@ -41,6 +41,7 @@ class _QuietDrops(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+log = logging.getLogger(__name__)
 
 
 def request_id() -> str:
@@ -149,9 +150,13 @@ class MarketoApp:
 
     Every answer's Date header is the emulator's clock (moved by /clock/advance), as a real server's is its own time:
     a client that windows Bulk Extracts on the server's time (the full sync's id exports) sees the same clock as the
-    createdAt of the persons."""
+    createdAt of the persons.
+
+    Bulk jobs also progress on a tick of the server's own loop while one runs, as Marketo's run in the background:
+    a status call answers at once instead of applying the rows imported since the last call."""
 
     sets_date = True
+    tick_seconds = 0.2
 
     def __init__(
         self,
@@ -164,10 +169,24 @@ class MarketoApp:
         self.api = api
         self.controls = controls
         self.identity = identity
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _tick_bulk_jobs(self) -> None:
+        """Move running bulk jobs on (the state's own tick, on this loop: no lock needed), every tick_seconds."""
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            bulk = self.state.bulk
+            if any(job.running or job.waiting for job in (*bulk.imports.values(), *bulk.exports.values())):
+                try:
+                    bulk.tick()
+                except Exception:  # a request's tick raises it where it can be answered; the loop goes on
+                    log.exception("marketo emulator: a bulk job's background tick failed")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_bulk_jobs())
         request = Request(scope, receive)
         path = scope["path"]
         if path.startswith(CONTROL_PREFIX + "/"):
