@@ -19,7 +19,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from sync.engine.changes import MarketoChangeSet
 from sync.engine.context import SyncContext
 from sync.engine.crm_stream import verify_object_type
 from sync.engine.cycle import counts_of
-from sync.engine.dynamics_index import DynamicsMatchIndex
+from sync.engine.dynamics_index import DynamicsMatchIndex, folded
 from sync.engine.execute import BulkCreates, Executor, PairWork
 from sync.engine.marketo_pages import MarketoPages
 from sync.engine.match_index import MatchIndex, index_windows, worth_an_index
@@ -190,9 +190,13 @@ class _PageRun:
     finished: bool = False
     delta: str | None = None
 
+    def has_time(self) -> bool:
+        """Whether the message's time is not spent yet (its run may read on)."""
+        return time.monotonic() - self.started < self.ctx.message_seconds
+
     def ends_run(self, page_is_last: bool) -> bool:
         """Whether the message starts no page after this one: the last page, the message's time spent, or a cancel."""
-        if page_is_last or time.monotonic() - self.started >= self.ctx.message_seconds:
+        if page_is_last or not self.has_time():
             return True
         return _cancel_asked(self.ctx, self.job)
 
@@ -328,29 +332,75 @@ def _keep_plans_only(works: list[PairWork]) -> None:
 
 def _marketo_source(run: _PageRun) -> Generator[_RunPage]:
     """Marketo persons from the checkpoint (REST by ids or a Bulk Extract's file), planned and started: the
-    to_dynamics phase. Its Dynamics creates are written as each page starts; its links commit behind."""
+    to_dynamics phase. Its links commit behind. With a Dynamics match index, a page's Dataverse creates run on a
+    thread while the next page is planned (Dataverse's time beside ours), unless a person of the next page shares
+    an e-mail or id with one of those creates: then they finish first and go into the index, as a lookup would
+    find them. Without the index the pages' lookups must see the creates before: each page starts before the next
+    is planned."""
     ctx, builder, task = run.ctx, run.builder, run.task
     cursor = task.cursor
     first = True
-    with contextlib.closing(MarketoPages(ctx, builder.entity.name, builder.marketo_field_names())) as pages:
-        while True:
-            persons, cursor, finished, expected = pages.next(cursor)
-            if first:
-                builder.dynamics_index, run.task = _dynamics_match_index(ctx, builder, task, len(persons), finished)
-                first = False
-            before = Counter(builder.counts)
-            works = _planned_marketo_persons(builder, run.job, persons, run.no_links)
-            bulk = builder.executor.start(works)
-            if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
-                for work in works:
-                    if work.ok and work.plan.create_dynamics is not None and work.plan.dynamics_id:
-                        builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
-            planned = _planned_counts(builder, before)
-            builder.forget_page()
-            last_of_run = run.ends_run(finished)
-            yield _RunPage(works, bulk, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
-            if finished or last_of_run:
-                return
+    held: _StartedPage | None = None  # planned, its creates running: yielded once they are done
+    starts = ThreadPoolExecutor(1, thread_name_prefix="dynamics-creates")
+    try:
+        pages = MarketoPages(ctx, builder.entity.name, builder.marketo_field_names(), goes_on=run.has_time)
+        with contextlib.closing(pages):
+            while True:
+                persons, cursor, finished, expected = pages.next(cursor)
+                if first:
+                    builder.dynamics_index, run.task = _dynamics_match_index(ctx, builder, task, len(persons), finished)
+                    first = False
+                if held is not None and (builder.dynamics_index is None or held.shares_keys(persons)):
+                    yield held.done(builder)
+                    held = None
+                before = Counter(builder.counts)
+                works = _planned_marketo_persons(builder, run.job, persons, run.no_links)
+                planned = _planned_counts(builder, before)
+                builder.forget_page()
+                last_of_run = run.ends_run(finished)
+                if held is not None:
+                    yield held.done(builder)
+                page = _RunPage(works, None, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
+                held = _StartedPage(page, starts.submit(builder.executor.start, works))
+                if finished or last_of_run or builder.dynamics_index is None:
+                    yield held.done(builder)
+                    held = None
+                if finished or last_of_run:
+                    return
+    finally:
+        starts.shutdown(wait=True)  # creates in flight end before the run does (their pages redo them, keyed)
+
+
+@dataclass
+class _StartedPage:
+    """A planned Marketo page whose writes were started on a thread (Executor.start: the Dataverse creates)."""
+
+    page: _RunPage
+    started: Future[BulkCreates | None]
+
+    def shares_keys(self, persons: list[MarketoPerson]) -> bool:
+        """Whether a person may match one of this page's creates in the Dynamics match index (by its id or e-mail,
+        folded as the index keys them, either column: a false alarm only costs the overlap)."""
+        creating = {
+            folded(value)
+            for work in self.page.works
+            if work.plan.create_dynamics is not None
+            for value in work.plan.create_dynamics.values()
+            if isinstance(value, str | int) and not isinstance(value, bool)
+        }
+        creating.discard("")
+        return any(
+            folded(person.id) in creating or folded(person.values.get("email")) in creating for person in persons
+        )
+
+    def done(self, builder: PairBuilder) -> _RunPage:
+        """Its creates finished (their error raised here), and added to the match index for the pages after."""
+        self.page.bulk = self.started.result()
+        if builder.dynamics_index is not None:  # later pages find this page's new records, as a lookup would
+            for work in self.page.works:
+                if work.ok and work.plan.create_dynamics is not None and work.plan.dynamics_id:
+                    builder.dynamics_index.add(work.plan.dynamics_id, work.plan.create_dynamics)
+        return self.page
 
 
 def _match_index(ctx: SyncContext, task: Task, first_rows: list[Any], more: bool) -> tuple[MatchIndex | None, Task]:

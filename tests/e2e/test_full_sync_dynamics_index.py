@@ -4,6 +4,7 @@ between two messages matched, and a table too big for the index looked up per pa
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -146,3 +147,38 @@ def test_a_table_too_big_for_the_index_is_looked_up_and_the_task_keeps_that(worl
     for email, person_id in people.items():
         assert_linked(world, email, person_id)
     assert world.dv_count("lead") == 4 + 5
+
+
+def test_a_pages_creates_run_while_the_next_page_is_planned(
+    world: World, pages_of_four: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync.engine.execute import Executor
+    from sync.engine.pairs import PairBuilder
+
+    people = persons(world, 12)
+    world.ctx.match_index = "always"
+    planning = threading.Event()
+    overlapped: list[bool] = []
+    start_writes, plan_page = Executor.start, PairBuilder.marketo_batch
+
+    def start_when_the_next_page_is_planned(self: Any, works: Any, *args: Any, **kwargs: Any) -> Any:
+        if not overlapped:  # the first page's creates wait (bounded) for the second page's planning to begin
+            overlapped.append(planning.wait(timeout=20))
+        return start_writes(self, works, *args, **kwargs)
+
+    plan_calls: list[int] = []
+
+    def planned(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if plan_calls:  # a page after the first is being planned
+            planning.set()
+        plan_calls.append(1)
+        return plan_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(Executor, "start", start_when_the_next_page_is_planned)
+    monkeypatch.setattr(PairBuilder, "marketo_batch", planned)
+    view = run_job(world, {"entities": ["lead"], "direction": "to_dynamics"})
+    assert overlapped == [True]  # the second page was being planned while the first page's creates waited
+    assert view.tasks[0]["created"] == 12 and view.tasks[0]["failed"] == 0, view.tasks
+    for email, person_id in people.items():
+        assert_linked(world, email, person_id)
+    assert world.dv_count("lead") == 12
