@@ -7,14 +7,18 @@ window is read, and the first window's export goes out with them, before anythin
 time from the start, and the reader seldom waits. (They hold up to 7 of Marketo's 10 queue places meanwhile: an
 export of another integration waits behind them.) A page stops after ROWS_PER_MESSAGE rows; within one message the
 file stays open from page to page (one file request a window), read ahead on a thread of its own while the rows
-before are planned and written, and the cursor keeps the byte to resume at in the next message.
+before are planned and written, and the cursor keeps the byte to resume at in the next message. While a window is
+read, the next one's export is waited for and its file opened on another thread, so a page that starts a window
+does not wait for a status poll and a download: only while the message's run `goes_on` (its time not spent), as a
+file opened for a message that then ends is requested again by the next.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TypedDict
 
@@ -53,19 +57,59 @@ Rows = Iterator[tuple[dict[str, str], int]]
 class MarketoPages:
     """The pages of one message's run. `close()` ends the export file it may hold open."""
 
-    def __init__(self, ctx: SyncContext, entity_name: str, fields: list[str]) -> None:
+    def __init__(
+        self, ctx: SyncContext, entity_name: str, fields: list[str], goes_on: Callable[[], bool] | None = None
+    ) -> None:
         self.ctx = ctx
+        self.goes_on = goes_on  # whether the run reads on (then the next window is made ready); None: never
         self.entity_name = entity_name
         self.fields = ["id", *fields]
         self._open: tuple[str, int, Rows] | None = None  # export id, the byte its rows have reached, the rows
+        self._next: tuple[str, Future[tuple[BulkJobStatus, Rows]]] | None = None  # the next window's, made ready
+        self._ready: tuple[str, Rows] | None = None  # its file, open, once its window has begun
 
     def close(self) -> None:
+        self._close_open()
+        self._drop_next()
+        if self._ready is not None:
+            _close(self._ready[1])
+            self._ready = None
+
+    def _close_open(self) -> None:
         if self._open is not None:
             rows = self._open[2]
             self._open = None
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
+            _close(rows)
+
+    def _prepare(self, export_id: str) -> None:
+        """Wait for the next window's export and open its file, on a thread, while this window is read."""
+        if self._next is not None and self._next[0] == export_id:
+            return
+        self._drop_next()
+        marketo = self.ctx.marketo
+
+        def ready() -> tuple[BulkJobStatus, Rows]:
+            status = marketo.wait_lead_export(export_id)
+            return status, ReadAhead(marketo.lead_export_rows(export_id, 0, None), ROWS_PER_MESSAGE, "export-file")
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="next-window")
+        self._next = (export_id, pool.submit(ready))
+        pool.shutdown(wait=False)  # its one task runs on; nothing else is given to it
+
+    def _drop_next(self) -> None:
+        """Forget the window made ready: its file is closed once its thread is done (not waited for here)."""
+        if self._next is not None:
+            self._next[1].add_done_callback(_close_ready_file)
+            self._next = None
+
+    def _take_next(self, export_id: str) -> BulkJobStatus | None:
+        """The export made ready, if it is this one: its status (its failure raised), its open file kept for _rows."""
+        if self._next is None or self._next[0] != export_id:
+            return None
+        ready, self._next = self._next[1], None
+        status, rows = ready.result()
+        self._ready = (export_id, rows)
+        return status
 
     def next(self, cursor: str | None) -> tuple[list[MarketoPerson], str, bool, int | None]:
         """The next persons after `cursor`: IDS_PER_MESSAGE ids by REST, or up to ROWS_PER_MESSAGE rows of a Bulk
@@ -118,6 +162,8 @@ class MarketoPages:
             state.update({"export": status.job_id, "byte": 0, "header": None})
             expected = status.number_of_records
         ahead = self._queue_ahead(window_end, until, ahead, EXPORTS_AHEAD)
+        if ahead and self.goes_on is not None and self.goes_on():
+            self._prepare(ahead[0])
         persons: list[MarketoPerson] = []
         end_byte: int | None = state["byte"]
         header = state.get("header")
@@ -129,7 +175,7 @@ class MarketoPages:
             if len(persons) >= ROWS_PER_MESSAGE:
                 break
         else:  # the window is read to its end: the next page starts the next window
-            self.close()
+            self._close_open()
             state = {"window": window_end.isoformat(), "until": state["until"]}
             end_byte = None
         if end_byte is not None:
@@ -145,7 +191,13 @@ class MarketoPages:
         """The file's rows from `byte`: the ones this run already has open there, else a new file request."""
         if self._open is not None and self._open[:2] == (export_id, byte):
             return self._open[2]
-        self.close()
+        self._close_open()
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[0] == export_id and byte == 0 and header is None:
+            self._open = (export_id, byte, ready[1])
+            return ready[1]
+        if ready is not None:
+            _close(ready[1])
         # read ahead: the file downloads while the page before its next rows is planned and written
         rows = ReadAhead(self.ctx.marketo.lead_export_rows(export_id, byte, header), ROWS_PER_MESSAGE, "export-file")
         self._open = (export_id, byte, rows)
@@ -165,7 +217,18 @@ class MarketoPages:
         """The finished export of a window: the one queued ahead for it, or, if none was or it failed, a new one."""
         if queued:
             try:
-                return self.ctx.marketo.wait_lead_export(queued)
+                return self._take_next(queued) or self.ctx.marketo.wait_lead_export(queued)
             except BulkJobFailedError as exc:
                 log.warning("the export queued ahead for %s failed (%s); exporting the window again", start, exc)
         return self.ctx.marketo.start_lead_export(self.fields, start, end, "createdAt")
+
+
+def _close(rows: object) -> None:
+    close = getattr(rows, "close", None)
+    if close is not None:
+        close()
+
+
+def _close_ready_file(ready: Future[tuple[BulkJobStatus, Rows]]) -> None:
+    if not ready.cancelled() and ready.exception() is None:
+        _close(ready.result()[1])

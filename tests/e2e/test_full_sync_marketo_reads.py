@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -154,3 +158,29 @@ def test_the_first_windows_exports_all_go_out_before_the_read_waits_for_the_firs
     first_poll = order.index(f"GET {EXPORT}/{{id}}/status.json")
     assert order[:first_poll].count(f"POST {EXPORT}/{{id}}/enqueue.json") == 5, order  # every window's, then a wait
     assert order.count(f"POST {EXPORT}/create.json") == 5, order  # one export a window, none twice
+
+
+def test_while_a_window_is_read_the_next_windows_export_is_waited_for_and_its_file_opened(world: World) -> None:
+    seed(world, 30, days=75, syncToDynamics=True)  # three windows of 31 days at most
+    now = world.ctx.marketo.server_time() or world.ctx.clock()
+    cursor = json.dumps({"window": (now - timedelta(days=80)).isoformat(), "until": now.isoformat()})
+    world.clear_request_logs()
+    files = f"GET {EXPORT}/{{id}}/file.json"
+    read: list[int] = []
+    with contextlib.closing(marketo_pages.MarketoPages(world.ctx, "lead", ["email"], goes_on=lambda: True)) as pages:
+        finished = False
+        while not finished:
+            persons, cursor, finished, _ = pages.next(cursor)
+            read.extend(p.id for p in persons)
+            if not finished and read:  # a window's rows are in hand: the next window's file is asked for meanwhile
+                deadline = time.monotonic() + 20
+                while marketo_endpoints(world).get(files, 0) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert marketo_endpoints(world).get(files, 0) >= 2, marketo_endpoints(world)
+                break
+        while not finished:
+            persons, cursor, finished, _ = pages.next(cursor)
+            read.extend(p.id for p in persons)
+    assert len(read) == len(set(read)) == 30  # every person once, from the files made ready
+    endpoints = marketo_endpoints(world)
+    assert endpoints[files] == 3 and endpoints[f"POST {EXPORT}/create.json"] == 3, endpoints
