@@ -354,7 +354,8 @@ def to_dynamics(n: int, windows: int, mk: MarketoLimits, dv: DataverseLimits) ->
         reads,
         dv_calls,
         [
-            f"{windows} export window(s) of ~{per_window[-1] if per_window else 0:,} rows, the last file read by {extracted:.1f} s "
+            f"{windows} export window(s) of ~{per_window[-1] if per_window else 0:,} rows, the last file read by "
+            f"{extracted:.1f} s "
             f"({mk.bulk_running} at once); Dataverse {dv_time:.1f} s in all"
         ],
     )
