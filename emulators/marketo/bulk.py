@@ -2,7 +2,8 @@
 
 Each job waits in a FIFO queue (2 running at once, 10 queued including the running ones), then runs for
 `bulk_min_seconds + rows / bulk_rows_per_second`. Progress is worked out whenever anything reads the state (every API
-call and every test control), so no background task is needed. An import applies its rows progressively while it
+call and every test control), and on the web app's own tick while a job is queued or running (web.py), so a status
+call does not do the work of the seconds before it. An import applies its rows progressively while it
 runs; a test fault can make the next import fail after N rows, or the next export fail.
 """
 

@@ -350,7 +350,8 @@ def _marketo_source(run: _PageRun) -> Generator[_RunPage]:
                 if first:
                     builder.dynamics_index, run.task = _dynamics_match_index(ctx, builder, task, len(persons), finished)
                     first = False
-                if held is not None and (builder.dynamics_index is None or held.shares_keys(persons)):
+                index = builder.dynamics_index
+                if held is not None and (index is None or held.shares_keys(persons, index)):
                     yield held.done(builder)
                     held = None
                 before = Counter(builder.counts)
@@ -378,15 +379,15 @@ class _StartedPage:
     page: _RunPage
     started: Future[BulkCreates | None]
 
-    def shares_keys(self, persons: list[MarketoPerson]) -> bool:
-        """Whether a person may match one of this page's creates in the Dynamics match index (by its id or e-mail,
-        folded as the index keys them, either column: a false alarm only costs the overlap)."""
+    def shares_keys(self, persons: list[MarketoPerson], index: DynamicsMatchIndex) -> bool:
+        """Whether a person may match one of this page's creates in the Dynamics match index: its id or e-mail is
+        a value of theirs in a column the index keys (folded as it keys them; either column: a false alarm only
+        costs the overlap)."""
         creating = {
-            folded(value)
+            folded(create.get(column))
             for work in self.page.works
-            if work.plan.create_dynamics is not None
-            for value in work.plan.create_dynamics.values()
-            if isinstance(value, str | int) and not isinstance(value, bool)
+            if (create := work.plan.create_dynamics) is not None
+            for column in index.columns
         }
         creating.discard("")
         return any(
