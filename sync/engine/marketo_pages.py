@@ -171,7 +171,7 @@ class MarketoPages:
             end_byte = offset
             header = header or list(row)
             values = {k: (None if v in ("", "null") else v) for k, v in row.items()}  # exports write blanks as null
-            persons.append(MarketoPerson.model_construct(id=int(row["id"]), values=values))  # typed here
+            persons.append(MarketoPerson(id=int(row["id"]), values=values))
             if len(persons) >= ROWS_PER_MESSAGE:
                 break
         else:  # the window is read to its end: the next page starts the next window

@@ -156,15 +156,12 @@ class PairBuilder:
         sync_filter = raw.get(self.link_fields.dynamics_sync_filter)
         if any(rule.rejects(raw.get(rule.column)) for rule in self.entity.filter):
             sync_filter = False  # the stream's own rules pause a row as new_synctomkto No does
-        created_on = raw.get("createdon")
-        # a page has 5,000 rows: the values are canonical already, so the side is built, not validated; only what
-        # Dataverse sent as it is gets its type here
         return (
-            DynamicsSide.model_construct(
+            DynamicsSide(
                 id=str(record.id).lower(),
                 values=values,
-                created_on=created_on if isinstance(created_on, str | None) else str(created_on),
-                sync_filter=sync_filter if isinstance(sync_filter, bool | None) else _as_bool(sync_filter),
+                created_on=raw.get("createdon"),
+                sync_filter=sync_filter,
                 marketo_id=str(marketo_id) if marketo_id not in (None, "") else None,
             ),
             None,
@@ -176,14 +173,13 @@ class PairBuilder:
             return None, "; ".join(problems)
         raw = person.values
         linked = raw.get(self.entity.marketo_id_field)
-        kind = raw.get(self.link_fields.marketo_type)
         return (
-            MarketoSide.model_construct(  # built, not validated: the values are canonical already
+            MarketoSide(
                 id=str(person.id),
                 values=values,
                 sync_to_dynamics=_as_bool(raw.get(self.link_fields.marketo_sync_to_dynamics)),
                 linked_dynamics_id=str(linked).lower() if linked not in (None, "") else None,
-                type=kind if isinstance(kind, str | None) else str(kind),
+                type=raw.get(self.link_fields.marketo_type),
             ),
             None,
         )

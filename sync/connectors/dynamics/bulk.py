@@ -94,7 +94,7 @@ def results_from_multiple(kind: WriteKind, targets: Sequence[Target], reply: Any
         if kind == "upsert" and isinstance(upserts, list) and position < len(upserts):
             flag = upserts[position].get("RecordCreated") if isinstance(upserts[position], Mapping) else None
             created = flag if isinstance(flag, bool) else None
-        results.append(WriteResult.model_construct(index=target.index, id=record_id, created=created, error=None))
+        results.append(WriteResult(index=target.index, id=record_id, created=created))
     return results
 
 
