@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -65,7 +66,8 @@ class MarketoPages:
         self.entity_name = entity_name
         self.fields = ["id", *fields]
         self._open: tuple[str, int, Rows] | None = None  # export id, the byte its rows have reached, the rows
-        self._next: tuple[str, Future[tuple[BulkJobStatus, Rows]]] | None = None  # the next window's, made ready
+        self._next: tuple[str, Future[tuple[BulkJobStatus, Rows | None]]] | None = None  # the next window's, made ready
+        self._dropped = threading.Event()  # the run has ended: a window still being made ready opens no file
         self._ready: tuple[str, Rows] | None = None  # its file, open, once its window has begun
 
     def close(self) -> None:
@@ -88,8 +90,12 @@ class MarketoPages:
         self._drop_next()
         marketo = self.ctx.marketo
 
-        def ready() -> tuple[BulkJobStatus, Rows]:
+        dropped = self._dropped = threading.Event()
+
+        def ready() -> tuple[BulkJobStatus, Rows | None]:
             status = marketo.wait_lead_export(export_id)
+            if dropped.is_set():  # nobody will read it: no file request
+                return status, None
             return status, ReadAhead(marketo.lead_export_rows(export_id, 0, None), ROWS_PER_MESSAGE, "export-file")
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="next-window")
@@ -99,6 +105,7 @@ class MarketoPages:
     def _drop_next(self) -> None:
         """Forget the window made ready: its file is closed once its thread is done (not waited for here)."""
         if self._next is not None:
+            self._dropped.set()
             self._next[1].add_done_callback(_close_ready_file)
             self._next = None
 
@@ -108,7 +115,8 @@ class MarketoPages:
             return None
         ready, self._next = self._next[1], None
         status, rows = ready.result()
-        self._ready = (export_id, rows)
+        if rows is not None:
+            self._ready = (export_id, rows)
         return status
 
     def next(self, cursor: str | None) -> tuple[list[MarketoPerson], str, bool, int | None]:
@@ -229,6 +237,6 @@ def _close(rows: object) -> None:
         close()
 
 
-def _close_ready_file(ready: Future[tuple[BulkJobStatus, Rows]]) -> None:
+def _close_ready_file(ready: Future[tuple[BulkJobStatus, Rows | None]]) -> None:
     if not ready.cancelled() and ready.exception() is None:
         _close(ready.result()[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -184,3 +185,35 @@ def test_while_a_window_is_read_the_next_windows_export_is_waited_for_and_its_fi
     assert len(read) == len(set(read)) == 30  # every person once, from the files made ready
     endpoints = marketo_endpoints(world)
     assert endpoints[files] == 3 and endpoints[f"POST {EXPORT}/create.json"] == 3, endpoints
+
+
+def test_a_window_made_ready_for_a_run_that_then_ends_asks_for_no_file(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(world, 30, days=75, syncToDynamics=True)
+    now = world.ctx.marketo.server_time() or world.ctx.clock()
+    cursor = json.dumps({"window": (now - timedelta(days=80)).isoformat(), "until": now.isoformat()})
+    marketo = world.ctx.marketo
+    wait, release, waiting = marketo.wait_lead_export, threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def wait_then_hold(export_id: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(export_id)
+        status = wait(export_id, *args, **kwargs)
+        if len(calls) == 2:  # the second window's, on the thread that makes it ready: held until the run ended
+            waiting.set()
+            assert release.wait(timeout=20)
+        return status
+
+    monkeypatch.setattr(marketo, "wait_lead_export", wait_then_hold)
+    world.clear_request_logs()
+    pages = marketo_pages.MarketoPages(world.ctx, "lead", ["email"], goes_on=lambda: True)
+    persons, _, finished, _ = pages.next(cursor)
+    assert persons and not finished
+    assert waiting.wait(timeout=20)
+    pages.close()  # the message ends while the next window is being made ready
+    release.set()
+    for thread in threading.enumerate():  # the thread that made it ready ends (it would have asked by then)
+        if thread.name.startswith("next-window"):
+            thread.join(timeout=20)
+    assert marketo_endpoints(world).get(f"GET {EXPORT}/{{id}}/file.json", 0) == 1, marketo_endpoints(world)
