@@ -350,8 +350,8 @@ def _marketo_source(run: _PageRun) -> Generator[_RunPage]:
                 if first:
                     builder.dynamics_index, run.task = _dynamics_match_index(ctx, builder, task, len(persons), finished)
                     first = False
-                index = builder.dynamics_index
-                if held is not None and (index is None or held.shares_keys(persons, index)):
+                index = builder.dynamics_index  # set at the first page, for the whole run
+                if held is not None and index is not None and held.shares_keys(persons, index):
                     yield held.done(builder)
                     held = None
                 before = Counter(builder.counts)
@@ -363,7 +363,7 @@ def _marketo_source(run: _PageRun) -> Generator[_RunPage]:
                     yield held.done(builder)
                 page = _RunPage(works, None, cursor, finished, len(persons), planned, expected, ends_run=last_of_run)
                 held = _StartedPage(page, starts.submit(builder.executor.start, works))
-                if finished or last_of_run or builder.dynamics_index is None:
+                if finished or last_of_run or index is None:  # without the index, nothing is held
                     yield held.done(builder)
                     held = None
                 if finished or last_of_run:

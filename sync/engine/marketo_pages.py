@@ -66,16 +66,12 @@ class MarketoPages:
         self.entity_name = entity_name
         self.fields = ["id", *fields]
         self._open: tuple[str, int, Rows] | None = None  # export id, the byte its rows have reached, the rows
-        self._next: tuple[str, Future[tuple[BulkJobStatus, Rows | None]]] | None = None  # the next window's, made ready
-        self._dropped = threading.Event()  # the run has ended: a window still being made ready opens no file
-        self._ready: tuple[str, Rows] | None = None  # its file, open, once its window has begun
+        # the next window's export, made ready on a thread, and its "dropped" flag (set: it opens no file)
+        self._next: tuple[str, Future[tuple[BulkJobStatus, Rows | None]], threading.Event] | None = None
 
     def close(self) -> None:
         self._close_open()
         self._drop_next()
-        if self._ready is not None:
-            _close(self._ready[1])
-            self._ready = None
 
     def _close_open(self) -> None:
         if self._open is not None:
@@ -89,8 +85,7 @@ class MarketoPages:
             return
         self._drop_next()
         marketo = self.ctx.marketo
-
-        dropped = self._dropped = threading.Event()
+        dropped = threading.Event()
 
         def ready() -> tuple[BulkJobStatus, Rows | None]:
             status = marketo.wait_lead_export(export_id)
@@ -99,24 +94,27 @@ class MarketoPages:
             return status, ReadAhead(marketo.lead_export_rows(export_id, 0, None), ROWS_PER_MESSAGE, "export-file")
 
         pool = ThreadPoolExecutor(1, thread_name_prefix="next-window")
-        self._next = (export_id, pool.submit(ready))
+        self._next = (export_id, pool.submit(ready), dropped)
         pool.shutdown(wait=False)  # its one task runs on; nothing else is given to it
 
     def _drop_next(self) -> None:
         """Forget the window made ready: its file is closed once its thread is done (not waited for here)."""
         if self._next is not None:
-            self._dropped.set()
-            self._next[1].add_done_callback(_close_ready_file)
+            _, ready, dropped = self._next
+            dropped.set()
+            ready.add_done_callback(_close_ready_file)
             self._next = None
 
     def _take_next(self, export_id: str) -> BulkJobStatus | None:
-        """The export made ready, if it is this one: its status (its failure raised), its open file kept for _rows."""
+        """The export made ready, if it is this one: its status (its failure raised), and its file open at byte 0
+        for _rows."""
         if self._next is None or self._next[0] != export_id:
             return None
         ready, self._next = self._next[1], None
         status, rows = ready.result()
         if rows is not None:
-            self._ready = (export_id, rows)
+            self._close_open()
+            self._open = (export_id, 0, rows)
         return status
 
     def next(self, cursor: str | None) -> tuple[list[MarketoPerson], str, bool, int | None]:
@@ -200,12 +198,6 @@ class MarketoPages:
         if self._open is not None and self._open[:2] == (export_id, byte):
             return self._open[2]
         self._close_open()
-        ready, self._ready = self._ready, None
-        if ready is not None and ready[0] == export_id and byte == 0 and header is None:
-            self._open = (export_id, byte, ready[1])
-            return ready[1]
-        if ready is not None:
-            _close(ready[1])
         # read ahead: the file downloads while the page before its next rows is planned and written
         rows = ReadAhead(self.ctx.marketo.lead_export_rows(export_id, byte, header), ROWS_PER_MESSAGE, "export-file")
         self._open = (export_id, byte, rows)
