@@ -20,6 +20,7 @@ from sync.connectors.marketo.bulk_import import PendingImport
 from sync.connectors.marketo.models import RecordResult
 from sync.engine.imported_ids import ImportedIds
 from sync.engine.plan import PairInput, PairPlan, PlanError, as_record_error, marketo_link_fields
+from sync.engine.staging import UnitStaging, staged_slots
 from sync.mapping.model import EntityMapping, MappingConfig, System
 from sync.state import Link, StateStore
 from sync.state.links import LinkStore
@@ -33,6 +34,7 @@ class PairWork:
     pair: PairInput
     plan: PairPlan
     failure: PlanError | None = None
+    stage: UnitStaging | None = None  # a full sync's create: the staging of its import unit's link rows
 
     @property
     def ok(self) -> bool:
@@ -373,7 +375,8 @@ class Executor:
         if to_remove:
             links.delete(Link(entity=r.entity, dynamics_id=r.dynamics_id, marketo_id=r.marketo_id) for r in to_remove)
         if to_save:
-            links.save(to_save)
+            saved = {link.dynamics_id for link in to_save}
+            links.save(to_save, staged=staged_slots(w for w in works if w.ok and w.plan.dynamics_id in saved))
         for work in works:
             error = work.failure or work.plan.error
             if error is not None:

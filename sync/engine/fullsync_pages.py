@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Generator
@@ -41,6 +42,7 @@ from sync.engine.person_ids import oldest_persons
 from sync.engine.pipeline import PagePipeline
 from sync.engine.plan import DynamicsSide, PairInput
 from sync.engine.roles import RoleBatches, batches_for, start_connection_feed
+from sync.engine.staging import UnitStaging, mark, stage_unit
 from sync.state import Job, Task
 from sync.state.links import encode_snapshot
 
@@ -189,6 +191,8 @@ class _PageRun:
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     delta: str | None = None
+    # the import units sent, in order: their creates, their upload's end, their staging (not the unit: its file)
+    units: list[tuple[list[PairWork], threading.Event, UnitStaging]] = field(default_factory=list)
 
     def has_time(self) -> bool:
         """Whether the message's time is not spent yet (its run may read on)."""
@@ -235,12 +239,25 @@ def run_pages(ctx: SyncContext, job: Job, task: Task, first_delivery: bool) -> t
         if pages[-1].is_last:
             run.finished, run.delta = True, pages[-1].cursor if task.phase == "to_marketo" else None
 
+    def stage() -> None:
+        for _, submitted, _ in run.units:  # after the uploads: an upload's file is most of a run's peak memory
+            submitted.wait()
+        for works, _, staging in run.units:
+            stage_unit(ctx.state.links, builder.entity.name, works, staging, ctx.clock())
+
+    stager = threading.Thread(target=stage, name="link-stager", daemon=True)
     # the source closes first: an import unit it never submitted releases the finishers waiting for it
-    with PagePipeline(finish, commit, depth=depth, merge=COMMIT_PAGES) as pipeline, contextlib.closing(source):
-        for page in source:
-            pipeline.submit(page)
-            if page.ends_run:
-                break
+    try:
+        with PagePipeline(finish, commit, depth=depth, merge=COMMIT_PAGES) as pipeline, contextlib.closing(source):
+            for page in source:
+                pipeline.submit(page)
+                if page.ends_run:
+                    break
+            if run.units:  # every page is planned: the D rows of the units still importing are staged meanwhile
+                stager.start()
+    finally:
+        if stager.is_alive():
+            stager.join()
     if run.task.pages_done == pages_before and not run.finished:  # nothing was left to read
         run.finished = True
     return run.task, run.finished, run.delta
@@ -292,12 +309,16 @@ def _dynamics_source(run: _PageRun) -> Generator[_RunPage]:
             unit_pages += unit is not None
             last_of_run = run.ends_run(page.is_last)
             bulk = unit if joined else None
+            sent = None
             if unit is not None and (unit_pages >= ctx.import_unit_pages or last_of_run):
                 builder.executor.submit_bulk(unit, send=uploads.submit)
                 for work in unit.works:
                     work.plan.create_marketo = _IN_THE_FILE  # (kept not None: it is a create)
-                unit, unit_pages = None, 0
+                sent, unit, unit_pages = unit, None, 0
             _keep_plans_only(works)
+            if sent is not None:  # its creates' D rows may be staged once the run's pages are planned
+                run.units.append((sent.works, sent.submitted, UnitStaging()))
+                mark(sent.works, run.units[-1][2])
             planned = _planned_counts(builder, before)
             builder.forget_page()
             yield _RunPage(works, bulk, page.cursor, page.is_last, len(page.records), planned, ends_run=last_of_run)

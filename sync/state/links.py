@@ -12,6 +12,8 @@ point read. The rows of each (entity, side) are sharded over BUCKETS buckets by 
                                   -> dynamics id                      (a Marketo id that is no integer)
                                   PartitionKey = encode("<entity>|P|<bucket of the pack>"), RowKey = pack label
                                   -> L<marketo id> = dynamics id, for each linked id of the pack  (an index pack)
+                                  PartitionKey = encode("<entity>|U|<bucket of the label>"), RowKey = unit label
+                                  -> S<slot> = marketo id, for each proven slot of the unit  (a unit map)
 
     bucket = crc32(id.lower() as UTF-8) mod BUCKETS, two lower-case hex digits ("00" .. "07")
     pack label = marketo id // PACK_SPAN, 13 digits; the pack's bucket is that of its label
@@ -25,6 +27,19 @@ written far more than their size: `bench/bench_full_sync.py --records 100000` sp
 Dynamics with an index row per link and 14.5 s with the packs (the same sitting); to Marketo 16.5 s and 10.5 s. Ids
 that are no integers (another object's), or longer than 15 digits, keep an index row of their own. Rows written
 before the packs stay readable: a lookup reads the pack first and, for the ids it does not name, the M rows.
+
+Staged rows. A full sync to Marketo creates persons by Bulk Import and learns their ids only once Marketo has
+imported them and exported the ids (sync/engine/staging.py): a wait of many seconds, after which every link used to
+be written at the storage's pace, a D row each. So the D row of such a create is written during that wait, staged:
+without MarketoId, with Unit (a random id of its import unit) and Slot (its place in the unit). Once its id is
+proven, the save writes no D row for it, only the id into its unit's map (unit label = "<unit>.<slot // 100>", 7
+digits; a hundred slots a row, each a property, merged like the packs) and the index pack. A reader of D rows
+resolves a staged row through its unit map (one read per map row, batched like the rest); a row whose slot holds no
+id yet (a run that crashed, an import that failed or rejected it) is no link, to every reader and to `count`:
+the next attempt matches the record again and writes its row whole, which replaces the staged one. `has_any`
+counts such a row as "maybe": it is only a hint to look. So a 100k full sync ends by writing about 1,000 unit-map and
+1,000 pack entities, not 100,000 D rows: in `bench/bench_full_sync.py`, 0.2 s a save of 10,000 links where a save
+of whole rows took 1.0-1.4 s. The maps cost 1 entity per 100 links, as the packs do, and `delete_all` removes them.
 
 crc32 (zlib) is fixed by its definition, so a bucket never changes between runs, processes or Python versions (Python's
 `hash()` of a str is salted per process). Ids are lower-cased first so that the same GUID spelt in either case lands in
@@ -153,6 +168,7 @@ MAX_TRANSACTION_OPERATIONS = 100  # Table Storage's limit; Azurite answers more 
 MAX_SNAPSHOT_CHARS = 30_000  # a string property holds 64 KiB (32K UTF-16 characters)
 BUCKETS = 8  # partitions per (entity, side): see "Why 8 buckets" above
 PACK_SPAN = 100  # consecutive Marketo ids per index pack row (an entity holds at most 252 properties of its own)
+UNIT_SPAN = 100  # consecutive slots of an import unit per unit-map row (likewise)
 SCAN_PAGE = 1000  # rows per page when a partition is read whole
 POINT_READS_PER_PAGE = 15  # what a page of 1,000 rows costs, in point reads (measured on Azurite)
 SCAN_AT_LEAST = 64  # fewer ids than this: point reads, always
@@ -162,7 +178,7 @@ TRANSACTION_ATTEMPTS = 4
 
 Side = Literal["D", "M"]
 SIDES: tuple[Side, Side] = ("D", "M")
-Part = Literal["D", "M", "P"]  # a side's rows, or the index packs (kept in the M tables)
+Part = Literal["D", "M", "P", "U"]  # a side's rows, the index packs or the unit maps (both kept in the M tables)
 _T = TypeVar("_T")
 
 
@@ -186,6 +202,30 @@ def pack_label(marketo_id: str) -> str | None:
 def pack_property(marketo_id: str) -> str:
     """The property of a pack row that holds the Dynamics id linked to `marketo_id`."""
     return f"L{marketo_id}"
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Where a staged D row waits for its Marketo id: slot `slot` of import unit `unit` (see "Staged rows")."""
+
+    unit: str
+    slot: int
+
+    @property
+    def label(self) -> str:
+        """The unit-map row that holds this slot's Marketo id, once it is proven."""
+        return f"{self.unit}.{self.slot // UNIT_SPAN:07d}"
+
+    @property
+    def property(self) -> str:
+        return f"S{self.slot}"
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> Staged | None:
+        """The slot a D row was staged in, if it has no Marketo id of its own."""
+        if row.get("MarketoId") or not row.get("Unit") or row.get("Slot") is None:
+            return None
+        return cls(str(row["Unit"]), int(row["Slot"]))
 
 
 class Link(BaseModel):
@@ -354,22 +394,24 @@ class LinkStore:
         return encode_key(f"{entity}|{side}")
 
     def _table(self, part: Part, bucket: int) -> TableClient:
-        """The table of a part's bucket: the packs live in the M tables, beside the M rows."""
-        return self._tables["M" if part == "P" else part, bucket]
+        """The table of a part's bucket: the packs and the unit maps live in the M tables, beside the M rows."""
+        side: Side = "D" if part == "D" else "M"
+        return self._tables[side, bucket]
 
     def _where(self, entity: str, side: Side, record_id: str) -> tuple[TableClient, str, str]:
         """The table, PartitionKey and RowKey of the row of `record_id`."""
         bucket = link_bucket(record_id)
         return self._tables[side, bucket], _bucket_partition(entity, side, bucket), encode_key(record_id)
 
-    def _d_row(self, link: Link) -> dict[str, Any]:
+    def _d_row(self, link: Link, staged: Staged | None = None) -> dict[str, Any]:
+        """The authoritative row of a link; staged: without its Marketo id, which its unit's map will hold."""
         snapshot = link.snapshot_json if link.snapshot_json is not None else encode_snapshot(link.snapshot)
         if len(snapshot) > MAX_SNAPSHOT_CHARS:
             raise ValueError(
                 f"snapshot of {link.entity} {link.dynamics_id} is {len(snapshot)} characters; "
                 f"at most {MAX_SNAPSHOT_CHARS} fit in one table property"
             )
-        return {
+        row = {
             "PartitionKey": self.partition(link.entity, "D", link.dynamics_id),
             "RowKey": encode_key(link.dynamics_id),
             "Entity": link.entity,
@@ -377,6 +419,20 @@ class LinkStore:
             "MarketoId": link.marketo_id,
             "Snapshot": snapshot,
             "SyncedAt": link.synced_at or datetime.now(UTC),
+        }
+        if staged is not None:
+            del row["MarketoId"]
+            row["Unit"], row["Slot"] = staged.unit, staged.slot
+        return row
+
+    @staticmethod
+    def _unit_row(entity: str, label: str) -> dict[str, Any]:
+        """A unit-map row without its slots (each a property: S<slot> = the Marketo id proven for it)."""
+        return {
+            "PartitionKey": _bucket_partition(entity, "U", link_bucket(label)),
+            "RowKey": encode_key(label),
+            "Entity": entity,
+            "Label": label,
         }
 
     @staticmethod
@@ -398,12 +454,34 @@ class LinkStore:
             "MarketoId": link.marketo_id,
         }
 
+    def _marketo_ids(self, entity: str, rows: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        """Each D row's Marketo id: its own, or a staged row's from its unit's map (None while none is proven)."""
+        staged = [Staged.of_row(row) for row in rows]
+        labels = {where.label for where in staged if where is not None}
+        maps = {str(row.get("Label")): row for row in self._many(entity, "U", labels)} if labels else {}
+        ids: list[str | None] = []
+        for row, where in zip(rows, staged, strict=True):
+            if where is None:
+                ids.append(row.get("MarketoId") or None)
+                continue
+            value = maps.get(where.label, {}).get(where.property)
+            ids.append(value if isinstance(value, str) and value else None)
+        return ids
+
+    def _links_of(self, entity: str, rows: Sequence[Mapping[str, Any]]) -> list[Link]:
+        """The links of D rows; a staged row whose Marketo id is not proven yet is no link."""
+        return [
+            self._from_d_row(row, marketo_id)
+            for row, marketo_id in zip(rows, self._marketo_ids(entity, rows), strict=True)
+            if marketo_id is not None
+        ]
+
     @staticmethod
-    def _from_d_row(row: dict[str, Any]) -> Link:
+    def _from_d_row(row: Mapping[str, Any], marketo_id: str) -> Link:
         return Link(
             entity=row["Entity"],
             dynamics_id=row["DynamicsId"],
-            marketo_id=row["MarketoId"],
+            marketo_id=marketo_id,
             snapshot=json.loads(row.get("Snapshot") or "{}"),
             synced_at=row.get("SyncedAt"),
         )
@@ -489,7 +567,8 @@ class LinkStore:
             row = table.get_entity(partition, key)
         except ResourceNotFoundError:
             return None
-        return self._from_d_row(row)
+        links = self._links_of(entity, [row])
+        return links[0] if links else None
 
     def get_by_marketo_id(self, entity: str, marketo_id: str) -> Link | None:
         """The link whose Marketo side is `marketo_id` (index row, then the authoritative row it points at)."""
@@ -508,7 +587,7 @@ class LinkStore:
         ORing row keys would scan the partition once per query, in Azure and in Azurite alike)."""
         self._require_current(entity)
         rows = self._many(entity, "D", dynamics_ids)
-        return {link.dynamics_id: link for link in map(self._from_d_row, rows)}
+        return {link.dynamics_id: link for link in self._links_of(entity, rows)}
 
     def get_many_by_marketo_id(self, entity: str, marketo_ids: Iterable[str]) -> dict[str, Link]:
         """marketo id -> link, for the ids that have one (stale index rows skipped)."""
@@ -597,8 +676,8 @@ class LinkStore:
             "PartitionKey eq @pk", parameters={"pk": _bucket_partition(entity, side, bucket)}, **options
         )
 
-    def _side_iter(self, entity: str, side: Side, **options: Any) -> Iterator[TableEntity]:
-        """Every row of a side of an entity, bucket after bucket."""
+    def _side_iter(self, entity: str, side: Part, **options: Any) -> Iterator[TableEntity]:
+        """Every row of a part of an entity, bucket after bucket."""
         for bucket in range(BUCKETS):
             yield from self._side_rows(entity, side, bucket, **options)
 
@@ -608,24 +687,42 @@ class LinkStore:
             return list(pool.map(work, range(BUCKETS)))
 
     # --- writes -----------------------------------------------------------------------------------------------------
-    def save(self, links: Iterable[Link], indexed: Iterable[tuple[str, str]] = ()) -> int:
+    def save(
+        self,
+        links: Iterable[Link],
+        indexed: Iterable[tuple[str, str]] = (),
+        staged: Mapping[str, Staged] | None = None,
+    ) -> int:
         """Write links and their snapshots; returns the number of transactions sent.
 
         Authoritative D rows go first, then the index: a Marketo id that is an integer goes into its pack row (one
         insert-or-merge per pack, whatever the links it gets), any other into an M row of its own. `indexed` names
         (dynamics id, marketo id) pairs whose index entry is already right (an existing link whose snapshot moved):
-        only their D row is rewritten. Relinking a record to a new counterpart leaves the old counterpart's index
-        entry stale (ignored by lookups) until a later save replaces it.
+        only their D row is rewritten. `staged` maps the Dynamics ids whose D row `stage` wrote to their slot: their
+        Marketo ids go into the unit maps (merged like the packs) instead of a D row each. Relinking a record to a
+        new counterpart leaves the old counterpart's index entry stale (ignored by lookups) until a later save
+        replaces it.
         """
         links = list(links)
         for entity in {link.entity for link in links}:
             self._require_current(entity)
         known = set(indexed)
+        slots = staged or {}
         d_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        u_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         m_ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        units: dict[tuple[str, str], dict[str, Any]] = {}
         packs: dict[tuple[str, str], dict[str, Any]] = {}
         for link in links:
-            d_ops.setdefault(link_bucket(link.dynamics_id), []).append(("upsert", self._d_row(link)))
+            where = slots.get(link.dynamics_id)
+            if where is None:
+                d_ops.setdefault(link_bucket(link.dynamics_id), []).append(("upsert", self._d_row(link)))
+            else:
+                unit = units.get((link.entity, where.label))
+                if unit is None:
+                    unit = units[link.entity, where.label] = self._unit_row(link.entity, where.label)
+                    u_ops.setdefault(link_bucket(where.label), []).append(("merge", unit))
+                unit[where.property] = link.marketo_id
             if (link.dynamics_id, link.marketo_id) in known:
                 continue
             label = pack_label(link.marketo_id)
@@ -637,8 +734,19 @@ class LinkStore:
                 pack = packs[link.entity, label] = self._pack_row(link.entity, label)
                 m_ops.setdefault(link_bucket(label), []).append(("merge", pack))
             pack[pack_property(link.marketo_id)] = link.dynamics_id
-        sent = submit_grouped([(self._tables["D", bucket], ops) for bucket, ops in sorted(d_ops.items())])
+        authority = [(self._tables["D", bucket], ops) for bucket, ops in sorted(d_ops.items())]
+        authority += [(self._tables["M", bucket], ops) for bucket, ops in sorted(u_ops.items())]
+        sent = submit_grouped(authority)
         return sent + submit_grouped([(self._tables["M", bucket], ops) for bucket, ops in sorted(m_ops.items())])
+
+    def stage(self, links: Iterable[tuple[Link, Staged]]) -> int:
+        """Write the D rows of links whose Marketo ids are not known yet (their `marketo_id` is ignored), each in its
+        slot; a later `save(..., staged=...)` proves them. Until then they are no links. Returns the transactions."""
+        ops: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for link, where in links:
+            self._require_current(link.entity)
+            ops.setdefault(link_bucket(link.dynamics_id), []).append(("upsert", self._d_row(link, where)))
+        return submit_grouped([(self._tables["D", bucket], rows) for bucket, rows in sorted(ops.items())])
 
     def delete(self, links: Iterable[Link]) -> int:
         """Remove links (both rows); missing rows are ignored. Returns the number of delete calls."""
@@ -663,8 +771,9 @@ class LinkStore:
         for side in SIDES:
             rows = sum(1 for partition, _ in old if partition.startswith(self.legacy_partition(entity, side)))
             counts.append(rows + sum(self._delete_part(entity, side, bucket) for bucket in range(BUCKETS)))
-        for bucket in range(BUCKETS):  # the index packs (their links were counted on the sides)
+        for bucket in range(BUCKETS):  # the index packs and unit maps (their links were counted on the sides)
             self._delete_part(entity, "P", bucket)
+            self._delete_part(entity, "U", bucket)
         for partition, group in groupby(old, key=lambda key: key[0]):
             _delete_in(self._old, partition, [row_key for _, row_key in group])
         self._current.discard(entity)
@@ -680,8 +789,9 @@ class LinkStore:
     def list(self, entity: str) -> Iterator[Link]:
         """Every link of an entity, streamed page by page (bucket by bucket)."""
         self._require_current(entity)
-        for row in self._side_iter(entity, "D"):
-            yield self._from_d_row(row)
+        for bucket in range(BUCKETS):
+            for page in self._side_rows(entity, "D", bucket, results_per_page=SCAN_PAGE).by_page():
+                yield from self._links_of(entity, list(page))
 
     def has_any(self, entity: str) -> bool:
         """Whether the entity has a link in any bucket: every bucket asked for one row, all at once."""
@@ -695,8 +805,17 @@ class LinkStore:
         )
 
     def count(self, entity: str) -> int:
+        """The links of an entity: staged rows count once their Marketo id is proven."""
         self._require_current(entity)
-        return sum(self._each_bucket(lambda b: sum(1 for _ in self._side_rows(entity, "D", b, select=["RowKey"]))))
+        columns = ["RowKey", "MarketoId", "Unit", "Slot"]
+
+        def in_bucket(bucket: int) -> int:
+            rows = [dict(row) for row in self._side_rows(entity, "D", bucket, select=columns)]
+            own = sum(1 for row in rows if row.get("MarketoId"))
+            staged = [row for row in rows if not row.get("MarketoId")]
+            return own + sum(1 for marketo_id in self._marketo_ids(entity, staged) if marketo_id is not None)
+
+        return sum(self._each_bucket(in_bucket))
 
 
 def _delete_in(table: TableClient, partition: str, keys: Sequence[str]) -> None:
@@ -717,6 +836,7 @@ __all__ = [
     "Link",
     "LinkStore",
     "Migration",
+    "Staged",
     "TableTransactionError",
     "TransactionTooLarge",
     "chunked_transactions",

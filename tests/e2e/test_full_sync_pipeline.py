@@ -336,3 +336,125 @@ def test_a_cancel_stops_a_run_at_the_next_page_and_what_was_written_is_linked(wo
     task = next(t for t in view.tasks if t["entity"] == "lead")
     assert 2 <= task["pages_done"] < 10, task
     assert world.mk_count() == world.ctx.state.links.count("lead") == task["read"]  # nothing written unlinked
+
+
+def _ids_wait_for_the_stager(world: World, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Hold every import's id resolution until the stager has written the last unit (it stages once the pages are
+    planned, while Marketo imports: here the imports are quicker than that, so they are made to wait). Returns the
+    Dynamics ids of each stage call."""
+    import threading
+
+    import sync.engine.fullsync_pages as pages
+    from sync.engine import staging
+    from sync.engine.imported_ids import ImportedIds
+
+    links = world.ctx.state.links
+    real_stage, real_unit, real_resolve = links.stage, staging.stage_unit, ImportedIds.resolve
+    staged: list[list[str]] = []
+    units_done = threading.Event()
+    units_left = {"n": 0}
+
+    def stage(rows: Any) -> int:
+        rows = list(rows)
+        staged.append([link.dynamics_id for link, _ in rows])
+        return real_stage(rows)
+
+    def stage_unit(*args: Any, **kw: Any) -> None:
+        try:
+            real_unit(*args, **kw)
+        finally:
+            units_left["n"] -= 1
+            if units_left["n"] <= 0:
+                units_done.set()
+
+    def resolve(self: ImportedIds, *args: Any, **kw: Any) -> Any:
+        assert units_done.wait(60), "the stager never finished"
+        return real_resolve(self, *args, **kw)
+
+    real_mark = staging.mark
+
+    def mark(*args: Any, **kw: Any) -> None:
+        units_left["n"] += 1
+        real_mark(*args, **kw)
+
+    monkeypatch.setattr(links, "stage", stage)
+    monkeypatch.setattr(ImportedIds, "resolve", resolve)
+    monkeypatch.setattr(pages, "stage_unit", stage_unit)
+    monkeypatch.setattr(pages, "mark", mark)
+    return staged
+
+
+def test_link_rows_are_staged_while_marketo_imports_and_then_only_the_unit_maps_are_written(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the pages are planned, the D rows of every import unit's creates are written while Marketo imports;
+    when the ids are proven, the commits write no D row for them, only the units' maps and the index packs."""
+    ids = leads(world, 14)
+    existing = world.mk_form_fill(email="p3@example.com", firstName="Already")  # an update: its row is not staged
+    indexed_job(world, monkeypatch, page_size=3)  # 5 pages: units of 2, 2 and 1
+    world.ctx.import_unit_pages = 2
+    staged = _ids_wait_for_the_stager(world, monkeypatch)
+    links = world.ctx.state.links
+    real_save = links.save
+    saves: list[tuple[int, int]] = []  # links, of which staged
+
+    def save(batch: Any, *args: Any, staged: Any = None, **kw: Any) -> int:
+        batch = list(batch)
+        saves.append((len(batch), len(staged or {})))
+        return real_save(batch, *args, staged=staged, **kw)
+
+    monkeypatch.setattr(links, "save", save)
+    view = run_job(world, {"entities": ["lead"], "direction": "to_marketo"})
+    task = next(t for t in view.tasks if t["entity"] == "lead")
+    assert task["created"] == 13 and task["updated"] == 1 and task["failed"] == 0
+    creates = {lead_id for email, lead_id in ids.items() if email != "p3@example.com"}
+    assert sorted(d for call in staged for d in call) == sorted(creates)  # every create staged, once
+    lead_saves = [(n, s) for n, s in saves if n > 1]
+    assert sum(n for n, _ in lead_saves) == 14 and sum(s for _, s in lead_saves) == 13  # all but the update
+    d_rows = list(links._side_iter("lead", "D"))
+    assert sum(1 for row in d_rows if "Unit" in row) == 13 and len(d_rows) == 14
+    assert len(list(links._side_iter("lead", "U"))) == 3  # a map row per unit (each under 100 rows)
+    one_person_each(world, list(ids))
+    for email, lead_id in ids.items():
+        assert linked(world, email)[0] == lead_id
+    assert linked(world, "p3@example.com")[1] == str(existing)
+    found = links.get_many_by_dynamics_id("lead", list(ids.values()))
+    for email, lead_id in ids.items():  # by Dynamics id too: the staged rows' ids come from the unit maps
+        assert found[lead_id].marketo_id == str(world.mk_by_email(email)[0]["id"])
+    assert world.mk_count() == 14 == links.count("lead") == len(list(links.list("lead")))
+
+
+def test_a_unit_whose_maps_fail_after_staging_is_done_again_and_nothing_is_duplicated(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The D rows are staged, then the save of the second unit's ids fails: the delivery fails and its staged rows
+    read as no link; the redelivery redoes that unit from the checkpoint, matching its persons by their link field,
+    and every record ends linked to one person."""
+    ids = leads(world, 14)
+    indexed_job(world, monkeypatch, page_size=3)
+    world.ctx.import_unit_pages = 2
+    staged = _ids_wait_for_the_stager(world, monkeypatch)
+    links = world.ctx.state.links
+    real_save = links.save
+    failed: list[int] = []
+    pending_after_failure: list[int] = []
+
+    def save(batch: Any, *args: Any, staged: Any = None, **kw: Any) -> int:
+        batch = list(batch)
+        if staged and not failed and links.count("lead") >= 1:  # the first unit is linked: fail the next
+            failed.append(len(staged))
+            pending_after_failure.append(links.count("lead"))
+            raise ConnectionError("storage went away")
+        return real_save(batch, *args, staged=staged, **kw)
+
+    monkeypatch.setattr(links, "save", save)
+    job_id = start(world, {"entities": ["lead"], "direction": "to_marketo"})
+    world.drain()
+    view = view_job(world.ctx, job_id)
+    assert view is not None and view.state == "succeeded", view
+    assert failed and staged
+    assert pending_after_failure[0] < 14  # the failed unit's staged rows did not count as links
+    one_person_each(world, list(ids))
+    for email, lead_id in ids.items():
+        assert linked(world, email)[0] == lead_id
+    assert world.mk_count() == 14 == links.count("lead") == len(list(links.list("lead")))
