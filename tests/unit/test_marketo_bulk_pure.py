@@ -441,3 +441,21 @@ def test_an_export_of_minutes_waits_past_the_backoff_cap_up_to_the_expected_one(
     # the first poll at the expected end (queue wait, run, margin); still queued: most of a run again, capped
     assert slept == [pytest.approx(2.0 + 240.0 + 0.5), pytest.approx(240.0)], slept
     assert all(pause > exporter.poll.maximum for pause in slept)
+
+
+def test_an_import_file_is_what_the_csv_module_writes_for_its_rows_whatever_their_cells() -> None:
+    """The chunker writes its lines through one shared writer (fast), so each line must still be exactly the line
+    a writer of its own makes: quoting, empty cells, non-strings, non-ASCII."""
+    fields = ["a", "b", "c"]
+    cells = [None, "", True, False, 3, 2.5, "x,y", 'say "hi"', "two\nlines", "cr\rhere", " pad ", "Ωμέγα", "null"]
+    rows = [dict(zip(fields, combo, strict=True)) for combo in itertools.product(cells, repeat=3)]
+    [chunk] = CsvChunker(fields).chunks(rows)
+    expected = io.StringIO()
+    writer = csv.writer(expected, lineterminator="\n")
+    writer.writerow(fields)
+    for row in rows:
+        writer.writerow(
+            ["" if v is None else ("true" if v is True else "false" if v is False else str(v)) for v in row.values()]
+        )
+    assert chunk.data == expected.getvalue().encode("utf-8")
+    assert chunk.indices == list(range(len(rows)))
